@@ -1,0 +1,496 @@
+//! Configuration: TOML text → raw structs (serde, unknown keys rejected) → validated
+//! `Config`. Every error names the file, line and column.
+
+use crate::detector::Action;
+use crate::ignore::parse_net;
+use crate::ports::{PortListError, PortSet};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_PATH: &str = "/etc/portsentry/portsentry.toml";
+pub const DEFAULT_INCLUDE: &str = "/usr/share/portsentry/portsentry.nft";
+
+/// Debian's TCP_PORTS / UDP_PORTS defaults, used in `ports` mode when none are given.
+pub const DEFAULT_TCP_PORTS: &str = "1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,27665,31337,32771,32772,32773,32774,40421,49724,54320";
+pub const DEFAULT_UDP_PORTS: &str = "1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,32773,32774,31337,54321";
+
+// ---------------------------------------------------------------- raw (as written)
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub queue: RawQueue,
+    pub tcp: RawWatch,
+    pub udp: RawWatch,
+    pub detect: RawDetect,
+    pub block: RawBlock,
+    pub ignore: RawIgnore,
+    pub files: RawFiles,
+    pub firewall: RawFirewall,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    pub num: Option<u16>,
+    pub max_len: Option<Spanned<u32>>,
+    pub fail_open: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Every port below `advanced_below` that nothing listens on, minus the exclusions.
+    Advanced,
+    /// The ports listed in `ports`.
+    Ports,
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWatch {
+    pub mode: Option<WatchMode>,
+    pub ports: Option<Spanned<String>>,
+    pub advanced_below: Option<Spanned<u32>>,
+    pub advanced_exclude: Option<Vec<Spanned<u16>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDetect {
+    pub trigger: Option<u32>,
+    pub window: Option<Spanned<String>>,
+    pub max_sources: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBlock {
+    pub tcp: Option<Action>,
+    pub udp: Option<Action>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIgnore {
+    pub addresses: Option<Vec<Spanned<String>>>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFiles {
+    pub state_dir: Option<PathBuf>,
+    pub history: Option<PathBuf>,
+    pub blocked: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SteeringChoice {
+    /// nft `queue` where the kernel has nft_queue, else the xt NFQUEUE target.
+    #[default]
+    Auto,
+    Native,
+    Compat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFirewall {
+    /// The include loaded when `table inet portsentry` is missing.
+    pub include: Option<PathBuf>,
+    pub steering: Option<SteeringChoice>,
+}
+
+// ---------------------------------------------------------------- validated
+
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub mode: WatchMode,
+    /// The ports whose probes are steered to us (listening ports are skipped in the kernel).
+    pub ports: PortSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub queue_num: u16,
+    pub queue_max_len: u32,
+    pub fail_open: bool,
+    pub tcp: Watch,
+    pub udp: Watch,
+    pub trigger: u32,
+    pub window: Duration,
+    pub max_sources: usize,
+    pub block_tcp: Action,
+    pub block_udp: Action,
+    /// `None` = permanent.
+    pub block_timeout: Option<Duration>,
+    pub ignore: Vec<IpNet>,
+    pub ignore_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub history: PathBuf,
+    pub blocked: PathBuf,
+    pub include: PathBuf,
+    pub steering: SteeringChoice,
+}
+
+// ---------------------------------------------------------------- errors
+
+/// A configuration error located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Located),
+}
+
+#[derive(Debug)]
+pub struct Located {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub line_text: String,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}:{}:{}: {}",
+            self.path, self.line, self.column, self.message
+        )?;
+        writeln!(f, "   | {}", self.line_text)?;
+        write!(f, "   | {}^", " ".repeat(self.column.saturating_sub(1)))
+    }
+}
+
+impl Located {
+    fn at(path: &str, text: &str, span: Range<usize>, message: impl Into<String>) -> Self {
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        Located {
+            path: path.to_string(),
+            line: text[..start].matches('\n').count() + 1,
+            column: text[line_start..start].chars().count() + 1,
+            line_text: text[line_start..line_end].to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- loading
+
+impl Config {
+    /// `run` with no `-c`: the system file when present, else built-in defaults.
+    pub fn load_default() -> Result<Config, ConfigError> {
+        if Path::new(DEFAULT_PATH).exists() {
+            Config::load(Path::new(DEFAULT_PATH))
+        } else {
+            Config::parse("<built-in defaults>", "")
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&shown, &text)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(Located::at(path, text, span, e.message().trim_end()))
+        })?;
+        let err = |span: Range<usize>, msg: String| {
+            ConfigError::Invalid(Located::at(path, text, span, msg))
+        };
+        Validator { err: &err }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    err: &'a dyn Fn(Range<usize>, String) -> ConfigError,
+}
+
+impl Validator<'_> {
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let tcp = self.watch(&raw.tcp, DEFAULT_TCP_PORTS, &[113, 139], "tcp")?;
+        let udp = self.watch(&raw.udp, DEFAULT_UDP_PORTS, &[520, 138, 137, 67], "udp")?;
+        let window = self.duration(raw.detect.window.as_ref(), "5m", false)?;
+        let block_timeout = self.duration(raw.block.timeout.as_ref(), "1h", true)?;
+        let max_sources = match raw.detect.max_sources {
+            Some(s) if *s.get_ref() == 0 => {
+                return Err((self.err)(
+                    s.span(),
+                    "max_sources must be at least 1".into(),
+                ))
+            }
+            Some(s) => s.into_inner(),
+            None => 131_072,
+        };
+        let queue_max_len = match raw.queue.max_len {
+            Some(s) if *s.get_ref() == 0 => {
+                return Err((self.err)(s.span(), "max_len must be at least 1".into()))
+            }
+            Some(s) => s.into_inner(),
+            None => 4096,
+        };
+        let ignore = match &raw.ignore.addresses {
+            None => vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            Some(list) => list
+                .iter()
+                .map(|a| {
+                    parse_net(a.get_ref().trim())
+                        .map_err(|m| (self.err)(a.span(), format!("{m}: '{}'", a.get_ref())))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let state_dir = raw
+            .files
+            .state_dir
+            .unwrap_or_else(|| "/var/lib/portsentry".into());
+        Ok(Config {
+            source: None,
+            queue_num: raw.queue.num.unwrap_or(0),
+            queue_max_len,
+            fail_open: raw.queue.fail_open.unwrap_or(false),
+            tcp,
+            udp,
+            trigger: raw.detect.trigger.unwrap_or(0),
+            window: window.unwrap_or(Duration::MAX),
+            max_sources,
+            block_tcp: raw.block.tcp.unwrap_or(Action::Block),
+            block_udp: raw.block.udp.unwrap_or(Action::Block),
+            block_timeout,
+            ignore,
+            ignore_file: raw.ignore.file,
+            history: raw
+                .files
+                .history
+                .unwrap_or_else(|| state_dir.join("portsentry.history")),
+            blocked: raw
+                .files
+                .blocked
+                .unwrap_or_else(|| state_dir.join("portsentry.blocked")),
+            state_dir,
+            include: raw
+                .firewall
+                .include
+                .unwrap_or_else(|| DEFAULT_INCLUDE.into()),
+            steering: raw.firewall.steering.unwrap_or_default(),
+        })
+    }
+
+    fn watch(
+        &self,
+        raw: &RawWatch,
+        default_ports: &str,
+        default_exclude: &[u16],
+        section: &str,
+    ) -> Result<Watch, ConfigError> {
+        let mode = raw.mode.unwrap_or(WatchMode::Advanced);
+        let listed = match &raw.ports {
+            Some(p) => PortSet::parse(p.get_ref()).map_err(|e| self.port_err(p.span(), e))?,
+            None => PortSet::parse(default_ports).expect("default port list"),
+        };
+        let below = match &raw.advanced_below {
+            Some(b) if *b.get_ref() < 2 || *b.get_ref() > 65536 => {
+                return Err((self.err)(
+                    b.span(),
+                    format!("[{section}] advanced_below must be between 2 and 65536"),
+                ))
+            }
+            Some(b) => *b.get_ref(),
+            None => 1024,
+        };
+        let mut ports = match mode {
+            WatchMode::Advanced => PortSet::below(below),
+            WatchMode::Ports => listed,
+            WatchMode::Off => PortSet::new(),
+        };
+        match &raw.advanced_exclude {
+            Some(list) => {
+                for p in list {
+                    if *p.get_ref() == 0 {
+                        return Err(self.port_err(p.span(), PortListError::Zero));
+                    }
+                    if mode == WatchMode::Advanced {
+                        ports.remove(*p.get_ref());
+                    }
+                }
+            }
+            None if mode == WatchMode::Advanced => {
+                for p in default_exclude {
+                    ports.remove(*p);
+                }
+            }
+            None => {}
+        }
+        Ok(Watch { mode, ports })
+    }
+
+    fn port_err(&self, span: Range<usize>, e: PortListError) -> ConfigError {
+        (self.err)(span, e.to_string())
+    }
+
+    /// Parses "90s", "5m", "1h 30m"; "0" means "never" where `zero_is_never`.
+    fn duration(
+        &self,
+        raw: Option<&Spanned<String>>,
+        default: &str,
+        zero_is_never: bool,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let (text, span) = match raw {
+            Some(s) => (s.get_ref().trim(), s.span()),
+            None => (default, 0..0),
+        };
+        if text == "0" {
+            return if zero_is_never {
+                Ok(None)
+            } else {
+                Err((self.err)(
+                    span,
+                    "a duration of 0 is not allowed here".into(),
+                ))
+            };
+        }
+        let d = humantime::parse_duration(text).map_err(|e| {
+            (self.err)(
+                span.clone(),
+                format!("'{text}' is not a duration like \"90s\", \"5m\" or \"1h\": {e}"),
+            )
+        })?;
+        if d.is_zero() {
+            return Err((self.err)(span, "duration must be positive".into()));
+        }
+        Ok(Some(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact shape the issue fixes as the contract.
+    pub const CONTRACT: &str = r#"
+[queue]
+num = 0
+[tcp]
+mode = "advanced"
+ports = "1,11,15,79,111,12345-12346"
+advanced_below = 1024
+advanced_exclude = [113, 139]
+[udp]
+mode = "advanced"
+ports = "1,7,9,69,161"
+advanced_below = 1024
+advanced_exclude = [520, 138, 137, 67]
+[detect]
+trigger = 0
+[block]
+tcp = "block"
+udp = "block"
+timeout = "1h"
+[ignore]
+addresses = ["127.0.0.0/8", "::1/128"]
+[files]
+state_dir = "/var/lib/portsentry"
+history = "/var/lib/portsentry/portsentry.history"
+blocked = "/var/lib/portsentry/portsentry.blocked"
+"#;
+
+    fn invalid(text: &str) -> Located {
+        match Config::parse("t.toml", text) {
+            Err(ConfigError::Invalid(l)) => l,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn contract_parses_and_equals_defaults() {
+        let c = Config::parse("t.toml", CONTRACT).unwrap();
+        let d = Config::parse("t.toml", "").unwrap();
+        assert_eq!(c.tcp.ports, d.tcp.ports);
+        assert_eq!(c.udp.ports, d.udp.ports);
+        assert_eq!(c.tcp.ports.len(), 1023 - 2);
+        assert!(!c.tcp.ports.contains(113) && c.tcp.ports.contains(111));
+        assert!(!c.udp.ports.contains(67) && c.udp.ports.contains(161));
+        assert_eq!(c.block_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.ignore, d.ignore);
+        assert_eq!(c.history, d.history);
+        assert_eq!((c.block_tcp, c.trigger, c.queue_num), (Action::Block, 0, 0));
+    }
+
+    #[test]
+    fn ports_mode_uses_the_list() {
+        let c = Config::parse(
+            "t",
+            "[tcp]\nmode = \"ports\"\nports = \"1,11,12345-12346\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tcp.ports.iter().collect::<Vec<_>>(),
+            vec![1, 11, 12345, 12346]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let l = invalid("[tcp]\nmode = \"ports\"\nprots = \"1\"\n");
+        assert_eq!((l.line, l.column), (3, 1));
+        assert!(l.message.contains("unknown field `prots`"), "{}", l.message);
+    }
+
+    #[test]
+    fn bad_port_list_is_located_with_caret() {
+        let l = invalid("[udp]\nports = \"1,0,3\"\n");
+        assert_eq!(l.line, 2);
+        assert_eq!(l.message, "port 0 cannot be watched");
+        let shown = ConfigError::Invalid(l).to_string();
+        assert!(
+            shown.starts_with(
+                "t.toml:2:9: port 0 cannot be watched\n   | ports = \"1,0,3\"\n   |         ^"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        assert_eq!(invalid("[block]\ntcp = \"drop\"\n").line, 2);
+        assert_eq!(invalid("[block]\ntimeout = \"soon\"\n").line, 2);
+        assert_eq!(
+            invalid("[ignore]\naddresses = [\"::1/128\",\n \"10.0.0.0/33\"]\n").line,
+            3
+        );
+        assert_eq!(invalid("[tcp]\nadvanced_below = 1\n").line, 2);
+        assert_eq!(invalid("[tcp]\nadvanced_exclude = [0]\n").line, 2);
+        assert_eq!(invalid("[detect]\nwindow = \"0\"\n").line, 2);
+    }
+
+    #[test]
+    fn zero_timeout_is_permanent() {
+        let c = Config::parse("t", "[block]\ntimeout = \"0\"\n").unwrap();
+        assert_eq!(c.block_timeout, None);
+    }
+}

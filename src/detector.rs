@@ -1,0 +1,377 @@
+//! The pure core: probes in, decisions out, time passed in. No I/O, no clock, no allocation
+//! per probe once the source table has reached its capacity.
+
+use crate::ignore::{canonical, IgnoreList};
+use crate::probe::{Probe, Proto};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// What to do once a source reaches the trigger (PortSentry's BLOCK_TCP / BLOCK_UDP 0/1/2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Report only.
+    Off,
+    /// Add the source to the block set (and run the legacy actions and command, if any).
+    Block,
+    /// Run the configured command only.
+    Command,
+}
+
+#[derive(Clone, Debug)]
+pub struct DetectorConfig {
+    /// Act on this hit per source (PortSentry SCAN_TRIGGER: 0 and 1 both mean the first).
+    pub trigger: u32,
+    /// A source's hits older than this are forgotten.
+    pub window: Duration,
+    pub tcp: Action,
+    pub udp: Action,
+    /// How long an acted-on source stays quiet here; matches the block timeout so a source
+    /// that comes back after its block expired is acted on again.
+    pub hold: Duration,
+    /// Most sources tracked at once; the oldest is forgotten first.
+    pub max_sources: usize,
+}
+
+/// The verdict the packet itself gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Ignored or protected source: let the packet through, say nothing.
+    Pass,
+    /// Not evidence of a scan (backscatter such as RST or SYN+ACK): drop quietly.
+    Discard,
+    /// A hit below the trigger: drop, remember.
+    Count { hits: u32 },
+    /// The trigger is reached by this probe: report it and carry out `action`.
+    Act { action: Action, hits: u32 },
+    /// Already acted on within `hold`: drop, and only count it for the summary.
+    Repeat,
+}
+
+impl Decision {
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Decision::Pass => Verdict::Accept,
+            _ => Verdict::Drop,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Source {
+    first_hit: Instant,
+    hits: u32,
+    acted_until: Option<Instant>,
+}
+
+pub struct Detector {
+    cfg: DetectorConfig,
+    ignore: IgnoreList,
+    sources: HashMap<IpAddr, Source>,
+    /// Insertion order, for evicting the oldest source when the table is full.
+    order: VecDeque<IpAddr>,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectorConfig, ignore: IgnoreList) -> Self {
+        let cap = cfg.max_sources.max(1);
+        Detector {
+            sources: HashMap::with_capacity(cap),
+            order: VecDeque::with_capacity(cap),
+            cfg,
+            ignore,
+        }
+    }
+
+    /// Replaces the ignore list (SIGHUP, address changes) without losing state.
+    pub fn set_ignore(&mut self, ignore: IgnoreList) {
+        self.ignore = ignore;
+    }
+
+    pub fn ignore(&self) -> &IgnoreList {
+        &self.ignore
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn observe(&mut self, probe: &Probe, now: Instant) -> Decision {
+        let src = canonical(probe.src);
+        if self.ignore.contains(src) {
+            return Decision::Pass;
+        }
+        if !probe.kind.is_scan() {
+            return Decision::Discard;
+        }
+        let action = match probe.proto {
+            Proto::Tcp => self.cfg.tcp,
+            Proto::Udp => self.cfg.udp,
+        };
+        let (trigger, window, hold) = (self.cfg.trigger.max(1), self.cfg.window, self.cfg.hold);
+        let s = self.entry(src, now);
+        if let Some(until) = s.acted_until {
+            if now < until {
+                return Decision::Repeat;
+            }
+            s.acted_until = None;
+            s.hits = 0;
+        }
+        if s.hits == 0 || now.saturating_duration_since(s.first_hit) > window {
+            s.first_hit = now;
+            s.hits = 0;
+        }
+        s.hits = s.hits.saturating_add(1);
+        if s.hits >= trigger {
+            s.acted_until = Some(now + hold);
+            Decision::Act {
+                action,
+                hits: s.hits,
+            }
+        } else {
+            Decision::Count { hits: s.hits }
+        }
+    }
+
+    /// Undo an `Act` whose action could not be queued, so the next probe tries again.
+    pub fn retract(&mut self, src: IpAddr) {
+        if let Some(s) = self.sources.get_mut(&canonical(src)) {
+            s.acted_until = None;
+        }
+    }
+
+    /// Forget that a source was acted on (an administrator unblocked it).
+    pub fn forget(&mut self, src: IpAddr) {
+        if let Some(s) = self.sources.get_mut(&canonical(src)) {
+            s.acted_until = None;
+            s.hits = 0;
+        }
+    }
+
+    fn entry(&mut self, src: IpAddr, now: Instant) -> &mut Source {
+        if !self.sources.contains_key(&src) {
+            if self.sources.len() >= self.cfg.max_sources.max(1) {
+                if let Some(old) = self.order.pop_front() {
+                    self.sources.remove(&old);
+                }
+            }
+            self.order.push_back(src);
+            self.sources.insert(
+                src,
+                Source {
+                    first_hit: now,
+                    hits: 0,
+                    acted_until: None,
+                },
+            );
+        }
+        self.sources.get_mut(&src).expect("inserted above")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{ScanKind, TcpFlags};
+    use proptest::prelude::*;
+
+    fn cfg(trigger: u32) -> DetectorConfig {
+        DetectorConfig {
+            trigger,
+            window: Duration::from_secs(60),
+            tcp: Action::Block,
+            udp: Action::Off,
+            hold: Duration::from_secs(3600),
+            max_sources: 1000,
+        }
+    }
+
+    fn probe(src: &str, port: u16, kind: ScanKind) -> Probe {
+        Probe {
+            src: src.parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            proto: if kind == ScanKind::Udp {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            },
+            src_port: 40000,
+            dst_port: port,
+            kind,
+            flags: TcpFlags(0),
+            ip_options: false,
+        }
+    }
+
+    fn ignore() -> IgnoreList {
+        IgnoreList::new([
+            "127.0.0.0/8".parse().unwrap(),
+            "192.0.2.3/32".parse().unwrap(),
+        ])
+    }
+
+    #[test]
+    fn trigger_zero_and_one_act_on_first_hit() {
+        for t in [0, 1] {
+            let mut d = Detector::new(cfg(t), ignore());
+            let now = Instant::now();
+            assert_eq!(
+                d.observe(&probe("192.0.2.2", 111, ScanKind::Syn), now),
+                Decision::Act {
+                    action: Action::Block,
+                    hits: 1
+                }
+            );
+            assert_eq!(
+                d.observe(&probe("192.0.2.2", 112, ScanKind::Syn), now),
+                Decision::Repeat
+            );
+        }
+    }
+
+    #[test]
+    fn trigger_three_acts_on_third_hit_and_action_follows_protocol() {
+        let mut d = Detector::new(cfg(3), ignore());
+        let now = Instant::now();
+        let p = probe("2001:db8::2", 161, ScanKind::Udp);
+        assert_eq!(d.observe(&p, now), Decision::Count { hits: 1 });
+        assert_eq!(d.observe(&p, now), Decision::Count { hits: 2 });
+        assert_eq!(
+            d.observe(&p, now),
+            Decision::Act {
+                action: Action::Off,
+                hits: 3
+            }
+        );
+    }
+
+    #[test]
+    fn hits_outside_the_window_are_forgotten() {
+        let mut d = Detector::new(cfg(2), ignore());
+        let t0 = Instant::now();
+        let p = probe("192.0.2.2", 1, ScanKind::Fin);
+        assert_eq!(d.observe(&p, t0), Decision::Count { hits: 1 });
+        assert_eq!(
+            d.observe(&p, t0 + Duration::from_secs(61)),
+            Decision::Count { hits: 1 }
+        );
+        assert!(matches!(
+            d.observe(&p, t0 + Duration::from_secs(62)),
+            Decision::Act { .. }
+        ));
+    }
+
+    #[test]
+    fn acts_again_after_hold_expires() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let t0 = Instant::now();
+        let p = probe("192.0.2.2", 1, ScanKind::Null);
+        assert!(matches!(d.observe(&p, t0), Decision::Act { .. }));
+        assert_eq!(
+            d.observe(&p, t0 + Duration::from_secs(3599)),
+            Decision::Repeat
+        );
+        assert!(matches!(
+            d.observe(&p, t0 + Duration::from_secs(3601)),
+            Decision::Act { .. }
+        ));
+    }
+
+    #[test]
+    fn ignored_and_mapped_sources_pass() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let now = Instant::now();
+        assert_eq!(
+            d.observe(&probe("192.0.2.3", 1, ScanKind::Syn), now),
+            Decision::Pass
+        );
+        assert_eq!(
+            d.observe(&probe("::ffff:192.0.2.3", 1, ScanKind::Syn), now),
+            Decision::Pass
+        );
+        assert_eq!(
+            d.observe(&probe("127.0.0.9", 1, ScanKind::Syn), now),
+            Decision::Pass
+        );
+    }
+
+    #[test]
+    fn backscatter_is_discarded() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let rst = ScanKind::classify_tcp(TcpFlags(TcpFlags::RST));
+        assert_eq!(
+            d.observe(&probe("192.0.2.2", 1, rst), Instant::now()),
+            Decision::Discard
+        );
+        assert_eq!(d.tracked(), 0);
+    }
+
+    #[test]
+    fn retract_lets_the_next_probe_act() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let now = Instant::now();
+        let p = probe("192.0.2.2", 1, ScanKind::Syn);
+        assert!(matches!(d.observe(&p, now), Decision::Act { .. }));
+        d.retract(p.src);
+        assert!(matches!(d.observe(&p, now), Decision::Act { .. }));
+    }
+
+    #[test]
+    fn table_is_bounded_and_evicts_oldest() {
+        let mut c = cfg(2);
+        c.max_sources = 100;
+        let mut d = Detector::new(c, ignore());
+        let now = Instant::now();
+        for i in 0..1000u32 {
+            let a = std::net::Ipv4Addr::from(0xC612_0000 + i); // 198.18.0.0/15
+            d.observe(&probe(&a.to_string(), 1, ScanKind::Syn), now);
+        }
+        assert_eq!(d.tracked(), 100);
+        // The newest source still has its first hit; the oldest was forgotten.
+        let newest = std::net::Ipv4Addr::from(0xC612_0000 + 999u32).to_string();
+        assert!(matches!(
+            d.observe(&probe(&newest, 1, ScanKind::Syn), now),
+            Decision::Act { .. }
+        ));
+        let oldest = std::net::Ipv4Addr::from(0xC612_0000u32).to_string();
+        assert_eq!(
+            d.observe(&probe(&oldest, 1, ScanKind::Syn), now),
+            Decision::Count { hits: 1 }
+        );
+    }
+
+    proptest! {
+        /// With trigger N, the Nth hit inside the window acts and N-1 hits never do,
+        /// whatever the ports and their order.
+        #[test]
+        fn nth_hit_acts(n in 1u32..20, ports in proptest::collection::vec(1u16..1024, 20)) {
+            let mut d = Detector::new(cfg(n), ignore());
+            let now = Instant::now();
+            for (i, port) in ports.iter().take(n as usize).enumerate() {
+                let dec = d.observe(&probe("198.18.0.1", *port, ScanKind::Syn), now);
+                if (i as u32) + 1 < n {
+                    prop_assert_eq!(dec, Decision::Count { hits: i as u32 + 1 });
+                } else {
+                    prop_assert!(matches!(dec, Decision::Act { .. }), "expected Act, got {:?}", dec);
+                }
+            }
+        }
+
+        #[test]
+        fn ignored_sources_never_act(last in 0u8..=255, kinds in proptest::collection::vec(0u8..=255, 1..50)) {
+            let mut d = Detector::new(cfg(0), IgnoreList::new(["192.0.2.0/24".parse().unwrap()]));
+            let src = format!("192.0.2.{last}");
+            for f in kinds {
+                let dec = d.observe(&probe(&src, 7, ScanKind::classify_tcp(TcpFlags(f))), Instant::now());
+                prop_assert_eq!(dec, Decision::Pass);
+            }
+        }
+    }
+}

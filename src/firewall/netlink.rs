@@ -1,0 +1,142 @@
+//! One netfilter netlink socket: send a transaction, collect the answer to every message.
+
+use nftnl::FinalizedBatch;
+use std::io;
+use std::ops::Range;
+use std::time::Duration;
+
+/// The error of one message in a transaction, by its position in the batch.
+#[derive(Debug)]
+pub struct MsgError {
+    pub seq: u32,
+    pub error: io::Error,
+}
+
+pub struct Netlink {
+    sock: mnl::Socket,
+    portid: u32,
+    /// u32 storage keeps nlmsghdr reads aligned.
+    buf: Vec<u32>,
+}
+
+// SAFETY: an mnl socket is an fd plus its address; it is moved to one thread and used there
+// only, never shared.
+unsafe impl Send for Netlink {}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const HDR_LEN: usize = 16;
+
+impl Netlink {
+    pub fn open() -> io::Result<Netlink> {
+        let sock = mnl::Socket::new(mnl::Bus::Netfilter)?;
+        let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(sock.as_raw_socket()) };
+        // A transaction of thousands of elements answers with thousands of acks; a small
+        // receive buffer would lose them (ENOBUFS). FORCE works as root, plain as fallback.
+        let size: libc::c_int = 8 << 20;
+        unsafe {
+            let p = (&size as *const libc::c_int).cast();
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+            }
+            // Never wait forever on the kernel.
+            let tv = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        let portid = sock.portid();
+        Ok(Netlink {
+            sock,
+            portid,
+            buf: vec![0u32; nftnl::nft_nlmsg_maxsize() as usize / 4 + 1],
+        })
+    }
+
+    /// Sends the batch and waits for the answer to each message. `Ok(errors)`: the
+    /// transaction was answered; if `errors` is empty it was committed, otherwise the kernel
+    /// aborted all of it.
+    pub fn transact(&mut self, batch: &FinalizedBatch) -> io::Result<Vec<MsgError>> {
+        self.sock.send_all(batch)?;
+        self.collect(batch.sequence_numbers())
+    }
+
+    /// Sends one request message (e.g. a GET) and returns its error, if any.
+    pub fn request(&mut self, msg: &[u8], seq: u32) -> io::Result<Option<io::Error>> {
+        self.sock.send(msg)?;
+        let mut errors = self.collect(seq..seq + 1)?;
+        Ok(errors.pop().map(|e| e.error))
+    }
+
+    fn collect(&mut self, seqs: Range<u32>) -> io::Result<Vec<MsgError>> {
+        let mut pending: Vec<bool> = vec![true; seqs.len()];
+        let mut left = seqs.len();
+        let mut errors = Vec::new();
+        while left > 0 {
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.buf.as_mut_ptr().cast::<u8>(),
+                    self.buf.len() * 4,
+                )
+            };
+            let n = self.sock.recv_raw(bytes)?;
+            let mut at = 0;
+            while at + HDR_LEN <= n {
+                let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap());
+                let seq = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+                let pid = u32::from_ne_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+                if len < HDR_LEN || at + len > n {
+                    break;
+                }
+                if pid == self.portid && seqs.contains(&seq) {
+                    let idx = (seq - seqs.start) as usize;
+                    let done = match ty {
+                        NLMSG_ERROR if len >= HDR_LEN + 4 => {
+                            let code =
+                                i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap());
+                            if code != 0 {
+                                errors.push(MsgError {
+                                    seq,
+                                    error: io::Error::from_raw_os_error(-code),
+                                });
+                            }
+                            true
+                        }
+                        NLMSG_DONE => true,
+                        _ => false, // data for a GET; its ack follows
+                    };
+                    if done && pending[idx] {
+                        pending[idx] = false;
+                        left -= 1;
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+            // After an error the kernel answers every message it processed; a message it
+            // never reached would otherwise keep us waiting until the socket timeout.
+            if !errors.is_empty() && left > 0 && !self.more_waiting() {
+                break;
+            }
+        }
+        Ok(errors)
+    }
+
+    fn more_waiting(&self) -> bool {
+        let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()) };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut pfd, 1, Duration::from_millis(50).as_millis() as i32) > 0 }
+    }
+}

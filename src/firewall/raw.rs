@@ -1,0 +1,231 @@
+//! What nftnl's safe API lacks, built on its re-exported `nftnl_sys` and public traits:
+//! set-element messages with timeouts and interval flags (and without NLM_F_EXCL, so
+//! re-adding refreshes instead of aborting the transaction), the native `queue` expression,
+//! the xt `NFQUEUE` compat target, and a single-table lookup message.
+//!
+//! All `unsafe` of the firewall lives here.
+
+use nftnl::expr::Expression;
+use nftnl::nftnl_sys::{self as sys, libc};
+use nftnl::{MsgType, NlMsg, Rule};
+use std::ffi::{c_void, CStr};
+use std::net::IpAddr;
+use std::os::raw::c_char;
+use std::ptr::NonNull;
+
+/// NFT_SET_ELEM_INTERVAL_END: marks the first address past an interval.
+pub const ELEM_INTERVAL_END: u32 = 1;
+/// NFT_QUEUE_FLAG_BYPASS: accept instead of drop when no process listens on the queue.
+pub const QUEUE_BYPASS: u16 = 1;
+/// NFT_QUEUE_FLAG_CPU_FANOUT.
+pub const QUEUE_FANOUT: u16 = 2;
+
+/// One set element: a key of up to 16 bytes, an optional timeout, flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elem {
+    key: [u8; 16],
+    key_len: u8,
+    pub timeout_ms: Option<u64>,
+    pub flags: u32,
+}
+
+impl Elem {
+    pub fn addr(addr: IpAddr) -> Elem {
+        let mut key = [0; 16];
+        let key_len = match addr {
+            IpAddr::V4(a) => {
+                key[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                key.copy_from_slice(&a.octets());
+                16
+            }
+        };
+        Elem {
+            key,
+            key_len,
+            timeout_ms: None,
+            flags: 0,
+        }
+    }
+
+    /// An `inet_service` key: two bytes, network order.
+    pub fn port(port: u16) -> Elem {
+        let mut key = [0; 16];
+        key[..2].copy_from_slice(&port.to_be_bytes());
+        Elem {
+            key,
+            key_len: 2,
+            timeout_ms: None,
+            flags: 0,
+        }
+    }
+
+    pub fn with_timeout_ms(mut self, ms: Option<u64>) -> Elem {
+        self.timeout_ms = ms;
+        self
+    }
+
+    pub fn with_flags(mut self, flags: u32) -> Elem {
+        self.flags = flags;
+        self
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+}
+
+/// NEWSETELEM / DELSETELEM for one named set. With no elements, Del flushes the set.
+pub struct SetElems<'a> {
+    pub table: &'a CStr,
+    pub set: &'a CStr,
+    pub family: u16,
+    pub elems: &'a [Elem],
+}
+
+// SAFETY: `write` only writes a message libnftnl builds into `buf`, which the caller (nftnl's
+// Batch) guarantees to be at least nft_nlmsg_maxsize() bytes; callers keep `elems` small
+// enough to fit (see MAX_ELEMS_PER_MSG).
+unsafe impl NlMsg for SetElems<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
+        let (ty, flags) = match msg_type {
+            MsgType::Add => (
+                libc::NFT_MSG_NEWSETELEM,
+                libc::NLM_F_CREATE | libc::NLM_F_ACK,
+            ),
+            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+        };
+        unsafe {
+            let set = sys::nftnl_set_alloc();
+            if set.is_null() {
+                std::process::abort();
+            }
+            sys::nftnl_set_set_str(set, sys::NFTNL_SET_TABLE as u16, self.table.as_ptr());
+            sys::nftnl_set_set_str(set, sys::NFTNL_SET_NAME as u16, self.set.as_ptr());
+            sys::nftnl_set_set_u32(set, sys::NFTNL_SET_FAMILY as u16, u32::from(self.family));
+            for e in self.elems {
+                let el = sys::nftnl_set_elem_alloc();
+                if el.is_null() {
+                    std::process::abort();
+                }
+                sys::nftnl_set_elem_set(
+                    el,
+                    sys::NFTNL_SET_ELEM_KEY as u16,
+                    e.key.as_ptr().cast(),
+                    u32::from(e.key_len),
+                );
+                if let Some(ms) = e.timeout_ms {
+                    sys::nftnl_set_elem_set_u64(el, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+                }
+                if e.flags != 0 {
+                    sys::nftnl_set_elem_set_u32(el, sys::NFTNL_SET_ELEM_FLAGS as u16, e.flags);
+                }
+                sys::nftnl_set_elem_add(set, el); // the set owns `el` from here
+            }
+            let nlh = sys::nftnl_nlmsg_build_hdr(
+                buf.cast::<c_char>(),
+                ty as u16,
+                self.family,
+                flags as u16,
+                seq,
+            );
+            sys::nftnl_set_elems_nlmsg_build_payload(nlh, set);
+            sys::nftnl_set_free(set);
+        }
+    }
+}
+
+/// Elements per message: 500 IPv6 elements with timeouts stay well under the 64 KiB a
+/// netlink message may carry (1,000 fail with EINVAL on these kernels).
+pub const MAX_ELEMS_PER_MSG: usize = 500;
+
+/// GETTABLE for one table: answered with the table, or ENOENT.
+pub fn get_table_msg(buf: &mut [u8], table: &CStr, family: u16, seq: u32) -> usize {
+    assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
+    unsafe {
+        let t = sys::nftnl_table_alloc();
+        if t.is_null() {
+            std::process::abort();
+        }
+        sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
+        sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(family));
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.as_mut_ptr().cast::<c_char>(),
+            libc::NFT_MSG_GETTABLE as u16,
+            family,
+            libc::NLM_F_ACK as u16,
+            seq,
+        );
+        sys::nftnl_table_nlmsg_build_payload(nlh, t);
+        sys::nftnl_table_free(t);
+        (*nlh).nlmsg_len as usize
+    }
+}
+
+/// The native nft `queue` statement (needs the kernel's nft_queue).
+pub struct QueueExpr {
+    pub num: u16,
+    pub total: u16,
+    pub flags: u16,
+}
+
+impl Expression for QueueExpr {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        unsafe {
+            let e = alloc_expr(c"queue");
+            sys::nftnl_expr_set_u16(e.as_ptr(), sys::NFTNL_EXPR_QUEUE_NUM as u16, self.num);
+            sys::nftnl_expr_set_u16(e.as_ptr(), sys::NFTNL_EXPR_QUEUE_TOTAL as u16, self.total);
+            sys::nftnl_expr_set_u16(e.as_ptr(), sys::NFTNL_EXPR_QUEUE_FLAGS as u16, self.flags);
+            e
+        }
+    }
+}
+
+/// The xt `NFQUEUE` target, revision 3, through nft_compat: what `iptables-nft -j NFQUEUE`
+/// installs. Works where nft_queue is missing.
+pub struct CompatQueueTarget {
+    pub num: u16,
+    pub total: u16,
+    pub flags: u16,
+}
+
+impl Expression for CompatQueueTarget {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        // struct xt_NFQ_info_v3 { u16 queuenum; u16 queues_total; u16 flags; } padded to 8.
+        let mut info = [0u8; 8];
+        info[0..2].copy_from_slice(&self.num.to_ne_bytes());
+        info[2..4].copy_from_slice(&self.total.max(1).to_ne_bytes());
+        info[4..6].copy_from_slice(&self.flags.to_ne_bytes());
+        unsafe {
+            let e = alloc_expr(c"target");
+            sys::nftnl_expr_set_str(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_TG_NAME as u16,
+                c"NFQUEUE".as_ptr(),
+            );
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_TG_REV as u16, 3);
+            // libnftnl takes ownership of the info buffer and frees it with the expression.
+            let data = libc::malloc(info.len()).cast::<u8>();
+            if data.is_null() {
+                std::process::abort();
+            }
+            std::ptr::copy_nonoverlapping(info.as_ptr(), data, info.len());
+            sys::nftnl_expr_set(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_TG_INFO as u16,
+                data.cast(),
+                info.len() as u32,
+            );
+            e
+        }
+    }
+}
+
+unsafe fn alloc_expr(name: &CStr) -> NonNull<sys::nftnl_expr> {
+    match NonNull::new(unsafe { sys::nftnl_expr_alloc(name.as_ptr()) }) {
+        Some(e) => e,
+        None => std::process::abort(),
+    }
+}

@@ -1,0 +1,20 @@
+//! portsentry: a port-scan detector and blocker on nftables and NFQUEUE.
+//!
+//! One packet, top to bottom: [`queue`] (recv) → [`packet`] (bytes → [`probe::Probe`]) →
+//! [`detector`] (probe + now → [`detector::Decision`]) → verdict, and off the packet path
+//! [`responder`] → [`firewall`] (batched set updates) + [`alert`] lines.
+
+pub mod alert;
+pub mod config;
+pub mod daemon;
+pub mod detector;
+pub mod firewall;
+pub mod host;
+pub mod ignore;
+pub mod packet;
+pub mod ports;
+pub mod probe;
+pub mod queue;
+pub mod ratelimit;
+pub mod responder;
+pub mod stats;

@@ -1,0 +1,182 @@
+//! What a packet aimed at a watched port says about the sender: the probe and its scan kind.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// TCP flag bits as on the wire (byte 13 of the TCP header).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    #[inline]
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// 0 or 1 for `bit`, as PortSentry prints flags.
+    pub fn bit(self, bit: u8) -> u8 {
+        u8::from(self.has(bit))
+    }
+}
+
+impl fmt::Debug for TcpFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [(u8, &str); 8] = [
+            (TcpFlags::FIN, "FIN"),
+            (TcpFlags::SYN, "SYN"),
+            (TcpFlags::RST, "RST"),
+            (TcpFlags::PSH, "PSH"),
+            (TcpFlags::ACK, "ACK"),
+            (TcpFlags::URG, "URG"),
+            (TcpFlags::ECE, "ECE"),
+            (TcpFlags::CWR, "CWR"),
+        ];
+        let mut first = true;
+        for (bit, name) in NAMES {
+            if self.has(bit) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        }
+    }
+}
+
+/// The scan technique a probe belongs to. ACK and Window scans send the same packet (a bare
+/// ACK); nmap only reads the answers differently, so they are one kind here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanKind {
+    /// SYN alone (half-open `-sS` and connect `-sT` scans); ECN bits allowed.
+    Syn,
+    Fin,
+    Null,
+    /// FIN+PSH+URG.
+    Xmas,
+    /// Bare ACK: `-sA` and `-sW`.
+    Ack,
+    /// FIN+ACK: `-sM`.
+    Maimon,
+    /// Any other combination, named by its flags.
+    Other(TcpFlags),
+    Udp,
+}
+
+impl ScanKind {
+    pub fn classify_tcp(flags: TcpFlags) -> ScanKind {
+        // ECE/CWR ride along on SYNs from ECN-enabled stacks; they do not change the technique.
+        let core = flags.0 & !(TcpFlags::ECE | TcpFlags::CWR);
+        const FPU: u8 = TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG;
+        match core {
+            TcpFlags::SYN => ScanKind::Syn,
+            0 if flags.0 == 0 => ScanKind::Null,
+            FPU if flags.0 == FPU => ScanKind::Xmas,
+            TcpFlags::FIN if flags.0 == TcpFlags::FIN => ScanKind::Fin,
+            TcpFlags::ACK if flags.0 == TcpFlags::ACK => ScanKind::Ack,
+            x if x == TcpFlags::FIN | TcpFlags::ACK && flags.0 == x => ScanKind::Maimon,
+            _ => ScanKind::Other(flags),
+        }
+    }
+
+    /// Whether this probe is evidence of a scan. RST and SYN+ACK to an unused port are what a
+    /// host sees as backscatter when somebody else spoofs its address; acting on them would
+    /// let an attacker make us block innocent third parties.
+    pub fn is_scan(self) -> bool {
+        match self {
+            ScanKind::Other(f) => {
+                !f.has(TcpFlags::RST) && !(f.has(TcpFlags::SYN) && f.has(TcpFlags::ACK))
+            }
+            _ => true,
+        }
+    }
+}
+
+/// One packet aimed at a watched port, reduced to what detection needs. `Copy`, so it
+/// travels through channels without allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: Proto,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub kind: ScanKind,
+    pub flags: TcpFlags,
+    /// IPv4 options present (PortSentry's "detection avoidance technique" alert).
+    pub ip_options: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const F: u8 = TcpFlags::FIN;
+    const S: u8 = TcpFlags::SYN;
+    const R: u8 = TcpFlags::RST;
+    const P: u8 = TcpFlags::PSH;
+    const A: u8 = TcpFlags::ACK;
+    const U: u8 = TcpFlags::URG;
+
+    fn k(f: u8) -> ScanKind {
+        ScanKind::classify_tcp(TcpFlags(f))
+    }
+
+    #[test]
+    fn nmap_scan_types() {
+        assert_eq!(k(S), ScanKind::Syn);
+        assert_eq!(k(S | TcpFlags::ECE | TcpFlags::CWR), ScanKind::Syn);
+        assert_eq!(k(F), ScanKind::Fin);
+        assert_eq!(k(0), ScanKind::Null);
+        assert_eq!(k(F | P | U), ScanKind::Xmas);
+        assert_eq!(k(A), ScanKind::Ack);
+        assert_eq!(k(F | A), ScanKind::Maimon);
+        assert_eq!(k(S | F), ScanKind::Other(TcpFlags(S | F)));
+        assert_eq!(
+            k(F | P | U | TcpFlags::ECE),
+            ScanKind::Other(TcpFlags(F | P | U | 0x40))
+        );
+    }
+
+    #[test]
+    fn backscatter_is_not_a_scan() {
+        assert!(!k(R).is_scan());
+        assert!(!k(R | A).is_scan());
+        assert!(!k(S | A).is_scan());
+        assert!(k(S | F).is_scan());
+        assert!(k(A).is_scan());
+    }
+
+    #[test]
+    fn flags_print_by_name() {
+        assert_eq!(format!("{:?}", TcpFlags(S | F)), "FIN|SYN");
+        assert_eq!(format!("{:?}", TcpFlags(0)), "none");
+    }
+}
