@@ -113,7 +113,9 @@ impl ScanKind {
     pub fn is_scan(self) -> bool {
         match self {
             ScanKind::Other(f) => {
-                !f.has(TcpFlags::RST) && !(f.has(TcpFlags::SYN) && f.has(TcpFlags::ACK))
+                let backscatter =
+                    f.has(TcpFlags::RST) || (f.has(TcpFlags::SYN) && f.has(TcpFlags::ACK));
+                !backscatter
             }
             _ => true,
         }

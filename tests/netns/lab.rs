@@ -1,0 +1,399 @@
+//! Test hosts in network namespaces: a switch namespace with a bridge and one veth per host,
+//! documentation addresses only. Everything is torn down on drop; nothing leaves the lab.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub const TARGET4: &str = "192.0.2.1";
+pub const TARGET6: &str = "2001:db8::1";
+
+pub fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the namespace tests need root (CAP_NET_ADMIN, ip netns); run them as root, as CI does"
+    );
+}
+
+/// Runs a command and returns its output; panics with stderr if it could not start.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Host {
+    pub ns: String,
+    pub v4: String,
+    pub v6: String,
+}
+
+impl Host {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.ns))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed: {}{}",
+            self.ns,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {args:?}: {e}"))
+    }
+
+    /// A TCP connect with a short timeout: "ok", "refused" or "timeout".
+    pub fn tcp_connect(&self, addr: &str, port: u16) -> &'static str {
+        let target = if addr.contains(':') {
+            format!("TCP6:[{addr}]:{port},connect-timeout=2")
+        } else {
+            format!("TCP4:{addr}:{port},connect-timeout=2")
+        };
+        let out = self.run(&["socat", "-T2", "-u", "OPEN:/dev/null", &target]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            "ok"
+        } else if err.contains("refused") {
+            "refused"
+        } else {
+            "timeout"
+        }
+    }
+
+    /// Reads what a line-server at addr:port says.
+    pub fn fetch(&self, addr: &str, port: u16) -> String {
+        let target = if addr.contains(':') {
+            format!("TCP6:[{addr}]:{port},connect-timeout=2")
+        } else {
+            format!("TCP4:{addr}:{port},connect-timeout=2")
+        };
+        let out = self.run(&["socat", "-T2", "-u", &target, "-"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn nft_set(&self, set: &str) -> String {
+        self.ok(&["nft", "list", "set", "inet", "portsentry", set])
+    }
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    switch: String,
+    hosts: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("pst{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(&prefix);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let switch = format!("{prefix}-sw");
+        ok(&["ip", "netns", "add", &switch]);
+        ok(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
+        Lab {
+            prefix,
+            dir,
+            switch,
+            hosts: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// A host with `192.0.2.<last>` and `2001:db8::<last>` on eth0, plugged into the switch.
+    pub fn host(&mut self, name: &str, last: u8) -> Host {
+        let ns = format!("{}-{name}", self.prefix);
+        let port = format!("p{last}");
+        ok(&["ip", "netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        ok(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch,
+        ]);
+        ok(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        let v4 = format!("192.0.2.{last}");
+        let v6 = format!("2001:db8::{last:x}");
+        ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{v4}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        Host { ns, v4, v6 }
+    }
+
+    /// Keeps a background process for teardown.
+    pub fn keep(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
+    /// A line server on `port` of `host`: answers "hello" to every connection.
+    pub fn serve(&mut self, host: &Host, port: u16) {
+        let child = host.spawn(&[
+            "socat",
+            &format!("TCP6-LISTEN:{port},fork,reuseaddr,ipv6only=0"),
+            "SYSTEM:echo hello",
+        ]);
+        self.keep(child);
+        wait_until(Duration::from_secs(5), || {
+            host.ok(&["ss", "-Htln"]).contains(&format!(":{port} "))
+        });
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        p
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.hosts.iter().chain([&self.switch]) {
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn nft_include() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("nft/portsentry.nft")
+}
+
+/// The portsentry daemon running in a host, logging to a file in the lab directory.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `portsentry run` with `extra` TOML appended to a config that points its files
+    /// into the lab directory, and waits until it says it is listening.
+    pub fn start(lab: &Lab, host: &Host, extra: &str) -> Daemon {
+        let config = lab.write(
+            "portsentry.toml",
+            &format!(
+                "{extra}\n[files]\nstate_dir = \"{dir}\"\n\n[firewall]\ninclude = \"{inc}\"\n",
+                dir = lab.dir.display(),
+                inc = nft_include().display()
+            ),
+        );
+        Daemon::start_with(lab, host, &config)
+    }
+
+    pub fn start_with(lab: &Lab, host: &Host, config: &Path) -> Daemon {
+        let log = lab.dir.join("daemon.log");
+        let file = fs::File::create(&log).unwrap();
+        let child = host
+            .cmd(&[
+                env!("CARGO_BIN_EXE_portsentry"),
+                "run",
+                "-c",
+                config.to_str().unwrap(),
+            ])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start portsentry");
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+            config: config.to_path_buf(),
+        };
+        let ready = wait_until(Duration::from_secs(15), || {
+            d.log_text().contains("now active and listening") || d.exited()
+        });
+        assert!(
+            ready && !d.exited(),
+            "daemon did not start:\n{}",
+            d.log_text()
+        );
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
+    }
+
+    pub fn signal(&mut self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Sends `sig` and waits for the process to end.
+    pub fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
+        self.signal(sig);
+        let mut c = self.child.take().expect("running");
+        // `ip netns exec` execs the binary, so the pid is the daemon's own.
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "daemon did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(10), || self.log_text().contains(needle))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs nmap from `host` and returns its grepable output (`-oG -`).
+pub fn nmap(host: &Host, args: &[&str], target: &str) -> String {
+    // nmap throttles itself hard once some probes are answered and the rest vanish (which
+    // is what a block does to it); a minimum rate keeps the tests short.
+    let mut all = vec![
+        "timeout",
+        "300",
+        "nmap",
+        "-n",
+        "-Pn",
+        "--max-retries",
+        "1",
+        "--min-rate",
+        "2000",
+        "--host-timeout",
+        "120s",
+        "-oG",
+        "-",
+    ];
+    all.extend_from_slice(args);
+    all.push(target);
+    host.ok(&all)
+}
+
+/// (port, state) for every port nmap reports explicitly (not in an "ignored states" summary).
+pub fn nmap_ports(grepable: &str) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for line in grepable.lines() {
+        if let Some(rest) = line.split("Ports: ").nth(1) {
+            let rest = rest.split('\t').next().unwrap_or("");
+            for entry in rest.split(", ") {
+                let mut f = entry.split('/');
+                if let (Some(p), Some(s)) = (f.next(), f.next()) {
+                    if let Ok(p) = p.trim().parse() {
+                        out.push((p, s.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
