@@ -67,6 +67,7 @@ pub struct RawDetect {
     pub trigger: Option<u32>,
     pub window: Option<Spanned<String>>,
     pub max_sources: Option<Spanned<usize>>,
+    pub score: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +131,8 @@ pub struct Config {
     pub trigger: u32,
     pub window: Duration,
     pub max_sources: usize,
+    /// Weighted distinct-port threshold; 0 = off (use `trigger`).
+    pub score: u32,
     pub block_tcp: Action,
     pub block_udp: Action,
     /// `None` = permanent.
@@ -279,6 +282,7 @@ impl Validator<'_> {
             trigger: raw.detect.trigger.unwrap_or(0),
             window: window.unwrap_or(Duration::MAX),
             max_sources,
+            score: raw.detect.score.unwrap_or(0),
             block_tcp: raw.block.tcp.unwrap_or(Action::Block),
             block_udp: raw.block.udp.unwrap_or(Action::Block),
             block_timeout,

@@ -1,18 +1,22 @@
 //! `portsentry run`: set up the table, sets and steering, bind the queue, start the
-//! threads, wait for signals.
+//! threads, then serve signals and periodic upkeep from the main thread.
 
 use crate::config::{Config, SteeringChoice};
 use crate::detector::{Detector, DetectorConfig};
 use crate::firewall::{FirewallError, Nft, Steering};
+use crate::host;
 use crate::ignore::{always_protected, read_ignore_file, IgnoreList};
-use crate::queue::{self, QueueOptions};
+use crate::listening::listening;
+use crate::ports::{self, PortSet};
+use crate::probe::Proto;
+use crate::queue::{self, Control, QueueOptions};
 use crate::responder::{Responder, ResponderConfig};
 use crate::stats::Stats;
-use crate::{host, ports};
 use ipnet::IpNet;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,18 @@ pub enum DaemonError {
 
 /// Capacity of the decision channel: room for a burst of distinct sources.
 const EVENT_CAPACITY: usize = 65_536;
+/// How often the host's own addresses are re-read (DHCP, SLAAC, new interfaces).
+const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(200);
+
+/// What the main thread keeps to apply reloads and upkeep.
+struct Running {
+    cfg: Config,
+    nft: Nft,
+    control: Sender<Control>,
+    timeout: Arc<RwLock<Option<Duration>>>,
+    local: Vec<IpAddr>,
+}
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     tracing::warn!(
@@ -47,23 +63,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Nft::load_include(&cfg.include)?;
     }
 
-    let ignore = build_ignore(&cfg);
-    nft.sync_allow(ignore.nets())?;
-    nft.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
-    tracing::info!(
-        "watching TCP ({:?}): {} ports, UDP ({:?}): {} ports; never blocked: {}",
-        cfg.tcp.mode,
-        cfg.tcp.ports.len(),
-        cfg.udp.mode,
-        cfg.udp.ports.len(),
-        ignore
-            .nets()
-            .iter()
-            .map(IpNet::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    tracing::debug!("TCP ports: {}", ports::compact(&cfg.tcp.ports));
+    let local = local_addresses();
+    let ignore = build_ignore(&cfg, &local);
+    apply_sets(&mut nft, &cfg, &ignore)?;
 
     // Bind before steering: with `bypass`, packets steered before we listen are accepted.
     let opts = QueueOptions {
@@ -90,11 +92,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let stats = Arc::new(Stats::default());
     let (tx, rx) = sync_channel(EVENT_CAPACITY);
-    let responder_fw = Nft::open()?;
+    let timeout = Arc::new(RwLock::new(cfg.block_timeout));
     let responder = Responder::new(
-        responder_fw,
+        Nft::open()?,
         ResponderConfig {
-            timeout: cfg.block_timeout,
+            timeout: timeout.clone(),
             history: Some(cfg.history.clone()),
             blocked: Some(cfg.blocked.clone()),
             lines_per_second: 200,
@@ -103,37 +105,47 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     spawn("responder", move || responder.run(rx))?;
 
-    let hold = cfg
-        .block_timeout
-        .unwrap_or(Duration::from_secs(100 * 365 * 86400));
-    let mut detector = Detector::new(
-        DetectorConfig {
-            trigger: cfg.trigger,
-            window: cfg.window,
-            tcp: cfg.block_tcp,
-            udp: cfg.block_udp,
-            hold,
-            max_sources: cfg.max_sources,
-        },
-        ignore,
-    );
+    let (control, control_rx) = channel();
+    let mut detector = Detector::new(detector_config(&cfg), ignore);
     let qstats = stats.clone();
     spawn("queue", move || {
-        queue::run(&mut q, &mut detector, &tx, &qstats, Instant::now);
+        queue::run(
+            &mut q,
+            &mut detector,
+            &tx,
+            &control_rx,
+            &qstats,
+            Instant::now,
+        );
     })?;
     tracing::warn!("adminalert: PortSentry is now active and listening.");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => tracing::warn!("adminalert: SIGHUP received; reload is not supported yet, restart to apply changes"),
-            _ => break,
+    let mut running = Running {
+        cfg,
+        nft,
+        control,
+        timeout,
+        local,
+    };
+    let mut last_refresh = Instant::now();
+    'serve: loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => running.reload(),
+                _ => break 'serve,
+            }
         }
+        if last_refresh.elapsed() >= ADDRESS_REFRESH {
+            last_refresh = Instant::now();
+            running.refresh_addresses();
+        }
+        std::thread::sleep(TICK);
     }
     // Stop steering first so no probe waits on a queue nobody reads (bypass covers the
     // moment between; blocks stay in the sets until they time out).
-    if let Err(e) = nft.remove_steering() {
+    if let Err(e) = running.nft.remove_steering() {
         tracing::error!("adminalert: ERROR: could not remove steering rule: {e}");
     }
     tracing::warn!(
@@ -146,6 +158,112 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+impl Running {
+    /// SIGHUP: re-read the configuration and the ignore file. A bad file is reported and
+    /// the running configuration kept.
+    fn reload(&mut self) {
+        let new = match &self.cfg.source {
+            Some(p) => Config::load(p),
+            None => Config::load_default(),
+        };
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "adminalert: ERROR: reload failed, keeping the running configuration: {e}"
+                );
+                return;
+            }
+        };
+        if new.queue_num != self.cfg.queue_num || new.steering != self.cfg.steering {
+            tracing::warn!(
+                "adminalert: queue and steering changes take effect at the next restart"
+            );
+        }
+        let ignore = build_ignore(&new, &self.local);
+        if let Err(e) = apply_sets(&mut self.nft, &new, &ignore) {
+            tracing::error!("adminalert: ERROR: reload could not update the nft sets: {e}");
+            return;
+        }
+        *self.timeout.write().unwrap_or_else(|e| e.into_inner()) = new.block_timeout;
+        let _ = self
+            .control
+            .send(Control::Reconfigure(detector_config(&new), ignore));
+        self.cfg = Config {
+            source: self.cfg.source.clone(),
+            ..new
+        };
+        tracing::warn!("adminalert: configuration reloaded");
+    }
+
+    fn refresh_addresses(&mut self) {
+        let now = local_addresses();
+        if now == self.local {
+            return;
+        }
+        tracing::warn!(
+            "adminalert: the host's addresses changed; protecting {}",
+            join(&now)
+        );
+        self.local = now;
+        let ignore = build_ignore(&self.cfg, &self.local);
+        if let Err(e) = self.nft.sync_allow(ignore.nets()) {
+            tracing::error!("adminalert: ERROR: could not update the allow sets: {e}");
+        }
+        let _ = self
+            .control
+            .send(Control::Reconfigure(detector_config(&self.cfg), ignore));
+    }
+}
+
+fn apply_sets(nft: &mut Nft, cfg: &Config, ignore: &IgnoreList) -> Result<(), FirewallError> {
+    nft.sync_allow(ignore.nets())?;
+    nft.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
+    tracing::info!(
+        "watching TCP ({:?}): {} ports, UDP ({:?}): {} ports; never blocked: {}",
+        cfg.tcp.mode,
+        cfg.tcp.ports.len(),
+        cfg.udp.mode,
+        cfg.udp.ports.len(),
+        join(ignore.nets())
+    );
+    tracing::debug!("TCP ports: {}", ports::compact(&cfg.tcp.ports));
+    for (proto, watched) in [(Proto::Tcp, &cfg.tcp.ports), (Proto::Udp, &cfg.udp.ports)] {
+        let taken = intersect(watched, &listening(proto));
+        if !taken.is_empty() {
+            tracing::info!(
+                "{} ports with a listener are left to it (checked at packet time): {}",
+                proto.name(),
+                ports::compact(&taken)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn intersect(a: &PortSet, b: &PortSet) -> PortSet {
+    let mut out = PortSet::new();
+    for p in a.iter().filter(|p| b.contains(*p)) {
+        out.insert(p);
+    }
+    out
+}
+
+fn detector_config(cfg: &Config) -> DetectorConfig {
+    DetectorConfig {
+        trigger: cfg.trigger,
+        window: cfg.window,
+        tcp: cfg.block_tcp,
+        udp: cfg.block_udp,
+        // A source stays "acted on" as long as its block lasts (a century for permanent).
+        hold: cfg
+            .block_timeout
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+        max_sources: cfg.max_sources,
+        score: cfg.score,
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name(name.into())
@@ -154,9 +272,16 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonErro
         .map_err(|e| DaemonError::Setup(format!("thread {name}: {e}")))
 }
 
+fn local_addresses() -> Vec<IpAddr> {
+    host::local_addresses().unwrap_or_else(|e| {
+        tracing::error!("adminalert: ERROR: cannot list local addresses: {e}");
+        Vec::new()
+    })
+}
+
 /// Configured addresses, the ignore file, the host's own addresses and the addresses that
 /// are always protected.
-fn build_ignore(cfg: &Config) -> IgnoreList {
+fn build_ignore(cfg: &Config, local: &[IpAddr]) -> IgnoreList {
     let mut list = IgnoreList::new(always_protected());
     list.extend(cfg.ignore.iter().copied());
     if let Some(path) = &cfg.ignore_file {
@@ -165,9 +290,14 @@ fn build_ignore(cfg: &Config) -> IgnoreList {
             Err(e) => tracing::error!("adminalert: ERROR: ignore file: {e}; continuing without it"),
         }
     }
-    match host::local_addresses() {
-        Ok(addrs) => list.extend(addrs.into_iter().map(IpNet::from)),
-        Err(e) => tracing::error!("adminalert: ERROR: cannot list local addresses: {e}"),
-    }
+    list.extend(local.iter().copied().map(IpNet::from));
     list
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -32,6 +32,22 @@ pub struct DetectorConfig {
     pub hold: Duration,
     /// Most sources tracked at once; the oldest is forgotten first.
     pub max_sources: usize,
+    /// When non-zero, act on a weighted count of distinct ports instead of `trigger`
+    /// (scanlogd-style: a port below 1024 weighs `LOW_PORT_WEIGHT`, others 1).
+    pub score: u32,
+}
+
+/// scanlogd's weights: privileged ports are what scanners look for first.
+pub const LOW_PORT_WEIGHT: u32 = 3;
+/// Distinct ports remembered per source for scoring (fixed, so no allocation per source).
+const PORT_MEMORY: usize = 16;
+
+pub fn port_weight(port: u16) -> u32 {
+    if port < 1024 {
+        LOW_PORT_WEIGHT
+    } else {
+        1
+    }
 }
 
 /// The verdict the packet itself gets.
@@ -69,6 +85,41 @@ struct Source {
     first_hit: Instant,
     hits: u32,
     acted_until: Option<Instant>,
+    /// Weighted distinct ports in the current window (score mode).
+    score: u32,
+    /// The last distinct ports seen, a ring; a port seen again adds nothing.
+    ports: [u16; PORT_MEMORY],
+    ports_len: u8,
+    ports_next: u8,
+}
+
+impl Source {
+    fn new(now: Instant) -> Source {
+        Source {
+            first_hit: now,
+            hits: 0,
+            acted_until: None,
+            score: 0,
+            ports: [0; PORT_MEMORY],
+            ports_len: 0,
+            ports_next: 0,
+        }
+    }
+
+    fn reset(&mut self, now: Instant) {
+        *self = Source::new(now);
+    }
+
+    /// Records `port`; returns whether it is new for this window.
+    fn note_port(&mut self, port: u16) -> bool {
+        if self.ports[..usize::from(self.ports_len)].contains(&port) {
+            return false;
+        }
+        self.ports[usize::from(self.ports_next)] = port;
+        self.ports_next = ((usize::from(self.ports_next) + 1) % PORT_MEMORY) as u8;
+        self.ports_len = (usize::from(self.ports_len) + 1).min(PORT_MEMORY) as u8;
+        true
+    }
 }
 
 pub struct Detector {
@@ -115,21 +166,32 @@ impl Detector {
             Proto::Tcp => self.cfg.tcp,
             Proto::Udp => self.cfg.udp,
         };
-        let (trigger, window, hold) = (self.cfg.trigger.max(1), self.cfg.window, self.cfg.hold);
+        let (trigger, window, hold, score) = (
+            self.cfg.trigger.max(1),
+            self.cfg.window,
+            self.cfg.hold,
+            self.cfg.score,
+        );
         let s = self.entry(src, now);
         if let Some(until) = s.acted_until {
             if now < until {
                 return Decision::Repeat;
             }
-            s.acted_until = None;
-            s.hits = 0;
+            s.reset(now);
         }
         if s.hits == 0 || now.saturating_duration_since(s.first_hit) > window {
-            s.first_hit = now;
-            s.hits = 0;
+            s.reset(now);
         }
         s.hits = s.hits.saturating_add(1);
-        if s.hits >= trigger {
+        if s.note_port(probe.dst_port) {
+            s.score = s.score.saturating_add(port_weight(probe.dst_port));
+        }
+        let reached = if score > 0 {
+            s.score >= score
+        } else {
+            s.hits >= trigger
+        };
+        if reached {
             s.acted_until = Some(now + hold);
             Decision::Act {
                 action,
@@ -150,9 +212,13 @@ impl Detector {
     /// Forget that a source was acted on (an administrator unblocked it).
     pub fn forget(&mut self, src: IpAddr) {
         if let Some(s) = self.sources.get_mut(&canonical(src)) {
-            s.acted_until = None;
-            s.hits = 0;
+            s.reset(s.first_hit);
         }
+    }
+
+    /// Applies a reloaded configuration; per-source state is kept.
+    pub fn reconfigure(&mut self, cfg: DetectorConfig) {
+        self.cfg = cfg;
     }
 
     fn entry(&mut self, src: IpAddr, now: Instant) -> &mut Source {
@@ -163,14 +229,7 @@ impl Detector {
                 }
             }
             self.order.push_back(src);
-            self.sources.insert(
-                src,
-                Source {
-                    first_hit: now,
-                    hits: 0,
-                    acted_until: None,
-                },
-            );
+            self.sources.insert(src, Source::new(now));
         }
         self.sources.get_mut(&src).expect("inserted above")
     }
@@ -190,7 +249,12 @@ mod tests {
             udp: Action::Off,
             hold: Duration::from_secs(3600),
             max_sources: 1000,
+            score: 0,
         }
+    }
+
+    fn score_cfg(score: u32) -> DetectorConfig {
+        DetectorConfig { score, ..cfg(0) }
     }
 
     fn probe(src: &str, port: u16, kind: ScanKind) -> Probe {
@@ -347,7 +411,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn score_counts_distinct_ports_with_low_ports_weighing_more() {
+        let mut d = Detector::new(score_cfg(21), ignore());
+        let now = Instant::now();
+        // The same port again and again is one port: a stray retransmission never blocks.
+        for _ in 0..50 {
+            assert!(matches!(
+                d.observe(&probe("192.0.2.2", 25, ScanKind::Syn), now),
+                Decision::Count { .. }
+            ));
+        }
+        // 6 more low ports: 7 × 3 = 21.
+        for p in 1..=5 {
+            assert!(matches!(
+                d.observe(&probe("192.0.2.2", p, ScanKind::Syn), now),
+                Decision::Count { .. }
+            ));
+        }
+        assert!(matches!(
+            d.observe(&probe("192.0.2.2", 6, ScanKind::Syn), now),
+            Decision::Act { .. }
+        ));
+    }
+
     proptest! {
+        /// Score mode with high ports (weight 1): N distinct ports in the window act,
+        /// N-1 do not, and the order they come in does not matter.
+        #[test]
+        fn n_distinct_ports_act_in_any_order(
+            n in 2u32..=16,
+            mut ports in proptest::sample::subsequence((1024u16..1100).collect::<Vec<_>>(), 16),
+            seed in any::<u64>(),
+        ) {
+            ports.truncate(n as usize);
+            // A permutation from the seed.
+            let len = ports.len();
+            for i in (1..len).rev() {
+                ports.swap(i, (seed.wrapping_mul(i as u64 + 7) % (i as u64 + 1)) as usize);
+            }
+            let mut d = Detector::new(score_cfg(n), ignore());
+            let now = Instant::now();
+            for (i, p) in ports.iter().enumerate() {
+                let dec = d.observe(&probe("198.18.0.7", *p, ScanKind::Fin), now + Duration::from_millis(i as u64));
+                if i + 1 < len {
+                    prop_assert!(matches!(dec, Decision::Count { .. }), "port {} of {}: {:?}", i + 1, len, dec);
+                } else {
+                    prop_assert!(matches!(dec, Decision::Act { .. }), "last port: {:?}", dec);
+                }
+            }
+        }
+
         /// With trigger N, the Nth hit inside the window acts and N-1 hits never do,
         /// whatever the ports and their order.
         #[test]

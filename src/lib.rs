@@ -11,6 +11,7 @@ pub mod detector;
 pub mod firewall;
 pub mod host;
 pub mod ignore;
+pub mod listening;
 pub mod packet;
 pub mod ports;
 pub mod probe;

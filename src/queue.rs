@@ -2,11 +2,13 @@
 //! decisions to the responder. One `recv` and one verdict `sendto` per packet; no
 //! allocation, formatting or other syscall here.
 
-use crate::detector::{Decision, Detector, Verdict};
+use crate::detector::{Decision, Detector, DetectorConfig, Verdict};
+use crate::ignore::IgnoreList;
 use crate::packet;
 use crate::probe::Probe;
 use crate::stats::Stats;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Instant;
 
 /// What the packet path tells the responder.
@@ -15,6 +17,15 @@ pub struct Event {
     pub probe: Probe,
     pub decision: Decision,
     pub at: Instant,
+}
+
+/// Changes for the packet thread, applied before the next packet (state only matters when
+/// a packet arrives, so nothing waits on them).
+#[derive(Debug)]
+pub enum Control {
+    Reconfigure(DetectorConfig, IgnoreList),
+    /// An administrator unblocked this address: the next probe from it acts again.
+    Forget(IpAddr),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +54,7 @@ pub fn run(
     queue: &mut nfq::Queue,
     detector: &mut Detector,
     events: &SyncSender<Event>,
+    control: &Receiver<Control>,
     stats: &Stats,
     now: impl Fn() -> Instant,
 ) -> ! {
@@ -62,6 +74,15 @@ pub fn run(
             }
         };
         Stats::inc(&stats.packets);
+        while let Ok(c) = control.try_recv() {
+            match c {
+                Control::Reconfigure(cfg, ignore) => {
+                    detector.reconfigure(cfg);
+                    detector.set_ignore(ignore);
+                }
+                Control::Forget(addr) => detector.forget(addr),
+            }
+        }
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
                 let at = now();

@@ -13,11 +13,12 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct ResponderConfig {
-    pub timeout: Option<Duration>,
+    /// Shared with the daemon so a reload changes the timeout of later blocks.
+    pub timeout: Arc<RwLock<Option<Duration>>>,
     pub history: Option<PathBuf>,
     pub blocked: Option<PathBuf>,
     pub lines_per_second: u32,
@@ -25,6 +26,7 @@ pub struct ResponderConfig {
 
 pub struct Responder<F: Firewall> {
     fw: F,
+    timeout_setting: Arc<RwLock<Option<Duration>>>,
     timeout: Option<Duration>,
     history: Option<File>,
     blocked: Option<File>,
@@ -41,9 +43,11 @@ impl<F: Firewall> Responder<F> {
         let history = cfg.history.as_deref().and_then(|p| open_log(p, false));
         // BLOCKED_FILE lists this session's blocks only: start it empty.
         let blocked = cfg.blocked.as_deref().and_then(|p| open_log(p, true));
+        let timeout = *cfg.timeout.read().unwrap_or_else(|e| e.into_inner());
         Responder {
             fw,
-            timeout: cfg.timeout,
+            timeout,
+            timeout_setting: cfg.timeout,
             history,
             blocked,
             limit: RateLimit::new(cfg.lines_per_second),
@@ -70,6 +74,10 @@ impl<F: Firewall> Responder<F> {
     }
 
     pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: i64) {
+        self.timeout = *self
+            .timeout_setting
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let blocks: Vec<Block> = batch
             .iter()
             .filter(|e| {

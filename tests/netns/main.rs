@@ -1,6 +1,7 @@
 //! Namespace tests: real hosts (network namespaces), real nft, real NFQUEUE, real nmap.
 //! They need root; they run in CI.
 
+mod detection;
 mod lab;
 mod scans;
 

@@ -1,0 +1,145 @@
+//! Detection semantics on real hosts: watch modes, services, the host's own traffic,
+//! reload, score mode, fragments and IP options.
+
+use crate::lab::*;
+
+#[test]
+fn ports_mode_watches_only_the_list() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let client = lab.host("client", 2);
+    let _d = Daemon::start(
+        &lab,
+        &target,
+        "[tcp]\nmode = \"ports\"\nports = \"1,11,100-111\"\n",
+    );
+    // Port 112 is not watched: the kernel answers as usual and nobody is blocked.
+    assert_eq!(client.tcp_connect(TARGET4, 112), "refused");
+    assert!(!target.nft_set("blocked4").contains("192.0.2.2"));
+    assert_eq!(client.tcp_connect(TARGET4, 105), "timeout");
+    assert!(target.nft_set("blocked4").contains("192.0.2.2 timeout"));
+}
+
+#[test]
+fn a_service_started_later_on_a_watched_port_gets_its_traffic() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let client = lab.host("client", 2);
+    let d = Daemon::start(&lab, &target, "");
+    // 111 is watched (advanced mode) and nothing listens yet; now a service takes it.
+    lab.serve(&target, 111);
+    for _ in 0..3 {
+        assert_eq!(client.fetch(TARGET4, 111).trim(), "hello");
+    }
+    assert!(
+        !target.nft_set("blocked4").contains("192.0.2.2"),
+        "{}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("attackalert"), "{}", d.log_text());
+}
+
+#[test]
+fn replies_to_the_hosts_own_connections_are_not_scans() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let peer = lab.host("peer", 2);
+    lab.serve(&peer, 2000);
+    let udp = peer.spawn(&["socat", "UDP4-RECVFROM:5000,fork", "SYSTEM:echo pong"]);
+    lab.keep(udp);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let d = Daemon::start(&lab, &target, "");
+    // Outbound from watched low source ports: the replies arrive on those ports.
+    let tcp = target.ok(&[
+        "socat",
+        "-T2",
+        "-u",
+        "TCP4:192.0.2.2:2000,sourceport=100,connect-timeout=2",
+        "-",
+    ]);
+    assert_eq!(tcp.trim(), "hello");
+    let udp = target.ok(&[
+        "sh",
+        "-c",
+        "echo ping | socat -T2 - UDP4:192.0.2.2:5000,sourceport=53",
+    ]);
+    assert_eq!(udp.trim(), "pong");
+    assert!(
+        !target.nft_set("blocked4").contains("192.0.2.2"),
+        "{}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("attackalert"), "{}", d.log_text());
+}
+
+#[test]
+fn sighup_reloads_the_ignore_file_and_keeps_a_good_config_over_a_bad_one() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let friend = lab.host("friend", 2);
+    let scanner = lab.host("scanner", 3);
+    let ignore = lab.write("portsentry.ignore", "# nobody yet\n");
+    let mut d = Daemon::start(
+        &lab,
+        &target,
+        &format!("[ignore]\nfile = \"{}\"\n", ignore.display()),
+    );
+    lab.write(
+        "portsentry.ignore",
+        "# the admin's workstation\n192.0.2.2/32\n",
+    );
+    d.signal(libc::SIGHUP);
+    assert!(d.wait_log("configuration reloaded"), "{}", d.log_text());
+    assert!(target
+        .ok(&["nft", "list", "set", "inet", "portsentry", "allow4"])
+        .contains("192.0.2.2"));
+    assert_eq!(friend.tcp_connect(TARGET4, 111), "refused");
+    assert!(!target.nft_set("blocked4").contains("192.0.2.2"));
+
+    // A broken config on reload is reported; the daemon keeps protecting.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{good}\n[tcp]\nmode = \"sometimes\"\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log("reload failed, keeping the running configuration"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(target.nft_set("blocked4").contains("192.0.2.3 timeout"));
+}
+
+#[test]
+fn score_mode_lets_a_stray_probe_pass_and_blocks_a_scan() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let _d = Daemon::start(&lab, &target, "[detect]\nscore = 21\n");
+    // One port, even probed twice, weighs 3: dropped, not blocked.
+    assert_eq!(scanner.tcp_connect(TARGET4, 25), "timeout");
+    assert_eq!(scanner.tcp_connect(TARGET4, 25), "timeout");
+    assert!(!target.nft_set("blocked4").contains("192.0.2.2"));
+    nmap(&scanner, &["-sS", "-p", "1-100"], TARGET4);
+    assert!(target.nft_set("blocked4").contains("192.0.2.2 timeout"));
+}
+
+#[test]
+fn fragmented_and_ip_option_probes_are_caught() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let frag = lab.host("frag", 2);
+    let opts = lab.host("opts", 3);
+    let d = Daemon::start(&lab, &target, "");
+    nmap(&frag, &["-sS", "-f", "-p", "1-50"], TARGET4);
+    assert!(target.nft_set("blocked4").contains("192.0.2.2 timeout"));
+    nmap(&opts, &["-sS", "--ip-options", "R", "-p", "1-50"], TARGET4);
+    assert!(target.nft_set("blocked4").contains("192.0.2.3 timeout"));
+    assert!(
+        d.wait_log("attackalert: Packet from host: 192.0.2.3/192.0.2.3 to TCP port: "),
+        "{}",
+        d.log_text()
+    );
+    assert!(d
+        .log_text()
+        .contains("has IP options set (detection avoidance technique)."));
+}
