@@ -1,6 +1,7 @@
 //! Configuration: TOML text → raw structs (serde, unknown keys rejected) → validated
 //! `Config`. Every error names the file, line and column.
 
+use crate::actions::ActionsConfig;
 use crate::detector::Action;
 use crate::ignore::parse_net;
 use crate::ports::{PortListError, PortSet};
@@ -14,6 +15,7 @@ use toml::Spanned;
 
 pub const DEFAULT_PATH: &str = "/etc/portsentry/portsentry.toml";
 pub const DEFAULT_INCLUDE: &str = "/usr/share/portsentry/portsentry.nft";
+pub const DEFAULT_SOCKET: &str = "/run/portsentry/portsentry.sock";
 
 /// Debian's TCP_PORTS / UDP_PORTS defaults, used in `ports` mode when none are given.
 pub const DEFAULT_TCP_PORTS: &str = "1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,27665,31337,32771,32772,32773,32774,40421,49724,54320";
@@ -32,6 +34,8 @@ pub struct RawConfig {
     pub ignore: RawIgnore,
     pub files: RawFiles,
     pub firewall: RawFirewall,
+    pub log: RawLog,
+    pub control: RawControl,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +80,34 @@ pub struct RawBlock {
     pub tcp: Option<Action>,
     pub udp: Option<Action>,
     pub timeout: Option<Spanned<String>>,
+    /// Each further block of the same address lasts this many times longer.
+    pub repeat_factor: Option<Spanned<u32>>,
+    pub max_timeout: Option<Spanned<String>>,
+    /// External command as an argv array (KILL_RUN_CMD); never run through a shell.
+    pub run: Option<Spanned<Vec<String>>>,
+    pub run_first: Option<bool>,
+    pub run_timeout: Option<Spanned<String>>,
+    /// hosts.deny line (KILL_HOSTS_DENY), e.g. "ALL: $TARGET$ : DENY".
+    pub hosts_deny: Option<String>,
+    pub hosts_deny_file: Option<PathBuf>,
+    /// Route command as an argv array (KILL_ROUTE).
+    pub route: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Also send alert lines to syslog (ident portsentry, facility daemon).
+    pub syslog: Option<bool>,
+    /// RESOLVE_HOST: name/ip instead of ip/ip in alert and history lines.
+    pub resolve_host: Option<bool>,
+    pub alerts_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +176,15 @@ pub struct Config {
     pub blocked: PathBuf,
     pub include: PathBuf,
     pub steering: SteeringChoice,
+    pub repeat_factor: u32,
+    pub max_timeout: Option<Duration>,
+    pub actions: ActionsConfig,
+    pub syslog: bool,
+    pub resolve_host: bool,
+    pub alerts_per_second: u32,
+    pub control_socket: PathBuf,
+    /// The block state (`state_dir/blocks.json`).
+    pub state_file: PathBuf,
 }
 
 // ---------------------------------------------------------------- errors
@@ -268,6 +309,16 @@ impl Validator<'_> {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let repeat_factor = match raw.block.repeat_factor {
+            Some(f) if *f.get_ref() == 0 => {
+                return Err((self.err)(
+                    f.span(),
+                    "repeat_factor must be at least 1 (1 = off)".into(),
+                ))
+            }
+            Some(f) => f.into_inner(),
+            None => 1,
+        };
         let state_dir = raw
             .files
             .state_dir
@@ -296,12 +347,38 @@ impl Validator<'_> {
                 .files
                 .blocked
                 .unwrap_or_else(|| state_dir.join("portsentry.blocked")),
+            state_file: state_dir.join("blocks.json"),
             state_dir,
             include: raw
                 .firewall
                 .include
                 .unwrap_or_else(|| DEFAULT_INCLUDE.into()),
             steering: raw.firewall.steering.unwrap_or_default(),
+            repeat_factor,
+            max_timeout: self.duration(raw.block.max_timeout.as_ref(), "30d", true)?,
+            actions: ActionsConfig {
+                run: self.argv(raw.block.run, "run")?,
+                run_first: raw.block.run_first.unwrap_or(false),
+                run_timeout: self
+                    .duration(raw.block.run_timeout.as_ref(), "10s", false)?
+                    .unwrap_or(Duration::from_secs(10)),
+                hosts_deny: raw
+                    .block
+                    .hosts_deny
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|t| {
+                        let file = raw
+                            .block
+                            .hosts_deny_file
+                            .unwrap_or_else(|| "/etc/hosts.deny".into());
+                        (t, file)
+                    }),
+                route: self.argv(raw.block.route, "route")?,
+            },
+            syslog: raw.log.syslog.unwrap_or(false),
+            resolve_host: raw.log.resolve_host.unwrap_or(false),
+            alerts_per_second: raw.log.alerts_per_second.unwrap_or(200),
+            control_socket: raw.control.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
         })
     }
 
@@ -351,6 +428,21 @@ impl Validator<'_> {
             None => {}
         }
         Ok(Watch { mode, ports })
+    }
+
+    fn argv(
+        &self,
+        raw: Option<Spanned<Vec<String>>>,
+        key: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        match raw {
+            None => Ok(Vec::new()),
+            Some(v) if v.get_ref().first().is_some_and(|p| !p.starts_with('/')) => Err((self.err)(
+                v.span(),
+                format!("[block] {key}: the program must be an absolute path (it is run without a shell or PATH search)"),
+            )),
+            Some(v) => Ok(v.into_inner()),
+        }
     }
 
     fn port_err(&self, span: Range<usize>, e: PortListError) -> ConfigError {

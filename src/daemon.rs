@@ -1,22 +1,27 @@
-//! `portsentry run`: set up the table, sets and steering, bind the queue, start the
-//! threads, then serve signals and periodic upkeep from the main thread.
+//! `portsentry run`: set up the table, sets and steering, restore blocks, bind the queue,
+//! start the threads, then serve signals and upkeep (self-healing, state saving, address
+//! changes) from the main thread.
 
-use crate::config::{Config, SteeringChoice};
+use crate::actions::ActionsConfig;
+use crate::config::{Config, SteeringChoice, WatchMode};
+use crate::control::{self, StatusInfo};
 use crate::detector::{Detector, DetectorConfig};
-use crate::firewall::{FirewallError, Nft, Steering};
+use crate::firewall::{Block, Firewall, FirewallError, Nft, Steering};
 use crate::host;
 use crate::ignore::{always_protected, read_ignore_file, IgnoreList};
 use crate::listening::listening;
+use crate::notify::notify;
 use crate::ports::{self, PortSet};
 use crate::probe::Proto;
 use crate::queue::{self, Control, QueueOptions};
-use crate::responder::{Responder, ResponderConfig};
+use crate::responder::{epoch_now, run_actions, Responder, Settings, Shared};
+use crate::state::{BlockState, StateFile};
 use crate::stats::Stats;
 use ipnet::IpNet;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::IpAddr;
 use std::sync::mpsc::{channel, sync_channel, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,16 +38,28 @@ pub enum DaemonError {
 
 /// Capacity of the decision channel: room for a burst of distinct sources.
 const EVENT_CAPACITY: usize = 65_536;
+const ACTION_CAPACITY: usize = 4096;
 /// How often the host's own addresses are re-read (DHCP, SLAAC, new interfaces).
 const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
-const TICK: Duration = Duration::from_millis(200);
+/// How often the ruleset is checked (an nftables reload empties our table).
+const HEAL_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two state-file writes.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(100);
+/// Most addresses blocked at once unless configured otherwise.
+pub const DEFAULT_MAX_BLOCKED: usize = 1_000_000;
 
 /// What the main thread keeps to apply reloads and upkeep.
 struct Running {
     cfg: Config,
     nft: Nft,
+    steering: Steering,
     control: Sender<Control>,
-    timeout: Arc<RwLock<Option<Duration>>>,
+    settings: Arc<RwLock<Settings>>,
+    actions: Arc<RwLock<ActionsConfig>>,
+    ignore: Arc<RwLock<IgnoreList>>,
+    state: Arc<Mutex<BlockState>>,
+    state_file: StateFile,
     local: Vec<IpAddr>,
 }
 
@@ -52,20 +69,25 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION")
     );
     let mut nft = Nft::open()?;
-    if !nft.table_exists()? {
-        if !cfg.include.exists() {
-            return Err(DaemonError::NoTable(cfg.include.display().to_string()));
-        }
-        tracing::warn!(
-            "adminalert: table inet portsentry is missing; loading {}",
-            cfg.include.display()
-        );
-        Nft::load_include(&cfg.include)?;
-    }
+    ensure_table(&mut nft, &cfg)?;
 
     let local = local_addresses();
     let ignore = build_ignore(&cfg, &local);
     apply_sets(&mut nft, &cfg, &ignore)?;
+
+    let state_file = StateFile::new(cfg.state_file.clone());
+    let mut state = state_file.load().unwrap_or_else(|e| {
+        tracing::error!("adminalert: ERROR: block state: {e}; starting with no remembered blocks");
+        BlockState::default()
+    });
+    state.prune(epoch_now());
+    let restored = restore_blocks(&mut nft, &state);
+    if restored > 0 {
+        tracing::warn!(
+            "adminalert: restored {restored} blocks from {}",
+            state_file.path().display()
+        );
+    }
 
     // Bind before steering: with `bypass`, packets steered before we listen are accepted.
     let opts = QueueOptions {
@@ -78,12 +100,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         num: opts.num,
         error,
     })?;
-    let prefer = match cfg.steering {
-        SteeringChoice::Auto => None,
-        SteeringChoice::Native => Some(Steering::Native),
-        SteeringChoice::Compat => Some(Steering::Compat),
-    };
-    let steering = nft.install_steering(prefer, cfg.queue_num, 1)?;
+    let steering = nft.install_steering(preferred(&cfg), cfg.queue_num, 1)?;
     tracing::warn!(
         "adminalert: steering probes to queue {} with the {}",
         cfg.queue_num,
@@ -91,21 +108,55 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     );
 
     let stats = Arc::new(Stats::default());
+    let state = Arc::new(Mutex::new(state));
+    let settings = Arc::new(RwLock::new(settings(&cfg)));
+    let actions = Arc::new(RwLock::new(cfg.actions.clone()));
+    let ignore_shared = Arc::new(RwLock::new(ignore.clone()));
+    let (control_tx, control_rx) = channel();
+
+    let (job_tx, job_rx) = sync_channel(ACTION_CAPACITY);
+    {
+        let (actions, stats) = (actions.clone(), stats.clone());
+        spawn("actions", move || run_actions(job_rx, actions, stats))?;
+    }
+
     let (tx, rx) = sync_channel(EVENT_CAPACITY);
-    let timeout = Arc::new(RwLock::new(cfg.block_timeout));
+    let shared = Shared {
+        settings: settings.clone(),
+        state: state.clone(),
+        stats: stats.clone(),
+        control: control_tx.clone(),
+    };
     let responder = Responder::new(
         Nft::open()?,
-        ResponderConfig {
-            timeout: timeout.clone(),
-            history: Some(cfg.history.clone()),
-            blocked: Some(cfg.blocked.clone()),
-            lines_per_second: 200,
-        },
-        stats.clone(),
+        shared,
+        Some(&cfg.history),
+        Some(&cfg.blocked),
+        cfg.alerts_per_second,
+        Some(job_tx),
     );
     spawn("responder", move || responder.run(rx))?;
 
-    let (control, control_rx) = channel();
+    let info = Arc::new(RwLock::new(status_info(&cfg, steering)));
+    match control::bind(&cfg.control_socket) {
+        Ok(listener) => {
+            let server = control::Server {
+                nft: Nft::open()?,
+                state: state.clone(),
+                settings: settings.clone(),
+                ignore: ignore_shared.clone(),
+                control: control_tx.clone(),
+                stats: stats.clone(),
+                info: info.clone(),
+            };
+            spawn("control", move || server.serve(listener))?;
+        }
+        Err(e) => tracing::error!(
+            "adminalert: ERROR: control socket {}: {e}; list/block/unblock/status will not work",
+            cfg.control_socket.display()
+        ),
+    }
+
     let mut detector = Detector::new(detector_config(&cfg), ignore);
     let qstats = stats.clone();
     spawn("queue", move || {
@@ -119,23 +170,44 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         );
     })?;
     tracing::warn!("adminalert: PortSentry is now active and listening.");
+    notify("READY=1");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
     let mut running = Running {
         cfg,
         nft,
-        control,
-        timeout,
+        steering,
+        control: control_tx,
+        settings,
+        actions,
+        ignore: ignore_shared,
+        state,
+        state_file,
         local,
     };
-    let mut last_refresh = Instant::now();
+    let (mut last_refresh, mut last_heal, mut last_save) =
+        (Instant::now(), Instant::now(), Instant::now());
     'serve: loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => running.reload(),
+                SIGHUP => {
+                    notify("RELOADING=1");
+                    running.reload();
+                    *info.write().unwrap_or_else(|e| e.into_inner()) =
+                        status_info(&running.cfg, running.steering);
+                    notify("READY=1");
+                }
                 _ => break 'serve,
             }
+        }
+        if last_heal.elapsed() >= HEAL_CHECK {
+            last_heal = Instant::now();
+            running.heal();
+        }
+        if last_save.elapsed() >= SAVE_EVERY {
+            last_save = Instant::now();
+            running.save();
         }
         if last_refresh.elapsed() >= ADDRESS_REFRESH {
             last_refresh = Instant::now();
@@ -143,11 +215,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         std::thread::sleep(TICK);
     }
+    notify("STOPPING=1");
     // Stop steering first so no probe waits on a queue nobody reads (bypass covers the
     // moment between; blocks stay in the sets until they time out).
     if let Err(e) = running.nft.remove_steering() {
         tracing::error!("adminalert: ERROR: could not remove steering rule: {e}");
     }
+    running.save();
+    let _ = std::fs::remove_file(&running.cfg.control_socket);
     tracing::warn!(
         "adminalert: PortSentry is shutting down (packets {}, acted {}, blocks written {}, block failures {})",
         Stats::get(&stats.packets),
@@ -175,17 +250,21 @@ impl Running {
                 return;
             }
         };
-        if new.queue_num != self.cfg.queue_num || new.steering != self.cfg.steering {
-            tracing::warn!(
-                "adminalert: queue and steering changes take effect at the next restart"
-            );
+        if new.queue_num != self.cfg.queue_num
+            || new.steering != self.cfg.steering
+            || new.control_socket != self.cfg.control_socket
+            || new.state_dir != self.cfg.state_dir
+        {
+            tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
         }
         let ignore = build_ignore(&new, &self.local);
         if let Err(e) = apply_sets(&mut self.nft, &new, &ignore) {
             tracing::error!("adminalert: ERROR: reload could not update the nft sets: {e}");
             return;
         }
-        *self.timeout.write().unwrap_or_else(|e| e.into_inner()) = new.block_timeout;
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings(&new);
+        *self.actions.write().unwrap_or_else(|e| e.into_inner()) = new.actions.clone();
+        *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = ignore.clone();
         let _ = self
             .control
             .send(Control::Reconfigure(detector_config(&new), ignore));
@@ -194,6 +273,52 @@ impl Running {
             ..new
         };
         tracing::warn!("adminalert: configuration reloaded");
+    }
+
+    /// Puts table, sets, steering and blocks back after an nftables reload or flush.
+    fn heal(&mut self) {
+        match self.nft.steering_present() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::warn!("ruleset check failed: {e}"),
+        }
+        let result = (|| -> Result<(usize, bool), DaemonError> {
+            let recreated = !self.nft.table_exists()?;
+            ensure_table(&mut self.nft, &self.cfg)?;
+            let ignore = self
+                .ignore
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            apply_sets(&mut self.nft, &self.cfg, &ignore)?;
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let n = restore_blocks(&mut self.nft, &state);
+            drop(state);
+            self.steering =
+                self.nft
+                    .install_steering(preferred(&self.cfg), self.cfg.queue_num, 1)?;
+            Ok((n, recreated))
+        })();
+        match result {
+            Ok((n, true)) => tracing::warn!(
+                "adminalert: table inet portsentry had disappeared; re-created it with steering and {n} blocks"
+            ),
+            Ok((n, false)) => tracing::warn!(
+                "adminalert: the nftables ruleset was reloaded; restored sets, steering and {n} blocks"
+            ),
+            Err(e) => tracing::error!("adminalert: ERROR: could not restore the ruleset: {e}"),
+        }
+    }
+
+    fn save(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.take_dirty() {
+            return;
+        }
+        state.prune(epoch_now());
+        if let Err(e) = self.state_file.save(&state, epoch_now()) {
+            tracing::error!("adminalert: ERROR: cannot save block state: {e}");
+        }
     }
 
     fn refresh_addresses(&mut self) {
@@ -210,10 +335,49 @@ impl Running {
         if let Err(e) = self.nft.sync_allow(ignore.nets()) {
             tracing::error!("adminalert: ERROR: could not update the allow sets: {e}");
         }
+        *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = ignore.clone();
         let _ = self
             .control
             .send(Control::Reconfigure(detector_config(&self.cfg), ignore));
     }
+}
+
+fn ensure_table(nft: &mut Nft, cfg: &Config) -> Result<(), DaemonError> {
+    if nft.table_exists()? {
+        return Ok(());
+    }
+    if !cfg.include.exists() {
+        return Err(DaemonError::NoTable(cfg.include.display().to_string()));
+    }
+    tracing::warn!(
+        "adminalert: table inet portsentry is missing; loading {}",
+        cfg.include.display()
+    );
+    Nft::load_include(&cfg.include)?;
+    Ok(())
+}
+
+/// Re-adds every unexpired remembered block with the time it has left.
+fn restore_blocks(nft: &mut Nft, state: &BlockState) -> usize {
+    let now = epoch_now();
+    let blocks: Vec<Block> = state
+        .active(now)
+        .iter()
+        .map(|r| Block {
+            addr: r.addr,
+            timeout: r
+                .expires
+                .map(|e| Duration::from_secs(e.saturating_sub(now).max(1))),
+        })
+        .collect();
+    if blocks.is_empty() {
+        return 0;
+    }
+    let report = nft.add_blocks(&blocks);
+    for (addr, e) in &report.failed {
+        tracing::error!("adminalert: ERROR: could not restore the block of {addr}: {e}");
+    }
+    report.written
 }
 
 fn apply_sets(nft: &mut Nft, cfg: &Config, ignore: &IgnoreList) -> Result<(), FirewallError> {
@@ -249,13 +413,56 @@ fn intersect(a: &PortSet, b: &PortSet) -> PortSet {
     out
 }
 
+fn preferred(cfg: &Config) -> Option<Steering> {
+    match cfg.steering {
+        SteeringChoice::Auto => None,
+        SteeringChoice::Native => Some(Steering::Native),
+        SteeringChoice::Compat => Some(Steering::Compat),
+    }
+}
+
+/// 1.2's $MODE$ names.
+fn mode_name(mode: WatchMode, proto: Proto) -> &'static str {
+    match (mode, proto) {
+        (WatchMode::Advanced, Proto::Tcp) => "atcp",
+        (WatchMode::Advanced, Proto::Udp) => "audp",
+        (_, Proto::Tcp) => "stcp",
+        (_, Proto::Udp) => "sudp",
+    }
+}
+
+fn settings(cfg: &Config) -> Settings {
+    Settings {
+        timeout: cfg.block_timeout,
+        repeat_factor: cfg.repeat_factor,
+        max_timeout: cfg.max_timeout,
+        max_blocked: DEFAULT_MAX_BLOCKED,
+        resolve_host: cfg.resolve_host,
+        tcp_mode: mode_name(cfg.tcp.mode, Proto::Tcp),
+        udp_mode: mode_name(cfg.udp.mode, Proto::Udp),
+    }
+}
+
+fn status_info(cfg: &Config, steering: Steering) -> StatusInfo {
+    let watch = |w: &crate::config::Watch| {
+        format!("{:?}, {} ports watched", w.mode, w.ports.len()).to_lowercase()
+    };
+    StatusInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        queue: cfg.queue_num,
+        steering: steering.name().to_string(),
+        tcp: format!("{}, block: {:?}", watch(&cfg.tcp), cfg.block_tcp).to_lowercase(),
+        udp: format!("{}, block: {:?}", watch(&cfg.udp), cfg.block_udp).to_lowercase(),
+    }
+}
+
 fn detector_config(cfg: &Config) -> DetectorConfig {
     DetectorConfig {
         trigger: cfg.trigger,
         window: cfg.window,
         tcp: cfg.block_tcp,
         udp: cfg.block_udp,
-        // A source stays "acted on" as long as its block lasts (a century for permanent).
+        // A source stays "acted on" as long as its first block lasts (a century for permanent).
         hold: cfg
             .block_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 86400)),

@@ -38,11 +38,65 @@ pub fn local_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// The name a reverse lookup gives, if any (RESOLVE_HOST). Blocking; used off the
+/// packet path only.
+pub fn reverse_name(addr: IpAddr) -> Option<String> {
+    let (storage, len) = sockaddr(addr);
+    let mut host = [0 as libc::c_char; 256];
+    // SAFETY: storage holds a valid sockaddr of `len` bytes; host is a buffer we own.
+    let rc = unsafe {
+        libc::getnameinfo(
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+            host.as_mut_ptr(),
+            host.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NAMEREQD,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage; we fill the family-specific part.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(a) => {
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(a).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = a.octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn loopback_is_listed() {
         let addrs = super::local_addresses().unwrap();
         assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
+
+    #[test]
+    fn localhost_resolves_by_hosts_file() {
+        let name = super::reverse_name("127.0.0.1".parse().unwrap());
+        assert!(name.is_some_and(|n| n.contains("localhost")));
     }
 }

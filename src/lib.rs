@@ -4,18 +4,24 @@
 //! [`detector`] (probe + now → [`detector::Decision`]) → verdict, and off the packet path
 //! [`responder`] → [`firewall`] (batched set updates) + [`alert`] lines.
 
+pub mod actions;
 pub mod alert;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod detector;
 pub mod firewall;
 pub mod host;
 pub mod ignore;
+pub mod legacy;
 pub mod listening;
+pub mod notify;
 pub mod packet;
 pub mod ports;
 pub mod probe;
 pub mod queue;
 pub mod ratelimit;
 pub mod responder;
+pub mod state;
 pub mod stats;
+pub mod syslog;

@@ -1,37 +1,42 @@
 mod cli;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, ConfigArg};
 use portsentry::config::{Config, ConfigError};
 use portsentry::ports::compact;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a bad config from looping.
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     match cli.command {
-        Command::CheckConfig { config } => match load(config.as_deref()) {
-            Ok(cfg) => {
-                print_summary(&cfg);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EX_CONFIG)
-            }
-        },
-        Command::Run { config } => {
-            let cfg = match load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_CONFIG);
+        Command::CheckConfig(c) => {
+            init_logging(cli.verbose, false);
+            match load(&c) {
+                Ok(cfg) => {
+                    print_summary(&cfg);
+                    ExitCode::SUCCESS
                 }
+                Err(e) => config_error(&e),
+            }
+        }
+        Command::Run(c) => {
+            let cfg = match load(&c) {
+                Ok(cfg) => cfg,
+                Err(e) => return config_error(&e),
             };
+            if let Some(msg) = cfg.source.as_deref().and_then(unsafe_permissions) {
+                eprintln!("{msg}");
+                return ExitCode::from(EX_CONFIG);
+            }
+            init_logging(cli.verbose, cfg.syslog);
             match portsentry::daemon::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -40,13 +45,101 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::List(c) => control(&c, "list".into()),
+        Command::Status(c) => control(&c, "status".into()),
+        Command::Unblock { addr, config } => control(&config, format!("unblock {addr}")),
+        Command::Block {
+            addr,
+            timeout,
+            config,
+        } => {
+            let t = match timeout.as_deref() {
+                None => String::new(),
+                Some("0") => " permanent".into(),
+                Some(t) => match humantime::parse_duration(t) {
+                    Ok(d) if d.as_secs() > 0 => format!(" {}", d.as_secs()),
+                    _ => {
+                        eprintln!("--timeout: '{t}' is not a duration like 90s, 2h or 7d");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            control(&config, format!("block {addr}{t}"))
+        }
+        Command::ImportLegacy {
+            conf,
+            default,
+            ignore,
+        } => import_legacy(&conf, default.as_deref(), ignore.as_deref()),
     }
 }
 
-fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-    match path {
+fn load(c: &ConfigArg) -> Result<Config, ConfigError> {
+    match &c.config {
         Some(p) => Config::load(p),
         None => Config::load_default(),
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(EX_CONFIG)
+}
+
+/// A configuration that others can write could make the daemon run their commands as root.
+fn unsafe_permissions(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.mode() & 0o022 != 0 || meta.uid() != unsafe { libc::geteuid() }).then(|| {
+        format!(
+            "{}: refusing a configuration that is writable by group or others, or not owned by the user running portsentry (mode {:o}, owner {}): it names commands run as root",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        )
+    })
+}
+
+fn control(c: &ConfigArg, request: String) -> ExitCode {
+    let cfg = match load(c) {
+        Ok(cfg) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    match portsentry::control::request(&cfg.control_socket, &request) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portsentry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_legacy(conf: &Path, default: Option<&Path>, ignore: Option<&Path>) -> ExitCode {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let result = (|| -> Result<String, String> {
+        let text = read(conf)?;
+        let default = default.map(read).transpose()?;
+        let ignore_text = ignore.map(read).transpose()?;
+        let ignore_path = ignore.map(|p| p.display().to_string());
+        portsentry::legacy::import(
+            &conf.display().to_string(),
+            &text,
+            default.as_deref(),
+            ignore_path.as_deref().zip(ignore_text.as_deref()),
+        )
+        .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portsentry: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }
 
@@ -71,8 +164,9 @@ fn print_summary(cfg: &Config) {
         compact(&cfg.udp.ports)
     );
     println!(
-        "  trigger: {}, block tcp: {:?}, udp: {:?}, timeout: {}",
+        "  trigger: {}, score: {}, block tcp: {:?}, udp: {:?}, timeout: {}",
         cfg.trigger,
+        cfg.score,
         cfg.block_tcp,
         cfg.block_udp,
         cfg.block_timeout
@@ -89,20 +183,30 @@ fn print_summary(cfg: &Config) {
     );
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, syslog: bool) {
     let level = if verbose > 0 {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
     };
-    let b = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_writer(std::io::stderr);
     // Under systemd the journal adds its own timestamp and priority.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        b.without_time().with_level(false).with_ansi(false).init();
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr);
+    let fmt = if journal {
+        fmt.without_time().with_level(false).boxed()
     } else {
-        b.with_ansi(false).init();
+        fmt.boxed()
+    };
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    if syslog {
+        registry
+            .with(portsentry::syslog::SyslogLayer::open())
+            .init();
+    } else {
+        registry.init();
     }
 }

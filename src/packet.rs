@@ -178,6 +178,33 @@ mod tests {
         assert_eq!(parse(&pkt), Err(Unparsed::Fragment));
     }
 
+    /// IPv6 with a hop-by-hop header and a (first) fragment header before TCP.
+    fn ipv6_with_extensions(fragment_offset: u16) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // hop-by-hop: next = fragment (44), len 0, PadN(4)
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        // fragment: next = TCP, offset in 8-byte units << 3, more fragments flag set
+        let off = (fragment_offset << 3) | 1;
+        p.extend_from_slice(&[6, 0, (off >> 8) as u8, off as u8, 0, 0, 0, 9]);
+        // TCP: ports 40000 -> 22, flags XMAS (FIN|PSH|URG)
+        let mut tcp = vec![
+            0x9c, 0x40, 0, 22, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x29, 4, 0, 0, 0, 0, 0,
+        ];
+        p.append(&mut tcp);
+        let plen = (p.len() - 40) as u16;
+        p[4..6].copy_from_slice(&plen.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn ipv6_extension_chain_is_walked() {
+        let p = parse(&ipv6_with_extensions(0)).unwrap();
+        assert_eq!((p.dst_port, p.kind), (22, ScanKind::Xmas));
+        assert_eq!(parse(&ipv6_with_extensions(3)), Err(Unparsed::Fragment));
+    }
+
     #[test]
     fn junk_is_rejected() {
         assert_eq!(parse(&[]), Err(Unparsed::BadIp));

@@ -1,58 +1,95 @@
 //! Off the packet path: turns decisions into blocks (one batch for everything waiting),
-//! alert lines (rate-limited, repeats summarised) and history/blocked file lines.
+//! records them in the block state, hands actions to the actions thread, and writes alert
+//! lines (rate-limited, repeats summarised) and history/blocked file lines.
 
+use crate::actions::Job;
 use crate::alert::{self, LocalTime};
 use crate::detector::{Action, Decision};
 use crate::firewall::{Block, Firewall};
-use crate::queue::Event;
+use crate::host;
+use crate::probe::Proto;
+use crate::queue::{Control, Event};
 use crate::ratelimit::RateLimit;
+use crate::state::{BlockState, Record};
 use crate::stats::Stats;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub struct ResponderConfig {
-    /// Shared with the daemon so a reload changes the timeout of later blocks.
-    pub timeout: Arc<RwLock<Option<Duration>>>,
-    pub history: Option<PathBuf>,
-    pub blocked: Option<PathBuf>,
-    pub lines_per_second: u32,
+/// What a reload may change; read once per batch.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// First block's timeout; `None` = permanent.
+    pub timeout: Option<Duration>,
+    /// Each further block of the same address lasts this many times longer (1 = off).
+    pub repeat_factor: u32,
+    pub max_timeout: Option<Duration>,
+    /// Most addresses blocked at once (spoofed floods cannot fill the kernel).
+    pub max_blocked: usize,
+    pub resolve_host: bool,
+    /// 1.2's $MODE$ per protocol.
+    pub tcp_mode: &'static str,
+    pub udp_mode: &'static str,
+}
+
+impl Settings {
+    /// The timeout for the `count`-th block of an address.
+    pub fn timeout_for(&self, count: u32) -> Option<Duration> {
+        let base = self.timeout?;
+        let factor =
+            u64::from(self.repeat_factor.max(1)).saturating_pow(count.saturating_sub(1).min(32));
+        let t = Duration::from_secs(base.as_secs().saturating_mul(factor));
+        Some(match self.max_timeout {
+            Some(max) if self.repeat_factor > 1 => t.min(max.max(base)),
+            _ => t,
+        })
+    }
+}
+
+pub struct Shared {
+    pub settings: Arc<RwLock<Settings>>,
+    pub state: Arc<Mutex<BlockState>>,
+    pub stats: Arc<Stats>,
+    pub control: Sender<Control>,
 }
 
 pub struct Responder<F: Firewall> {
     fw: F,
-    timeout_setting: Arc<RwLock<Option<Duration>>>,
-    timeout: Option<Duration>,
+    shared: Shared,
     history: Option<File>,
     blocked: Option<File>,
     limit: RateLimit,
     last_summary: Option<Instant>,
-    stats: Arc<Stats>,
+    actions: Option<SyncSender<Job>>,
 }
 
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
 const MAX_BATCH: usize = 100_000;
 
 impl<F: Firewall> Responder<F> {
-    pub fn new(fw: F, cfg: ResponderConfig, stats: Arc<Stats>) -> Self {
-        let history = cfg.history.as_deref().and_then(|p| open_log(p, false));
-        // BLOCKED_FILE lists this session's blocks only: start it empty.
-        let blocked = cfg.blocked.as_deref().and_then(|p| open_log(p, true));
-        let timeout = *cfg.timeout.read().unwrap_or_else(|e| e.into_inner());
+    pub fn new(
+        fw: F,
+        shared: Shared,
+        history: Option<&Path>,
+        blocked: Option<&Path>,
+        lines_per_second: u32,
+        actions: Option<SyncSender<Job>>,
+    ) -> Self {
         Responder {
             fw,
-            timeout,
-            timeout_setting: cfg.timeout,
-            history,
-            blocked,
-            limit: RateLimit::new(cfg.lines_per_second),
+            shared,
+            history: history.and_then(|p| open_log(p, false)),
+            // BLOCKED_FILE lists this session's blocks only: start it empty.
+            blocked: blocked.and_then(|p| open_log(p, true)),
+            limit: RateLimit::new(lines_per_second),
             last_summary: None,
-            stats,
+            actions,
         }
     }
 
@@ -73,84 +110,138 @@ impl<F: Firewall> Responder<F> {
         }
     }
 
-    pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: i64) {
-        self.timeout = *self
-            .timeout_setting
+    pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: u64) {
+        let settings = self
+            .shared
+            .settings
             .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let blocks: Vec<Block> = batch
-            .iter()
-            .filter(|e| {
-                matches!(
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+
+        // 1. Blocks first: protection before paperwork.
+        let mut blocks: Vec<Block> = Vec::new();
+        let mut counts: HashMap<IpAddr, u32> = HashMap::new();
+        let mut refused = 0u64;
+        {
+            let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut room = settings.max_blocked.saturating_sub(state.len());
+            for e in batch {
+                if !matches!(
                     e.decision,
                     Decision::Act {
                         action: Action::Block,
                         ..
                     }
-                )
-            })
-            .map(|e| Block {
-                addr: e.probe.src,
-                timeout: self.timeout,
-            })
-            .collect();
+                ) || counts.contains_key(&e.probe.src)
+                {
+                    continue;
+                }
+                if room == 0 {
+                    refused += 1;
+                    let _ = self.shared.control.send(Control::Forget(e.probe.src));
+                    continue;
+                }
+                room -= 1;
+                let count = state
+                    .get(e.probe.src)
+                    .map_or(1, |r| r.count.saturating_add(1));
+                counts.insert(e.probe.src, count);
+                blocks.push(Block {
+                    addr: e.probe.src,
+                    timeout: settings.timeout_for(count),
+                });
+            }
+        }
+        if refused > 0 {
+            tracing::error!(
+                "adminalert: ERROR: {refused} blocks refused: {} addresses are blocked, the most max_blocked allows",
+                settings.max_blocked
+            );
+        }
         let mut failed: HashMap<IpAddr, std::io::Error> = HashMap::new();
         if !blocks.is_empty() {
             let report = self.fw.add_blocks(&blocks);
-            self.stats
+            self.shared
+                .stats
                 .blocks_written
-                .fetch_add(report.written as u64, std::sync::atomic::Ordering::Relaxed);
-            self.stats.block_failures.fetch_add(
-                report.failed.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+                .fetch_add(report.written as u64, Relaxed);
+            self.shared
+                .stats
+                .block_failures
+                .fetch_add(report.failed.len() as u64, Relaxed);
             failed.extend(report.failed);
         }
 
-        let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
+        // 2. Remember them, and queue the other actions.
+        let state_lock = self.shared.state.clone();
+        let mut state = state_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut history = String::new();
+        let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
         for ev in batch {
-            let host = alert::host_field(ev.probe.src, None);
-            match ev.decision {
-                Decision::Act { action, .. } => {
-                    self.line(now, alert::attack_line(&ev.probe, &host));
-                    if ev.probe.ip_options {
-                        self.line(now, alert::ip_options_line(&ev.probe, &host));
-                    }
-                    match action {
-                        Action::Block => match failed.get(&ev.probe.src) {
-                            None => {
-                                self.line(now, self.blocked_line(ev.probe.src));
-                                let t = LocalTime::from_epoch(epoch);
-                                history.push_str(&alert::history_line(
-                                    epoch,
-                                    t,
-                                    &host,
-                                    ev.probe.dst_port,
-                                    ev.probe.proto,
-                                ));
-                                history.push('\n');
-                            }
-                            Some(e) => tracing::error!(
-                                "adminalert: ERROR: could not block host {}: {e}",
-                                ev.probe.src
-                            ),
-                        },
-                        Action::Off => {
-                            self.line(now, alert::ignoring_response_line(ev.probe.proto))
-                        }
-                        Action::Command => {}
-                    }
+            let p = &ev.probe;
+            let Decision::Act { action, .. } = ev.decision else {
+                if ev.decision == Decision::Repeat {
+                    *repeats.entry(p.src).or_default() += 1;
                 }
-                Decision::Repeat => *repeats.entry(ev.probe.src).or_default() += 1,
-                _ => {}
+                continue;
+            };
+            let host = self.host_field(p.src, &settings);
+            self.line(now, alert::attack_line(p, &host));
+            if p.ip_options {
+                self.line(now, alert::ip_options_line(p, &host));
+            }
+            let mode = match p.proto {
+                Proto::Tcp => settings.tcp_mode,
+                Proto::Udp => settings.udp_mode,
+            };
+            let job = Job {
+                addr: p.src,
+                port: p.dst_port,
+                proto: p.proto,
+                mode,
+                block: action == Action::Block,
+            };
+            match action {
+                Action::Off => self.line(now, alert::ignoring_response_line(p.proto)),
+                Action::Command => self.queue_job(job),
+                Action::Block => {
+                    let Some(&count) = counts.get(&p.src) else {
+                        continue;
+                    };
+                    if let Some(e) = failed.get(&p.src) {
+                        tracing::error!("adminalert: ERROR: could not block host {}: {e}", p.src);
+                        continue;
+                    }
+                    let timeout = settings.timeout_for(count);
+                    state.upsert(Record {
+                        addr: p.src,
+                        since: epoch,
+                        expires: timeout.map(|t| epoch + t.as_secs()),
+                        count,
+                        reason: format!(
+                            "{} to {} port {}",
+                            alert::scan_description(p.kind).trim(),
+                            p.proto.name(),
+                            p.dst_port
+                        ),
+                    });
+                    self.line(now, blocked_line(p.src, timeout, count));
+                    history.push_str(&alert::history_line(
+                        epoch as i64,
+                        LocalTime::from_epoch(epoch as i64),
+                        &host,
+                        p.dst_port,
+                        p.proto,
+                    ));
+                    history.push('\n');
+                    self.queue_job(job);
+                }
             }
         }
+        drop(state);
         for (addr, _) in repeats {
-            self.line(
-                now,
-                alert::already_blocked_line(&alert::host_field(addr, None)),
-            );
+            let host = self.host_field(addr, &settings);
+            self.line(now, alert::already_blocked_line(&host));
         }
         if !history.is_empty() {
             for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
@@ -162,17 +253,21 @@ impl<F: Firewall> Responder<F> {
         self.summarise(now);
     }
 
-    fn blocked_line(&self, addr: IpAddr) -> String {
-        let set = if addr.is_ipv4() {
-            "blocked4"
+    fn queue_job(&self, job: Job) {
+        if let Some(tx) = &self.actions {
+            if tx.try_send(job).is_err() {
+                Stats::inc(&self.shared.stats.commands_dropped);
+            }
+        }
+    }
+
+    fn host_field(&self, addr: IpAddr, settings: &Settings) -> String {
+        let name = if settings.resolve_host {
+            host::reverse_name(addr)
         } else {
-            "blocked6"
+            None
         };
-        let t = match self.timeout {
-            Some(t) => format!("{}s", t.as_secs()),
-            None => "none".into(),
-        };
-        format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\" timeout: {t}")
+        alert::host_field(addr, name.as_deref())
     }
 
     fn line(&mut self, now: Instant, line: String) {
@@ -190,10 +285,25 @@ impl<F: Firewall> Responder<F> {
         }
         let n = self.limit.take_suppressed();
         if n > 0 {
-            tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; history file has every block");
+            tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; the history file has every block");
             self.last_summary = Some(now);
         }
     }
+}
+
+fn blocked_line(addr: IpAddr, timeout: Option<Duration>, count: u32) -> String {
+    let set = if addr.is_ipv4() {
+        "blocked4"
+    } else {
+        "blocked6"
+    };
+    let t = timeout.map_or("permanent".to_string(), |t| format!("{}s", t.as_secs()));
+    let again = if count > 1 {
+        format!(" (block number {count})")
+    } else {
+        String::new()
+    };
+    format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\" timeout: {t}{again}")
 }
 
 fn open_log(path: &Path, truncate: bool) -> Option<File> {
@@ -216,8 +326,129 @@ fn open_log(path: &Path, truncate: bool) -> Option<File> {
     }
 }
 
-fn epoch_now() -> i64 {
+pub fn epoch_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The actions thread: runs each job's actions in turn.
+pub fn run_actions(
+    rx: Receiver<Job>,
+    cfg: Arc<RwLock<crate::actions::ActionsConfig>>,
+    stats: Arc<Stats>,
+) {
+    while let Ok(job) = rx.recv() {
+        let cfg = cfg.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let out = crate::actions::perform(&cfg, &job);
+        stats
+            .commands_run
+            .fetch_add(u64::from(out.ok + out.failed), Relaxed);
+        stats
+            .commands_failed
+            .fetch_add(u64::from(out.failed), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::BlockReport;
+    use crate::probe::{Probe, ScanKind, TcpFlags};
+
+    /// Records what it is asked to block; the kernel path is covered by the namespace tests.
+    struct Recorder(Arc<Mutex<Vec<Block>>>);
+    impl Firewall for Recorder {
+        fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport {
+            self.0.lock().unwrap().extend_from_slice(blocks);
+            BlockReport {
+                written: blocks.len(),
+                failed: vec![],
+            }
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            timeout: Some(Duration::from_secs(3600)),
+            repeat_factor: 4,
+            max_timeout: Some(Duration::from_secs(86400)),
+            max_blocked: 2,
+            resolve_host: false,
+            tcp_mode: "atcp",
+            udp_mode: "audp",
+        }
+    }
+
+    fn act(src: &str) -> Event {
+        Event {
+            probe: Probe {
+                src: src.parse().unwrap(),
+                dst: "192.0.2.1".parse().unwrap(),
+                proto: Proto::Tcp,
+                src_port: 1,
+                dst_port: 111,
+                kind: ScanKind::Syn,
+                flags: TcpFlags(2),
+                ip_options: false,
+            },
+            decision: Decision::Act {
+                action: Action::Block,
+                hits: 1,
+            },
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn repeat_offenders_get_longer_blocks_up_to_the_maximum() {
+        let s = settings();
+        assert_eq!(s.timeout_for(1), Some(Duration::from_secs(3600)));
+        assert_eq!(s.timeout_for(2), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(s.timeout_for(3), Some(Duration::from_secs(86400)));
+        assert_eq!(s.timeout_for(40), Some(Duration::from_secs(86400)));
+        assert_eq!(Settings { timeout: None, ..s }.timeout_for(3), None);
+    }
+
+    #[test]
+    fn one_block_per_source_per_batch_and_the_cap_holds() {
+        let blocked = Arc::new(Mutex::new(Vec::new()));
+        let (control, forgotten) = std::sync::mpsc::channel();
+        let shared = Shared {
+            settings: Arc::new(RwLock::new(settings())),
+            state: Arc::new(Mutex::new(BlockState::default())),
+            stats: Arc::new(Stats::default()),
+            control,
+        };
+        let state = shared.state.clone();
+        let mut r = Responder::new(Recorder(blocked.clone()), shared, None, None, 100, None);
+        let batch = [
+            act("198.18.0.1"),
+            act("198.18.0.1"),
+            act("198.18.0.2"),
+            act("198.18.0.3"),
+        ];
+        r.handle(&batch, Instant::now(), 1000);
+        let got: Vec<String> = blocked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect();
+        assert_eq!(got, vec!["198.18.0.1", "198.18.0.2"]);
+        assert_eq!(state.lock().unwrap().len(), 2);
+        // The refused source is handed back to the detector so a later probe can act.
+        assert!(
+            matches!(forgotten.try_recv(), Ok(Control::Forget(a)) if a.to_string() == "198.18.0.3")
+        );
+        // A second block of the same address counts as a repeat.
+        r.handle(&[act("198.18.0.1")], Instant::now(), 5000);
+        let rec = state
+            .lock()
+            .unwrap()
+            .get("198.18.0.1".parse().unwrap())
+            .cloned()
+            .unwrap();
+        assert_eq!((rec.count, rec.expires), (2, Some(5000 + 4 * 3600)));
+    }
 }

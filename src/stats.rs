@@ -16,6 +16,11 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     pub blocks_written: AtomicU64,
     pub block_failures: AtomicU64,
+    pub unblocks: AtomicU64,
+    pub commands_run: AtomicU64,
+    pub commands_failed: AtomicU64,
+    /// Action jobs not queued because the actions thread was behind.
+    pub commands_dropped: AtomicU64,
 }
 
 impl Stats {

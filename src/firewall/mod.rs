@@ -86,12 +86,15 @@ pub trait Firewall: Send {
 
 pub struct Nft {
     nl: Netlink,
+    /// Sequence numbers for requests outside batches.
+    seq: u32,
 }
 
 impl Nft {
     pub fn open() -> Result<Nft, FirewallError> {
         Ok(Nft {
             nl: Netlink::open()?,
+            seq: 1_000_000,
         })
     }
 
@@ -207,6 +210,68 @@ impl Nft {
                 },
             },
         }
+    }
+
+    /// Whether chain `steer` still holds a rule (an nftables reload empties it).
+    pub fn steering_present(&mut self) -> Result<bool, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.next_seq();
+        let len = raw::get_rules_msg(&mut buf, TABLE, STEER, ProtoFamily::Inet as u16, seq);
+        match self.nl.dump(&buf[..len], seq) {
+            Ok(rules) => Ok(!rules.is_empty()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The blocked addresses the kernel holds now, with the time each has left.
+    pub fn list_blocks(&mut self) -> Result<Vec<(IpAddr, Option<Duration>)>, FirewallError> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        for set in [BLOCKED4, BLOCKED6] {
+            let seq = self.next_seq();
+            let len = raw::get_set_elems_msg(&mut buf, TABLE, set, ProtoFamily::Inet as u16, seq);
+            for msg in self.nl.dump(&buf[..len], seq)? {
+                for e in raw::parse_set_elems(&msg) {
+                    let addr = match e.key.len() {
+                        4 => IpAddr::from(<[u8; 4]>::try_from(&e.key[..]).expect("4 bytes")),
+                        16 => IpAddr::from(<[u8; 16]>::try_from(&e.key[..]).expect("16 bytes")),
+                        _ => continue,
+                    };
+                    out.push((addr, e.expires_ms.map(Duration::from_millis)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes addresses from the block sets. Absent ones are not an error.
+    pub fn remove_blocks(&mut self, addrs: &[IpAddr]) -> Result<(), FirewallError> {
+        for addr in addrs {
+            let set = if addr.is_ipv4() { BLOCKED4 } else { BLOCKED6 };
+            let elems = [Elem::addr(*addr)];
+            let mut batch = Batch::new();
+            batch.add(
+                &SetElems {
+                    table: TABLE,
+                    set,
+                    family: ProtoFamily::Inet as u16,
+                    elems: &elems,
+                },
+                MsgType::Del,
+            );
+            match self.commit("unblock", batch) {
+                Err(FirewallError::Rejected { error, .. })
+                    if error.raw_os_error() == Some(libc::ENOENT) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
     }
 
     /// Empties chain `steer`: probes are no longer queued (used on a clean stop).

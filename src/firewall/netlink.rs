@@ -76,6 +76,45 @@ impl Netlink {
         Ok(errors.pop().map(|e| e.error))
     }
 
+    /// Sends a dump request and returns every message of the answer (headers included).
+    pub fn dump(&mut self, msg: &[u8], seq: u32) -> io::Result<Vec<Vec<u8>>> {
+        self.sock.send(msg)?;
+        let mut out = Vec::new();
+        loop {
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.buf.as_mut_ptr().cast::<u8>(),
+                    self.buf.len() * 4,
+                )
+            };
+            let n = self.sock.recv_raw(bytes)?;
+            let mut at = 0;
+            while at + HDR_LEN <= n {
+                let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap());
+                let mseq = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+                if len < HDR_LEN || at + len > n {
+                    break;
+                }
+                if mseq == seq {
+                    match ty {
+                        NLMSG_DONE => return Ok(out),
+                        NLMSG_ERROR if len >= HDR_LEN + 4 => {
+                            let code =
+                                i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap());
+                            if code != 0 {
+                                return Err(io::Error::from_raw_os_error(-code));
+                            }
+                            return Ok(out);
+                        }
+                        _ => out.push(bytes[at..at + len].to_vec()),
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
     fn collect(&mut self, seqs: Range<u32>) -> io::Result<Vec<MsgError>> {
         let mut pending: Vec<bool> = vec![true; seqs.len()];
         let mut left = seqs.len();

@@ -229,3 +229,105 @@ unsafe fn alloc_expr(name: &CStr) -> NonNull<sys::nftnl_expr> {
         None => std::process::abort(),
     }
 }
+
+/// GETRULE dump of one chain.
+pub fn get_rules_msg(buf: &mut [u8], table: &CStr, chain: &CStr, family: u16, seq: u32) -> usize {
+    assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
+    unsafe {
+        let r = sys::nftnl_rule_alloc();
+        if r.is_null() {
+            std::process::abort();
+        }
+        sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+        sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+        sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, u32::from(family));
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.as_mut_ptr().cast::<c_char>(),
+            libc::NFT_MSG_GETRULE as u16,
+            family,
+            (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16,
+            seq,
+        );
+        sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+        sys::nftnl_rule_free(r);
+        (*nlh).nlmsg_len as usize
+    }
+}
+
+/// GETSETELEM dump of one set.
+pub fn get_set_elems_msg(buf: &mut [u8], table: &CStr, set: &CStr, family: u16, seq: u32) -> usize {
+    assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
+    unsafe {
+        let s = sys::nftnl_set_alloc();
+        if s.is_null() {
+            std::process::abort();
+        }
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, set.as_ptr());
+        sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(family));
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.as_mut_ptr().cast::<c_char>(),
+            libc::NFT_MSG_GETSETELEM as u16,
+            family,
+            (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16,
+            seq,
+        );
+        sys::nftnl_set_elems_nlmsg_build_payload(nlh, s);
+        sys::nftnl_set_free(s);
+        (*nlh).nlmsg_len as usize
+    }
+}
+
+/// An element read back from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedElem {
+    pub key: Vec<u8>,
+    /// Time left, when the element has a timeout.
+    pub expires_ms: Option<u64>,
+}
+
+/// Parses one NEWSETELEM message of a dump. `msg` must hold a whole netlink message.
+pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
+    let mut out = Vec::new();
+    if msg.len() < 16 {
+        return out;
+    }
+    // Copy into u32 storage: libnftnl reads the header in place and wants it aligned.
+    let mut aligned = vec![0u32; msg.len().div_ceil(4)];
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), aligned.as_mut_ptr().cast::<u8>(), msg.len());
+        let s = sys::nftnl_set_alloc();
+        if s.is_null() {
+            std::process::abort();
+        }
+        if sys::nftnl_set_elems_nlmsg_parse(aligned.as_ptr().cast(), s) >= 0 {
+            let it = sys::nftnl_set_elems_iter_create(s);
+            if !it.is_null() {
+                let mut e = sys::nftnl_set_elems_iter_cur(it);
+                while !e.is_null() {
+                    let mut len: u32 = 0;
+                    let key = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
+                    if !key.is_null() {
+                        let key =
+                            std::slice::from_raw_parts(key.cast::<u8>(), len as usize).to_vec();
+                        let expires_ms =
+                            if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_EXPIRATION as u16)
+                            {
+                                Some(sys::nftnl_set_elem_get_u64(
+                                    e,
+                                    sys::NFTNL_SET_ELEM_EXPIRATION as u16,
+                                ))
+                            } else {
+                                None
+                            };
+                        out.push(ListedElem { key, expires_ms });
+                    }
+                    e = sys::nftnl_set_elems_iter_next(it);
+                }
+                sys::nftnl_set_elems_iter_destroy(it);
+            }
+        }
+        sys::nftnl_set_free(s);
+    }
+    out
+}

@@ -219,6 +219,13 @@ impl Lab {
         });
     }
 
+    /// Gives `host` its own /etc/hosts (`ip netns exec` bind-mounts /etc/netns/NS/hosts).
+    pub fn hosts_file(&mut self, host: &Host, text: &str) {
+        let dir = Path::new("/etc/netns").join(&host.ns);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("hosts"), text).unwrap();
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
         fs::File::create(&p)
@@ -237,6 +244,7 @@ impl Drop for Lab {
         }
         for ns in self.hosts.iter().chain([&self.switch]) {
             let _ = run(&["ip", "netns", "del", ns]);
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }
@@ -270,7 +278,7 @@ impl Daemon {
         let config = lab.write(
             "portsentry.toml",
             &format!(
-                "{extra}\n[files]\nstate_dir = \"{dir}\"\n\n[firewall]\ninclude = \"{inc}\"\n",
+                "{extra}\n[files]\nstate_dir = \"{dir}\"\n\n[firewall]\ninclude = \"{inc}\"\n\n[control]\nsocket = \"{dir}/control.sock\"\n",
                 dir = lab.dir.display(),
                 inc = nft_include().display()
             ),
@@ -306,6 +314,30 @@ impl Daemon {
             d.log_text()
         );
         d
+    }
+
+    /// Runs `portsentry ARGS -c CONFIG` in `host`; returns (success, stdout + stderr).
+    pub fn cli(&self, host: &Host, args: &[&str]) -> (bool, String) {
+        let mut all = vec![env!("CARGO_BIN_EXE_portsentry")];
+        all.extend_from_slice(args);
+        all.extend(["-c", self.config.to_str().unwrap()]);
+        let out = host.run(&all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Runs the CLI with the lab's config when no daemon is running.
+    pub fn cli_without_daemon(lab: &Lab, host: &Host, args: &[&str]) -> (bool, String) {
+        let d = Daemon {
+            child: None,
+            log: lab.dir.join("none.log"),
+            config: lab.dir.join("portsentry.toml"),
+        };
+        d.cli(host, args)
     }
 
     pub fn log_text(&self) -> String {

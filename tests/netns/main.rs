@@ -4,6 +4,7 @@
 mod detection;
 mod lab;
 mod scans;
+mod world;
 
 use lab::*;
 

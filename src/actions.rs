@@ -1,0 +1,263 @@
+//! PortSentry's actions beyond the nft block: an external command, a hosts.deny line and a
+//! route, in 1.2's order. Commands are argv arrays run directly (never through a shell:
+//! $TARGET$ comes from a packet), with a time limit, on their own thread.
+
+use crate::probe::Proto;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One source to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    /// 1.2's $MODE$: atcp/audp (advanced), stcp/sudp (port lists).
+    pub mode: &'static str,
+    /// `true` for `block` (all actions), `false` for `command` (the command only).
+    pub block: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActionsConfig {
+    pub run: Vec<String>,
+    pub run_first: bool,
+    pub run_timeout: Duration,
+    /// hosts.deny line template and the file it goes to.
+    pub hosts_deny: Option<(String, PathBuf)>,
+    pub route: Vec<String>,
+}
+
+impl ActionsConfig {
+    pub fn is_empty(&self) -> bool {
+        self.run.is_empty() && self.hosts_deny.is_none() && self.route.is_empty()
+    }
+}
+
+/// Replaces $TARGET$, $PORT$ and $MODE$.
+pub fn substitute(template: &str, job: &Job) -> String {
+    template
+        .replace("$TARGET$", &job.addr.to_string())
+        .replace("$PORT$", &job.port.to_string())
+        .replace("$MODE$", job.mode)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Run,
+    HostsDeny,
+    Route,
+}
+
+/// 1.2's order: hosts.deny, route, command; the command first with KILL_RUN_CMD_FIRST.
+fn steps(cfg: &ActionsConfig, job: &Job) -> Vec<Step> {
+    let mut s = if !job.block {
+        vec![Step::Run]
+    } else if cfg.run_first {
+        vec![Step::Run, Step::HostsDeny, Step::Route]
+    } else {
+        vec![Step::HostsDeny, Step::Route, Step::Run]
+    };
+    s.retain(|st| match st {
+        Step::Run => !cfg.run.is_empty(),
+        Step::HostsDeny => cfg.hosts_deny.is_some(),
+        Step::Route => !cfg.route.is_empty(),
+    });
+    s
+}
+
+/// Outcome counters for status/metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: u32,
+    pub failed: u32,
+}
+
+/// Carries out every configured action for `job`; returns how many succeeded and failed.
+/// Each result is logged with 1.2's wording.
+pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
+    let mut out = Outcome::default();
+    for step in steps(cfg, job) {
+        let result = match step {
+            Step::Run => {
+                let argv: Vec<String> = cfg.run.iter().map(|a| substitute(a, job)).collect();
+                run_argv(&argv, cfg.run_timeout).map(|()| {
+                    format!(
+                        "attackalert: External command run for host: {} using command: \"{}\"",
+                        job.addr,
+                        argv.join(" ")
+                    )
+                })
+            }
+            Step::HostsDeny => {
+                let (template, path) = cfg.hosts_deny.as_ref().expect("step filtered");
+                let line = substitute(template, job);
+                append_once(path, &line).map(|()| {
+                    format!("attackalert: Host {} has been blocked via wrappers with string: \"{line}\"", job.addr)
+                })
+            }
+            Step::Route => {
+                let argv: Vec<String> = cfg.route.iter().map(|a| substitute(a, job)).collect();
+                run_argv(&argv, cfg.run_timeout).map(|()| {
+                    format!(
+                        "attackalert: Host {} has been blocked via dropped route using command: \"{}\"",
+                        job.addr,
+                        argv.join(" ")
+                    )
+                })
+            }
+        };
+        match result {
+            Ok(line) => {
+                out.ok += 1;
+                tracing::warn!("{line}");
+            }
+            Err(e) => {
+                out.failed += 1;
+                tracing::error!(
+                    "adminalert: ERROR: action for host {} failed: {e}",
+                    job.addr
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Runs `argv` with no shell, no stdin, and kills it at `limit`.
+pub fn run_argv(argv: &[String], limit: Duration) -> Result<(), String> {
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{prog}: {e}"))?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("{prog} exited with {st}: {}", err.trim()));
+            }
+            Ok(None) if start.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{prog} killed after {}s time limit",
+                    limit.as_secs_f32()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("{prog}: {e}")),
+        }
+    }
+}
+
+/// Appends `line` unless the file already has it (1.2 appended duplicates forever).
+fn append_once(path: &PathBuf, line: &str) -> Result<(), String> {
+    let shown = path.display();
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{shown}: {e}")),
+    };
+    if existing.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    writeln!(f, "{line}").map_err(|e| format!("{shown}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(block: bool) -> Job {
+        Job {
+            addr: "192.0.2.2".parse().unwrap(),
+            port: 111,
+            proto: Proto::Tcp,
+            mode: "atcp",
+            block,
+        }
+    }
+
+    #[test]
+    fn substitutes_tokens() {
+        assert_eq!(
+            substitute("ALL: $TARGET$ : DENY", &job(true)),
+            "ALL: 192.0.2.2 : DENY"
+        );
+        assert_eq!(substitute("$MODE$/$PORT$", &job(true)), "atcp/111");
+    }
+
+    #[test]
+    fn order_follows_portsentry() {
+        let mut cfg = ActionsConfig {
+            run: vec!["true".into()],
+            hosts_deny: Some(("x".into(), "/dev/null".into())),
+            route: vec!["true".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            steps(&cfg, &job(true)),
+            vec![Step::HostsDeny, Step::Route, Step::Run]
+        );
+        cfg.run_first = true;
+        assert_eq!(
+            steps(&cfg, &job(true)),
+            vec![Step::Run, Step::HostsDeny, Step::Route]
+        );
+        assert_eq!(steps(&cfg, &job(false)), vec![Step::Run]);
+    }
+
+    #[test]
+    fn commands_run_without_a_shell_and_with_a_time_limit() {
+        // A target that would be dangerous in a shell stays one literal argument.
+        let marker = std::env::temp_dir().join(format!("ps-noshell-{}", std::process::id()));
+        let evil = format!("x; touch {}", marker.display());
+        assert!(run_argv(&["echo".into(), evil], Duration::from_secs(5)).is_ok());
+        assert!(!marker.exists());
+        let t = Instant::now();
+        let err = run_argv(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
+        assert!(
+            err.contains("time limit") && t.elapsed() < Duration::from_secs(2),
+            "{err}"
+        );
+        assert!(run_argv(&["false".into()], Duration::from_secs(5))
+            .unwrap_err()
+            .contains("exited"));
+        assert!(run_argv(&["/nonexistent/cmd".into()], Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn hosts_deny_line_is_appended_once() {
+        let path = std::env::temp_dir().join(format!("ps-hostsdeny-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let cfg = ActionsConfig {
+            hosts_deny: Some(("ALL: $TARGET$ : DENY".into(), path.clone())),
+            ..Default::default()
+        };
+        assert_eq!(perform(&cfg, &job(true)), Outcome { ok: 1, failed: 0 });
+        assert_eq!(perform(&cfg, &job(true)), Outcome { ok: 1, failed: 0 });
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ALL: 192.0.2.2 : DENY\n"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
