@@ -136,15 +136,17 @@ impl<F: Firewall> Responder<F> {
                 {
                     continue;
                 }
-                if room == 0 {
-                    refused += 1;
-                    let _ = self.shared.control.send(Control::Forget(e.probe.src));
-                    continue;
+                let known = state.get(e.probe.src);
+                // A re-block of a recorded address takes no new room under the cap.
+                if known.is_none() {
+                    if room == 0 {
+                        refused += 1;
+                        let _ = self.shared.control.send(Control::Forget(e.probe.src));
+                        continue;
+                    }
+                    room -= 1;
                 }
-                room -= 1;
-                let count = state
-                    .get(e.probe.src)
-                    .map_or(1, |r| r.count.saturating_add(1));
+                let count = known.map_or(1, |r| r.count.saturating_add(1));
                 counts.insert(e.probe.src, count);
                 blocks.push(Block {
                     addr: e.probe.src,
@@ -405,7 +407,8 @@ mod tests {
         let s = settings();
         assert_eq!(s.timeout_for(1), Some(Duration::from_secs(3600)));
         assert_eq!(s.timeout_for(2), Some(Duration::from_secs(4 * 3600)));
-        assert_eq!(s.timeout_for(3), Some(Duration::from_secs(86400)));
+        assert_eq!(s.timeout_for(3), Some(Duration::from_secs(16 * 3600)));
+        assert_eq!(s.timeout_for(4), Some(Duration::from_secs(86400)));
         assert_eq!(s.timeout_for(40), Some(Duration::from_secs(86400)));
         assert_eq!(Settings { timeout: None, ..s }.timeout_for(3), None);
     }
