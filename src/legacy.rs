@@ -40,6 +40,20 @@ pub fn parse_conf(
     Ok(out)
 }
 
+/// Comment text with control characters escaped (a raw one would end the comment or make
+/// the TOML invalid).
+fn comment_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -121,7 +135,12 @@ pub fn import(
         let _ = writeln!(out, "[{proto}]");
         let _ = writeln!(out, "mode = {}", q(mode));
         if let Some(p) = get(&format!("{up}_PORTS")) {
-            let _ = writeln!(out, "ports = {}", q(&port_list(p)));
+            match crate::ports::PortSet::parse(&port_list(p)) {
+                Ok(set) => {
+                    let _ = writeln!(out, "ports = {}", q(&crate::ports::compact(&set)));
+                }
+                Err(e) => notes.push(format!("{up}_PORTS=\"{p}\": {e}; the default list is used")),
+            }
             used.push(if proto == "tcp" {
                 "TCP_PORTS"
             } else {
@@ -134,12 +153,21 @@ pub fn import(
         }
         let exc = format!("ADVANCED_EXCLUDE_{up}");
         if let Some(e) = get(&exc) {
-            let ports: Vec<&str> = e
+            let ports: Result<Vec<u16>, &str> = e
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
+                .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or(p))
                 .collect();
-            let _ = writeln!(out, "advanced_exclude = [{}]", ports.join(", "));
+            match ports {
+                Ok(ports) => {
+                    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    let _ = writeln!(out, "advanced_exclude = [{}]", list.join(", "));
+                }
+                Err(bad) => notes.push(format!(
+                    "{exc}: '{bad}' is not a port; the default exclusions are used"
+                )),
+            }
         }
         out.push('\n');
     }
@@ -250,7 +278,7 @@ pub fn import(
     if !notes.is_empty() {
         out.push_str("\n# Not converted:\n");
         for n in notes {
-            let _ = writeln!(out, "# - {n}");
+            let _ = writeln!(out, "# - {}", comment_safe(&n));
         }
     }
     Ok(out)
@@ -331,6 +359,20 @@ PORT_BANNER="** UNAUTHORIZED ACCESS PROHIBITED **"
     fn bad_line_is_located() {
         let e = import("p.conf", "TCP_PORTS=\"1\"\nthis is not a key\n", None, None).unwrap_err();
         assert_eq!((e.line, e.path.as_str()), (2, "p.conf"));
+    }
+
+    /// Found by `cargo fuzz run legacy`: control characters and bad values must not make
+    /// the output invalid.
+    #[test]
+    fn hostile_values_still_give_a_valid_config() {
+        for conf in [
+            "\u{8}=\"\"\n",
+            "TCP_PORTS=\"1,,x\"\nADVANCED_EXCLUDE_UDP=\"a]\"\n",
+            "ADVANCED_EXCLUDE_TCP=\"0\"\n",
+        ] {
+            let toml = import("p.conf", conf, None, None).unwrap();
+            Config::parse("t", &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! a probe or a reason it does not, never a panic (hostile bytes land here first).
 
 use crate::probe::{Probe, Proto, ScanKind, TcpFlags};
-use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket};
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
+use std::net::IpAddr;
 
 /// Why a queued packet could not be read as a probe. The packet is still given a verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,44 +18,22 @@ pub enum Unparsed {
     Truncated,
 }
 
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+/// IPv6 extension headers walked before giving up (a chain longer than this is hostile).
+const MAX_EXTENSIONS: usize = 8;
+
 /// Parses a layer-3 packet as delivered by NFQUEUE. The copy range usually truncates the
 /// packet, so length fields are checked laxly: only the bytes we read must be present.
 pub fn parse(bytes: &[u8]) -> Result<Probe, Unparsed> {
-    let sliced = LaxSlicedPacket::from_ip(bytes).map_err(|_| Unparsed::BadIp)?;
-    let net = sliced.net.as_ref().ok_or(Unparsed::BadIp)?;
-    let (src, dst, ip_options, later_fragment, payload) = match net {
-        LaxNetSlice::Ipv4(v4) => {
-            let h = v4.header();
-            (
-                h.source_addr().into(),
-                h.destination_addr().into(),
-                !h.options().is_empty(),
-                h.fragments_offset().value() != 0,
-                v4.payload(),
-            )
-        }
-        LaxNetSlice::Ipv6(v6) => {
-            let h = v6.header();
-            let later = v6.extensions().clone().into_iter().any(|e| match e {
-                Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() != 0,
-                _ => false,
-            });
-            (
-                h.source_addr().into(),
-                h.destination_addr().into(),
-                false,
-                later,
-                v6.payload(),
-            )
-        }
-        LaxNetSlice::Arp(_) => return Err(Unparsed::BadIp),
+    let (src, dst, ip_options, proto, transport) = match bytes.first().map(|b| b >> 4) {
+        Some(4) => ipv4(bytes)?,
+        Some(6) => ipv6(bytes)?,
+        _ => return Err(Unparsed::BadIp),
     };
-    if later_fragment {
-        return Err(Unparsed::Fragment);
-    }
-    let t = payload.payload;
-    let (proto, src_port, dst_port, flags) = match payload.ip_number {
-        IpNumber::TCP => {
+    let t = transport;
+    let (proto, src_port, dst_port, flags) = match proto {
+        TCP => {
             // Ports and flags sit in the first 14 bytes; a hostile data offset does not stop
             // us reading them.
             if t.len() < 14 {
@@ -62,7 +41,7 @@ pub fn parse(bytes: &[u8]) -> Result<Probe, Unparsed> {
             }
             (Proto::Tcp, be16(t, 0), be16(t, 2), TcpFlags(t[13]))
         }
-        IpNumber::UDP => {
+        UDP => {
             if t.len() < 4 {
                 return Err(Unparsed::Truncated);
             }
@@ -84,6 +63,60 @@ pub fn parse(bytes: &[u8]) -> Result<Probe, Unparsed> {
         flags,
         ip_options,
     })
+}
+
+type Layer3<'a> = (IpAddr, IpAddr, bool, u8, &'a [u8]);
+
+fn ipv4(bytes: &[u8]) -> Result<Layer3<'_>, Unparsed> {
+    let h = Ipv4HeaderSlice::from_slice(bytes).map_err(|_| Unparsed::BadIp)?;
+    if h.fragments_offset().value() != 0 {
+        return Err(Unparsed::Fragment);
+    }
+    let header_len = h.slice().len();
+    Ok((
+        h.source_addr().into(),
+        h.destination_addr().into(),
+        !h.options().is_empty(),
+        h.protocol().0,
+        &bytes[header_len..],
+    ))
+}
+
+/// Walks the extension chain by hand, every index checked: etherparse 0.21's extension
+/// iterator reads out of bounds (`get_unchecked`) on some truncated hostile chains, which
+/// our fuzz target found.
+fn ipv6(bytes: &[u8]) -> Result<Layer3<'_>, Unparsed> {
+    let h = Ipv6HeaderSlice::from_slice(bytes).map_err(|_| Unparsed::BadIp)?;
+    let mut next = h.next_header().0;
+    let mut at = h.slice().len();
+    for _ in 0..MAX_EXTENSIONS {
+        let ext = |i: usize| bytes.get(at + i).copied().ok_or(Unparsed::Truncated);
+        let len = match next {
+            // hop-by-hop, routing, destination options: (hdr ext len + 1) × 8
+            0 | 43 | 60 => (usize::from(ext(1)?) + 1) * 8,
+            // fragment: fixed 8 bytes; a later fragment carries no transport header
+            44 => {
+                let off = u16::from_be_bytes([ext(2)?, ext(3)?]) >> 3;
+                if off != 0 {
+                    return Err(Unparsed::Fragment);
+                }
+                8
+            }
+            // authentication header: (payload len + 2) × 4
+            51 => (usize::from(ext(1)?) + 2) * 4,
+            _ => break,
+        };
+        next = ext(0)?;
+        at += len;
+    }
+    let transport = bytes.get(at..).ok_or(Unparsed::Truncated)?;
+    Ok((
+        h.source_addr().into(),
+        h.destination_addr().into(),
+        false,
+        next,
+        transport,
+    ))
 }
 
 #[inline]
@@ -203,6 +236,17 @@ mod tests {
         let p = parse(&ipv6_with_extensions(0)).unwrap();
         assert_eq!((p.dst_port, p.kind), (22, ScanKind::Xmas));
         assert_eq!(parse(&ipv6_with_extensions(3)), Err(Unparsed::Fragment));
+    }
+
+    /// Found by `cargo fuzz run packet`: an IPv6 extension chain that made etherparse
+    /// 0.21's iterator index out of bounds.
+    #[test]
+    fn fuzz_regression_truncated_ipv6_extension_chain() {
+        let mut crash = vec![103, 103, 69, 0, 223, 0, 0, 103];
+        crash.extend_from_slice(&[0; 10]);
+        crash.extend_from_slice(&[69, 175, 1]);
+        crash.extend_from_slice(&[0; 33]);
+        let _ = parse(&crash);
     }
 
     #[test]

@@ -1,0 +1,10 @@
+#![no_main]
+//! Hostile bytes from the queue: parsing and classifying never panic.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(p) = portsentry::packet::parse(data) {
+        let _ = p.kind.is_scan();
+        let _ = portsentry::alert::attack_line(&p, "x/x");
+    }
+});
