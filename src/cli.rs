@@ -53,6 +53,11 @@ pub enum Command {
     },
     /// Show modes, steering and counters of the running daemon.
     Status(ConfigArg),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print a TOML configuration equivalent to a PortSentry 1.2 portsentry.conf.
     ImportLegacy {
         /// PortSentry 1.2 configuration, e.g. /etc/portsentry/portsentry.conf.

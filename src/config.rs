@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub firewall: RawFirewall,
     pub log: RawLog,
     pub control: RawControl,
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +103,13 @@ pub struct RawLog {
     /// RESOLVE_HOST: name/ip instead of ip/ip in alert and history lines.
     pub resolve_host: Option<bool>,
     pub alerts_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Prometheus textfile path; empty or absent = none.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +191,7 @@ pub struct Config {
     pub resolve_host: bool,
     pub alerts_per_second: u32,
     pub control_socket: PathBuf,
+    pub metrics_textfile: Option<PathBuf>,
     /// The block state (`state_dir/blocks.json`).
     pub state_file: PathBuf,
 }
@@ -263,13 +272,54 @@ impl Config {
     pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            ConfigError::Invalid(Located::at(path, text, span, e.message().trim_end()))
+            let message = with_suggestion(e.message().trim_end());
+            ConfigError::Invalid(Located::at(path, text, span, message))
         })?;
         let err = |span: Range<usize>, msg: String| {
             ConfigError::Invalid(Located::at(path, text, span, msg))
         };
         Validator { err: &err }.validate(raw)
     }
+}
+
+/// serde says "unknown field `prots`, expected one of `mode`, `ports`, …"; name the
+/// closest valid key too.
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((bad, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::levenshtein(bad, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min();
+    match best {
+        Some((_, k)) => format!("{message}; did you mean `{k}`?"),
+        None => message.to_string(),
+    }
+}
+
+/// Every section and the keys each accepts, as the deserializer itself reports them (so
+/// documentation tests compare against the code, not against a hand-kept list).
+pub fn known_keys() -> Vec<(String, Vec<String>)> {
+    fn expected(text: &str) -> Vec<String> {
+        let err = toml::from_str::<RawConfig>(text).expect_err("unknown key is rejected");
+        let msg = err.message().to_string();
+        let list = msg.split("expected one of").nth(1).or_else(|| msg.split("expected").nth(1)).unwrap_or("");
+        list.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    }
+    expected("__unknown = 1\n")
+        .into_iter()
+        .map(|section| {
+            let keys = expected(&format!("[{section}]\n__unknown = 1\n"));
+            (section, keys)
+        })
+        .collect()
 }
 
 struct Validator<'a> {
@@ -379,6 +429,7 @@ impl Validator<'_> {
             resolve_host: raw.log.resolve_host.unwrap_or(false),
             alerts_per_second: raw.log.alerts_per_second.unwrap_or(200),
             control_socket: raw.control.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            metrics_textfile: raw.metrics.textfile.filter(|p| !p.as_os_str().is_empty()),
         })
     }
 
@@ -555,6 +606,35 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
         let l = invalid("[tcp]\nmode = \"ports\"\nprots = \"1\"\n");
         assert_eq!((l.line, l.column), (3, 1));
         assert!(l.message.contains("unknown field `prots`"), "{}", l.message);
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/portsentry.toml");
+        let c = Config::load(Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+        let d = Config::parse("t", "").unwrap();
+        // The example shows the defaults.
+        assert_eq!((c.tcp.ports.len(), c.udp.ports.len()), (d.tcp.ports.len(), d.udp.ports.len()));
+        assert_eq!(c.block_timeout, d.block_timeout);
+        assert_eq!(c.control_socket, d.control_socket);
+    }
+
+    #[test]
+    fn unknown_key_gets_the_closest_suggestion() {
+        let l = invalid("[tcp]\nprots = \"1\"\n");
+        assert!(l.message.ends_with("did you mean `ports`?"), "{}", l.message);
+        let l = invalid("[blok]\n");
+        assert!(l.message.ends_with("did you mean `block`?"), "{}", l.message);
+        let l = invalid("[tcp]\nzzzzzzzz = 1\n");
+        assert!(!l.message.contains("did you mean"), "{}", l.message);
+    }
+
+    #[test]
+    fn known_keys_come_from_the_deserializer() {
+        let keys = known_keys();
+        let tcp = &keys.iter().find(|(s, _)| s == "tcp").unwrap().1;
+        assert!(tcp.contains(&"advanced_exclude".to_string()), "{keys:?}");
+        assert!(keys.iter().any(|(s, _)| s == "files"));
     }
 
     #[test]

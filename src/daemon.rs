@@ -46,6 +46,8 @@ const HEAL_CHECK: Duration = Duration::from_secs(1);
 /// Least time between two state-file writes.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
+/// How often the Prometheus textfile is rewritten.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// Most addresses blocked at once unless configured otherwise.
 pub const DEFAULT_MAX_BLOCKED: usize = 1_000_000;
 
@@ -188,6 +190,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     };
     let (mut last_refresh, mut last_heal, mut last_save) =
         (Instant::now(), Instant::now(), Instant::now());
+    let mut last_metrics: Option<Instant> = None;
     'serve: loop {
         for sig in signals.pending() {
             match sig {
@@ -208,6 +211,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if last_save.elapsed() >= SAVE_EVERY {
             last_save = Instant::now();
             running.save();
+        }
+        if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+            last_metrics = Some(Instant::now());
+            running.write_metrics(&stats);
         }
         if last_refresh.elapsed() >= ADDRESS_REFRESH {
             last_refresh = Instant::now();
@@ -318,6 +325,16 @@ impl Running {
         state.prune(epoch_now());
         if let Err(e) = self.state_file.save(&state, epoch_now()) {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
+        }
+    }
+
+    fn write_metrics(&self, stats: &Stats) {
+        let Some(path) = &self.cfg.metrics_textfile else { return };
+        let (_, queue_dropped, user_dropped) = control::queue_counters(self.cfg.queue_num).unwrap_or_default();
+        let blocked_now = self.state.lock().unwrap_or_else(|e| e.into_inner()).active(epoch_now()).len() as u64;
+        let text = crate::metrics::render(stats, crate::metrics::Extra { blocked_now, queue_dropped, user_dropped });
+        if let Err(e) = crate::metrics::write(path, &text) {
+            tracing::warn!("metrics textfile {}: {e}", path.display());
         }
     }
 

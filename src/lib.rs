@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod alert;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod host;
 pub mod ignore;
 pub mod legacy;
 pub mod listening;
+pub mod metrics;
 pub mod notify;
 pub mod packet;
 pub mod ports;

@@ -1,7 +1,5 @@
-mod cli;
-
-use clap::Parser;
-use cli::{Cli, Command, ConfigArg};
+use clap::{CommandFactory, Parser};
+use portsentry::cli::{Cli, Command, ConfigArg};
 use portsentry::config::{Config, ConfigError};
 use portsentry::ports::compact;
 use std::os::unix::fs::MetadataExt;
@@ -65,6 +63,10 @@ fn main() -> ExitCode {
                 },
             };
             control(&config, format!("block {addr}{t}"))
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "portsentry", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::ImportLegacy {
             conf,

@@ -85,6 +85,7 @@ pub fn run(
         }
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
+                Stats::inc(&stats.probes[crate::stats::kind_index(probe.kind)]);
                 let at = now();
                 let decision = detector.observe(&probe, at);
                 hand_off(

@@ -2,8 +2,37 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::probe::ScanKind;
+
+/// Scan kinds as metric labels, in counter order.
+pub const KINDS: [(&str, &str); 8] = [
+    ("tcp", "syn"),
+    ("tcp", "fin"),
+    ("tcp", "null"),
+    ("tcp", "xmas"),
+    ("tcp", "ack"),
+    ("tcp", "maimon"),
+    ("tcp", "other"),
+    ("udp", "udp"),
+];
+
+pub fn kind_index(kind: ScanKind) -> usize {
+    match kind {
+        ScanKind::Syn => 0,
+        ScanKind::Fin => 1,
+        ScanKind::Null => 2,
+        ScanKind::Xmas => 3,
+        ScanKind::Ack => 4,
+        ScanKind::Maimon => 5,
+        ScanKind::Other(_) => 6,
+        ScanKind::Udp => 7,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Probes by scan kind (index: `kind_index`).
+    pub probes: [AtomicU64; 8],
     pub packets: AtomicU64,
     pub unparsed: AtomicU64,
     pub passed: AtomicU64,

@@ -1,7 +1,8 @@
-//! Namespace tests: real hosts (network namespaces), real nft, real NFQUEUE, real nmap.
+//! Integration tests. Namespace tests: real hosts (network namespaces), real nft, real NFQUEUE, real nmap.
 //! They need root; they run in CI.
 
 mod detection;
+mod docs;
 mod lab;
 mod scans;
 mod world;

@@ -1,0 +1,145 @@
+//! Documentation and packaging that must not drift from the code.
+
+use crate::lab::run;
+use clap::CommandFactory;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).to_str().unwrap().to_string()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap()
+}
+
+/// (section, key) pairs documented in portsentry.toml(5): `.TP` + `.B key` under `.SS [section]`.
+fn documented_keys() -> BTreeSet<(String, String)> {
+    let page = read("man/portsentry.toml.5");
+    let mut out = BTreeSet::new();
+    let mut sections: Vec<String> = Vec::new();
+    let mut after_tp = false;
+    for line in page.lines() {
+        if let Some(head) = line.strip_prefix(".SS ") {
+            sections = head.split('[').skip(1).filter_map(|s| s.split(']').next()).map(str::to_string).collect();
+        } else if after_tp {
+            if let Some(key) = line.strip_prefix(".B ") {
+                for s in &sections {
+                    out.insert((s.clone(), key.trim().to_string()));
+                }
+            }
+        }
+        after_tp = line == ".TP";
+    }
+    out
+}
+
+#[test]
+fn man_pages_are_lint_clean() {
+    for page in ["man/portsentry.8", "man/portsentry.toml.5"] {
+        let out = run(&["groff", "-man", "-ww", "-z", &repo(page)]);
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && warnings.is_empty(), "{page}:\n{warnings}");
+    }
+}
+
+#[test]
+fn every_config_key_is_documented_in_section_5() {
+    let documented = documented_keys();
+    let mut missing = Vec::new();
+    for (section, keys) in portsentry::config::known_keys() {
+        for key in keys {
+            if !documented.contains(&(section.clone(), key.clone())) {
+                missing.push(format!("[{section}] {key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in man/portsentry.toml.5: {missing:?}");
+}
+
+#[test]
+fn shipped_example_uses_only_known_documented_keys() {
+    let known: BTreeSet<(String, String)> = portsentry::config::known_keys()
+        .into_iter()
+        .flat_map(|(s, keys)| keys.into_iter().map(move |k| (s.clone(), k)))
+        .collect();
+    let documented = documented_keys();
+    let mut section = String::new();
+    let mut seen = 0;
+    for line in read("packaging/portsentry.toml").lines() {
+        let l = line.trim();
+        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = s.to_string();
+            continue;
+        }
+        // Keys, including the commented-out examples (`#run = [...]`).
+        let l = l.strip_prefix('#').unwrap_or(l);
+        if let Some((key, _)) = l.split_once(" = ") {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                let pair = (section.clone(), key.to_string());
+                assert!(known.contains(&pair), "example key [{section}] {key} unknown to the code");
+                assert!(documented.contains(&pair), "example key [{section}] {key} not in section 5");
+                seen += 1;
+            }
+        }
+    }
+    // The example shows every key.
+    assert_eq!(seen, known.len(), "the example should show every key");
+}
+
+#[test]
+fn every_command_and_option_is_in_section_8() {
+    let page = read("man/portsentry.8").replace("\\-", "-");
+    let cli = portsentry::cli::Cli::command();
+    let mut missing = Vec::new();
+    for arg in cli.get_arguments().filter_map(|a| a.get_long()) {
+        if !page.contains(&format!("--{arg}")) {
+            missing.push(format!("--{arg}"));
+        }
+    }
+    for sub in cli.get_subcommands() {
+        if !page.contains(&format!(".B {}", sub.get_name())) && !page.contains(&format!(".BI {} ", sub.get_name())) {
+            missing.push(sub.get_name().to_string());
+        }
+        for arg in sub.get_arguments().filter_map(|a| a.get_long()) {
+            if !page.contains(&format!("--{arg}")) {
+                missing.push(format!("{} --{arg}", sub.get_name()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in man/portsentry.8: {missing:?}");
+}
+
+#[test]
+fn systemd_unit_is_hardened_to_at_most_2_5() {
+    let out = run(&["systemd-analyze", "security", "--offline=true", "--no-pager", &repo("packaging/portsentry.service")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{text}"));
+    let score: f32 = line.split(": ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+    assert!(score <= 2.5, "{line}");
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&[env!("CARGO_BIN_EXE_portsentry"), "completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("unblock") && text.contains("check-config"), "{shell}");
+    }
+}
+
+#[test]
+fn check_config_exits_78_with_file_line_and_caret() {
+    let dir = std::env::temp_dir().join(format!("ps-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[tcp]\nmode = \"ports\"\nprots = \"1,2\"\n").unwrap();
+    let out = run(&[env!("CARGO_BIN_EXE_portsentry"), "check-config", "-c", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("bad.toml:3:1: unknown field `prots`") && err.contains("did you mean `ports`?"), "{err}");
+    assert!(err.contains("   | prots = \"1,2\"\n   | ^"), "{err}");
+    let ok = run(&[env!("CARGO_BIN_EXE_portsentry"), "check-config", "-c", &repo("packaging/portsentry.toml")]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
