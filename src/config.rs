@@ -84,6 +84,10 @@ pub struct RawBlock {
     /// Each further block of the same address lasts this many times longer.
     pub repeat_factor: Option<Spanned<u32>>,
     pub max_timeout: Option<Spanned<String>>,
+    /// Most addresses blocked at once.
+    pub max_blocked: Option<Spanned<usize>>,
+    /// Most new blocks per second.
+    pub max_per_second: Option<Spanned<u32>>,
     /// External command as an argv array (KILL_RUN_CMD); never run through a shell.
     pub run: Option<Spanned<Vec<String>>>,
     pub run_first: Option<bool>,
@@ -186,6 +190,8 @@ pub struct Config {
     pub steering: SteeringChoice,
     pub repeat_factor: u32,
     pub max_timeout: Option<Duration>,
+    pub max_blocked: usize,
+    pub max_per_second: u32,
     pub actions: ActionsConfig,
     pub syslog: bool,
     pub resolve_host: bool,
@@ -310,8 +316,16 @@ pub fn known_keys() -> Vec<(String, Vec<String>)> {
     fn expected(text: &str) -> Vec<String> {
         let err = toml::from_str::<RawConfig>(text).expect_err("unknown key is rejected");
         let msg = err.message().to_string();
-        let list = msg.split("expected one of").nth(1).or_else(|| msg.split("expected").nth(1)).unwrap_or("");
-        list.split('`').skip(1).step_by(2).map(str::to_string).collect()
+        let list = msg
+            .split("expected one of")
+            .nth(1)
+            .or_else(|| msg.split("expected").nth(1))
+            .unwrap_or("");
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
     }
     expected("__unknown = 1\n")
         .into_iter()
@@ -320,6 +334,21 @@ pub fn known_keys() -> Vec<(String, Vec<String>)> {
             (section, keys)
         })
         .collect()
+}
+
+fn positive<T: Copy + PartialEq + From<u8>>(
+    raw: Option<Spanned<T>>,
+    default: T,
+    key: &str,
+    err: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<T, ConfigError> {
+    match raw {
+        Some(v) if *v.get_ref() == T::from(0) => {
+            Err(err(v.span(), format!("{key} must be at least 1")))
+        }
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(default),
+    }
 }
 
 struct Validator<'a> {
@@ -405,6 +434,13 @@ impl Validator<'_> {
                 .unwrap_or_else(|| DEFAULT_INCLUDE.into()),
             steering: raw.firewall.steering.unwrap_or_default(),
             repeat_factor,
+            max_blocked: positive(raw.block.max_blocked, 1_000_000, "max_blocked", self.err)?,
+            max_per_second: positive(
+                raw.block.max_per_second,
+                200_000,
+                "max_per_second",
+                self.err,
+            )?,
             max_timeout: self.duration(raw.block.max_timeout.as_ref(), "30d", true)?,
             actions: ActionsConfig {
                 run: self.argv(raw.block.run, "run")?,
@@ -614,7 +650,10 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
         let c = Config::load(Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
         let d = Config::parse("t", "").unwrap();
         // The example shows the defaults.
-        assert_eq!((c.tcp.ports.len(), c.udp.ports.len()), (d.tcp.ports.len(), d.udp.ports.len()));
+        assert_eq!(
+            (c.tcp.ports.len(), c.udp.ports.len()),
+            (d.tcp.ports.len(), d.udp.ports.len())
+        );
         assert_eq!(c.block_timeout, d.block_timeout);
         assert_eq!(c.control_socket, d.control_socket);
     }
@@ -622,9 +661,17 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
     #[test]
     fn unknown_key_gets_the_closest_suggestion() {
         let l = invalid("[tcp]\nprots = \"1\"\n");
-        assert!(l.message.ends_with("did you mean `ports`?"), "{}", l.message);
+        assert!(
+            l.message.ends_with("did you mean `ports`?"),
+            "{}",
+            l.message
+        );
         let l = invalid("[blok]\n");
-        assert!(l.message.ends_with("did you mean `block`?"), "{}", l.message);
+        assert!(
+            l.message.ends_with("did you mean `block`?"),
+            "{}",
+            l.message
+        );
         let l = invalid("[tcp]\nzzzzzzzz = 1\n");
         assert!(!l.message.contains("did you mean"), "{}", l.message);
     }

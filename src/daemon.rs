@@ -43,13 +43,12 @@ const ACTION_CAPACITY: usize = 4096;
 const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
 /// How often the ruleset is checked (an nftables reload empties our table).
 const HEAL_CHECK: Duration = Duration::from_secs(1);
-/// Least time between two state-file writes.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two state-file writes: a crash loses at most this much of the
+/// record (the kernel sets keep the blocks themselves).
+const SAVE_EVERY: Duration = Duration::from_millis(250);
 const TICK: Duration = Duration::from_millis(100);
 /// How often the Prometheus textfile is rewritten.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
-/// Most addresses blocked at once unless configured otherwise.
-pub const DEFAULT_MAX_BLOCKED: usize = 1_000_000;
 
 /// What the main thread keeps to apply reloads and upkeep.
 struct Running {
@@ -70,6 +69,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         "adminalert: PortSentry {} is starting.",
         env!("CARGO_PKG_VERSION")
     );
+    // Files and sockets are opened as root; from here on only CAP_NET_ADMIN is needed.
+    if let Err(e) = crate::privileges::keep_only_net_admin() {
+        tracing::warn!("could not drop capabilities other than CAP_NET_ADMIN: {e}");
+    }
     let mut nft = Nft::open()?;
     ensure_table(&mut nft, &cfg)?;
 
@@ -329,10 +332,25 @@ impl Running {
     }
 
     fn write_metrics(&self, stats: &Stats) {
-        let Some(path) = &self.cfg.metrics_textfile else { return };
-        let (_, queue_dropped, user_dropped) = control::queue_counters(self.cfg.queue_num).unwrap_or_default();
-        let blocked_now = self.state.lock().unwrap_or_else(|e| e.into_inner()).active(epoch_now()).len() as u64;
-        let text = crate::metrics::render(stats, crate::metrics::Extra { blocked_now, queue_dropped, user_dropped });
+        let Some(path) = &self.cfg.metrics_textfile else {
+            return;
+        };
+        let (_, queue_dropped, user_dropped) =
+            control::queue_counters(self.cfg.queue_num).unwrap_or_default();
+        let blocked_now = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active(epoch_now())
+            .len() as u64;
+        let text = crate::metrics::render(
+            stats,
+            crate::metrics::Extra {
+                blocked_now,
+                queue_dropped,
+                user_dropped,
+            },
+        );
         if let Err(e) = crate::metrics::write(path, &text) {
             tracing::warn!("metrics textfile {}: {e}", path.display());
         }
@@ -453,7 +471,8 @@ fn settings(cfg: &Config) -> Settings {
         timeout: cfg.block_timeout,
         repeat_factor: cfg.repeat_factor,
         max_timeout: cfg.max_timeout,
-        max_blocked: DEFAULT_MAX_BLOCKED,
+        max_blocked: cfg.max_blocked,
+        max_per_second: cfg.max_per_second,
         resolve_host: cfg.resolve_host,
         tcp_mode: mode_name(cfg.tcp.mode, Proto::Tcp),
         udp_mode: mode_name(cfg.udp.mode, Proto::Udp),
@@ -496,11 +515,18 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonErro
         .map_err(|e| DaemonError::Setup(format!("thread {name}: {e}")))
 }
 
+/// The host's own addresses, its default gateways and its resolvers: never blocked, so a
+/// scan spoofed from any of them cannot cut the host off.
 fn local_addresses() -> Vec<IpAddr> {
-    host::local_addresses().unwrap_or_else(|e| {
+    let mut v = host::local_addresses().unwrap_or_else(|e| {
         tracing::error!("adminalert: ERROR: cannot list local addresses: {e}");
         Vec::new()
-    })
+    });
+    v.extend(host::default_gateways());
+    v.extend(host::resolvers());
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Configured addresses, the ignore file, the host's own addresses and the addresses that

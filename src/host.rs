@@ -38,6 +38,62 @@ pub fn local_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Default gateways (IPv4 and IPv6): a spoofed scan "from the router" must not cut the
+/// host off.
+pub fn default_gateways() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/proc/net/route") {
+        out.extend(parse_route_v4(&t));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        out.extend(parse_route_v6(&t));
+    }
+    out
+}
+
+/// /proc/net/route: Iface Destination Gateway … in host-order hex.
+pub fn parse_route_v4(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 3 || f[1] != "00000000" {
+                return None;
+            }
+            let gw = u32::from_str_radix(f[2], 16).ok().filter(|g| *g != 0)?;
+            Some(IpAddr::from(gw.to_le_bytes()))
+        })
+        .collect()
+}
+
+/// /proc/net/ipv6_route: dest, dest prefix, src, src prefix, next hop, … as hex.
+pub fn parse_route_v6(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[0] != "00000000000000000000000000000000" || f[1] != "00" {
+                return None;
+            }
+            let hop = u128::from_str_radix(f[4], 16).ok().filter(|h| *h != 0)?;
+            Some(IpAddr::from(hop.to_be_bytes()))
+        })
+        .collect()
+}
+
+/// The resolvers in /etc/resolv.conf.
+pub fn resolvers() -> Vec<IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| parse_resolv_conf(&t))
+        .unwrap_or_default()
+}
+
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().split('%').next()?.parse().ok())
+        .collect()
+}
+
 /// The name a reverse lookup gives, if any (RESOLVE_HOST). Blocking; used off the
 /// packet path only.
 pub fn reverse_name(addr: IpAddr) -> Option<String> {
@@ -88,10 +144,31 @@ fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     #[test]
     fn loopback_is_listed() {
         let addrs = super::local_addresses().unwrap();
         assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
+
+    #[test]
+    fn gateways_and_resolvers_parse() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\n\
+                  eth0\t00000000\tFE0200C0\t0003\n\
+                  eth0\t000200C0\t00000000\t0001\n";
+        assert_eq!(
+            super::parse_route_v4(v4),
+            vec!["192.0.2.254".parse::<IpAddr>().unwrap()]
+        );
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db80000000000000000000000fe 00000400 00000001 00000000 00000003 eth0\n\
+                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
+        assert_eq!(
+            super::parse_route_v6(v6),
+            vec!["2001:db8::fe".parse::<IpAddr>().unwrap()]
+        );
+        let rc = "# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example\n";
+        assert_eq!(super::parse_resolv_conf(rc).len(), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod packet;
 pub mod ports;
+pub mod privileges;
 pub mod probe;
 pub mod queue;
 pub mod ratelimit;

@@ -65,7 +65,12 @@ fn main() -> ExitCode {
             control(&config, format!("block {addr}{t}"))
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "portsentry", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "portsentry",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         Command::ImportLegacy {

@@ -26,20 +26,80 @@ pub fn render(s: &Stats, extra: Extra) -> String {
     let probes: Vec<(String, u64)> = KINDS
         .iter()
         .zip(&s.probes)
-        .map(|((proto, kind), c)| (format!("{{proto=\"{proto}\",type=\"{kind}\"}}"), Stats::get(c)))
+        .map(|((proto, kind), c)| {
+            (
+                format!("{{proto=\"{proto}\",type=\"{kind}\"}}"),
+                Stats::get(c),
+            )
+        })
         .collect();
-    metric("probes_total", "counter", "Probes to watched ports, by protocol and scan type.", &probes);
+    metric(
+        "probes_total",
+        "counter",
+        "Probes to watched ports, by protocol and scan type.",
+        &probes,
+    );
     let one = |v: u64| vec![(String::new(), v)];
-    metric("alerts_total", "counter", "Sources that reached the trigger.", &one(Stats::get(&s.acted)));
-    metric("blocks_total", "counter", "Addresses written to the block sets.", &one(Stats::get(&s.blocks_written)));
-    metric("block_failures_total", "counter", "Blocks the kernel refused.", &one(Stats::get(&s.block_failures)));
-    metric("unblocks_total", "counter", "Addresses unblocked by the administrator.", &one(Stats::get(&s.unblocks)));
-    metric("commands_total", "counter", "Actions run (command, hosts.deny, route).", &one(Stats::get(&s.commands_run)));
-    metric("command_failures_total", "counter", "Actions that failed.", &one(Stats::get(&s.commands_failed)));
-    metric("unparsed_total", "counter", "Queued packets that were not readable probes.", &one(Stats::get(&s.unparsed)));
-    metric("queue_dropped_total", "counter", "Packets the kernel dropped because the queue was full.", &one(extra.queue_dropped));
-    metric("queue_user_dropped_total", "counter", "Packets the kernel could not hand to the daemon.", &one(extra.user_dropped));
-    metric("blocked", "gauge", "Addresses blocked now.", &one(extra.blocked_now));
+    metric(
+        "alerts_total",
+        "counter",
+        "Sources that reached the trigger.",
+        &one(Stats::get(&s.acted)),
+    );
+    metric(
+        "blocks_total",
+        "counter",
+        "Addresses written to the block sets.",
+        &one(Stats::get(&s.blocks_written)),
+    );
+    metric(
+        "block_failures_total",
+        "counter",
+        "Blocks the kernel refused.",
+        &one(Stats::get(&s.block_failures)),
+    );
+    metric(
+        "unblocks_total",
+        "counter",
+        "Addresses unblocked by the administrator.",
+        &one(Stats::get(&s.unblocks)),
+    );
+    metric(
+        "commands_total",
+        "counter",
+        "Actions run (command, hosts.deny, route).",
+        &one(Stats::get(&s.commands_run)),
+    );
+    metric(
+        "command_failures_total",
+        "counter",
+        "Actions that failed.",
+        &one(Stats::get(&s.commands_failed)),
+    );
+    metric(
+        "unparsed_total",
+        "counter",
+        "Queued packets that were not readable probes.",
+        &one(Stats::get(&s.unparsed)),
+    );
+    metric(
+        "queue_dropped_total",
+        "counter",
+        "Packets the kernel dropped because the queue was full.",
+        &one(extra.queue_dropped),
+    );
+    metric(
+        "queue_user_dropped_total",
+        "counter",
+        "Packets the kernel could not hand to the daemon.",
+        &one(extra.user_dropped),
+    );
+    metric(
+        "blocked",
+        "gauge",
+        "Addresses blocked now.",
+        &one(extra.blocked_now),
+    );
     out
 }
 
@@ -63,14 +123,30 @@ mod tests {
         let s = Stats::default();
         Stats::inc(&s.probes[kind_index(ScanKind::Xmas)]);
         Stats::inc(&s.acted);
-        let text = render(&s, Extra { blocked_now: 3, queue_dropped: 0, user_dropped: 0 });
-        assert!(text.contains("portsentry_probes_total{proto=\"tcp\",type=\"xmas\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE portsentry_blocked gauge\nportsentry_blocked 3\n"), "{text}");
+        let text = render(
+            &s,
+            Extra {
+                blocked_now: 3,
+                queue_dropped: 0,
+                user_dropped: 0,
+            },
+        );
+        assert!(
+            text.contains("portsentry_probes_total{proto=\"tcp\",type=\"xmas\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE portsentry_blocked gauge\nportsentry_blocked 3\n"),
+            "{text}"
+        );
         assert!(text.contains("portsentry_alerts_total 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, v) = l.rsplit_once(' ').unwrap();
-            assert!(name.starts_with("portsentry_") && v.parse::<u64>().is_ok(), "{l}");
+            assert!(
+                name.starts_with("portsentry_") && v.parse::<u64>().is_ok(),
+                "{l}"
+            );
         }
     }
 }

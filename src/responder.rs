@@ -32,6 +32,8 @@ pub struct Settings {
     pub max_timeout: Option<Duration>,
     /// Most addresses blocked at once (spoofed floods cannot fill the kernel).
     pub max_blocked: usize,
+    /// Most new blocks per second.
+    pub max_per_second: u32,
     pub resolve_host: bool,
     /// 1.2's $MODE$ per protocol.
     pub tcp_mode: &'static str,
@@ -67,6 +69,9 @@ pub struct Responder<F: Firewall> {
     limit: RateLimit,
     last_summary: Option<Instant>,
     actions: Option<SyncSender<Job>>,
+    /// Start of the current one-second window and the new blocks made in it.
+    rate: (Option<Instant>, u32),
+    last_cap_log: Option<Instant>,
 }
 
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
@@ -90,6 +95,8 @@ impl<F: Firewall> Responder<F> {
             limit: RateLimit::new(lines_per_second),
             last_summary: None,
             actions,
+            rate: (None, 0),
+            last_cap_log: None,
         }
     }
 
@@ -122,6 +129,13 @@ impl<F: Firewall> Responder<F> {
         let mut blocks: Vec<Block> = Vec::new();
         let mut counts: HashMap<IpAddr, u32> = HashMap::new();
         let mut refused = 0u64;
+        if self
+            .rate
+            .0
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.rate = (Some(now), 0);
+        }
         {
             let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut room = settings.max_blocked.saturating_sub(state.len());
@@ -139,12 +153,13 @@ impl<F: Firewall> Responder<F> {
                 let known = state.get(e.probe.src);
                 // A re-block of a recorded address takes no new room under the cap.
                 if known.is_none() {
-                    if room == 0 {
+                    if room == 0 || self.rate.1 >= settings.max_per_second {
                         refused += 1;
                         let _ = self.shared.control.send(Control::Forget(e.probe.src));
                         continue;
                     }
                     room -= 1;
+                    self.rate.1 += 1;
                 }
                 let count = known.map_or(1, |r| r.count.saturating_add(1));
                 counts.insert(e.probe.src, count);
@@ -154,10 +169,16 @@ impl<F: Firewall> Responder<F> {
                 });
             }
         }
-        if refused > 0 {
+        if refused > 0
+            && self
+                .last_cap_log
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_cap_log = Some(now);
             tracing::error!(
-                "adminalert: ERROR: {refused} blocks refused: {} addresses are blocked, the most max_blocked allows",
-                settings.max_blocked
+                "adminalert: ERROR: {refused} blocks refused by the caps (max_blocked {}, max_per_second {}); their next probes are looked at again",
+                settings.max_blocked,
+                settings.max_per_second
             );
         }
         let mut failed: HashMap<IpAddr, std::io::Error> = HashMap::new();
@@ -376,6 +397,7 @@ mod tests {
             repeat_factor: 4,
             max_timeout: Some(Duration::from_secs(86400)),
             max_blocked: 2,
+            max_per_second: 1000,
             resolve_host: false,
             tcp_mode: "atcp",
             udp_mode: "audp",
@@ -400,6 +422,32 @@ mod tests {
             },
             at: Instant::now(),
         }
+    }
+
+    #[test]
+    fn new_blocks_per_second_are_capped() {
+        let blocked = Arc::new(Mutex::new(Vec::new()));
+        let (control, _forgotten) = std::sync::mpsc::channel();
+        let settings = Settings {
+            max_blocked: 100,
+            max_per_second: 3,
+            ..settings()
+        };
+        let shared = Shared {
+            settings: Arc::new(RwLock::new(settings)),
+            state: Arc::new(Mutex::new(BlockState::default())),
+            stats: Arc::new(Stats::default()),
+            control,
+        };
+        let mut r = Responder::new(Recorder(blocked.clone()), shared, None, None, 100, None);
+        let t0 = Instant::now();
+        let batch: Vec<Event> = (1..=5).map(|i| act(&format!("198.18.0.{i}"))).collect();
+        r.handle(&batch, t0, 1000);
+        assert_eq!(blocked.lock().unwrap().len(), 3);
+        r.handle(&[act("198.18.1.1")], t0 + Duration::from_millis(500), 1000);
+        assert_eq!(blocked.lock().unwrap().len(), 3);
+        r.handle(&[act("198.18.1.1")], t0 + Duration::from_millis(1001), 1001);
+        assert_eq!(blocked.lock().unwrap().len(), 4);
     }
 
     #[test]

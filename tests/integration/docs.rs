@@ -6,7 +6,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).to_str().unwrap().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn read(path: &str) -> String {
@@ -21,7 +25,12 @@ fn documented_keys() -> BTreeSet<(String, String)> {
     let mut after_tp = false;
     for line in page.lines() {
         if let Some(head) = line.strip_prefix(".SS ") {
-            sections = head.split('[').skip(1).filter_map(|s| s.split(']').next()).map(str::to_string).collect();
+            sections = head
+                .split('[')
+                .skip(1)
+                .filter_map(|s| s.split(']').next())
+                .map(str::to_string)
+                .collect();
         } else if after_tp {
             if let Some(key) = line.strip_prefix(".B ") {
                 for s in &sections {
@@ -39,7 +48,10 @@ fn man_pages_are_lint_clean() {
     for page in ["man/portsentry.8", "man/portsentry.toml.5"] {
         let out = run(&["groff", "-man", "-ww", "-z", &repo(page)]);
         let warnings = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && warnings.is_empty(), "{page}:\n{warnings}");
+        assert!(
+            out.status.success() && warnings.is_empty(),
+            "{page}:\n{warnings}"
+        );
     }
 }
 
@@ -54,7 +66,10 @@ fn every_config_key_is_documented_in_section_5() {
             }
         }
     }
-    assert!(missing.is_empty(), "not in man/portsentry.toml.5: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in man/portsentry.toml.5: {missing:?}"
+    );
 }
 
 #[test]
@@ -77,8 +92,14 @@ fn shipped_example_uses_only_known_documented_keys() {
         if let Some((key, _)) = l.split_once(" = ") {
             if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                 let pair = (section.clone(), key.to_string());
-                assert!(known.contains(&pair), "example key [{section}] {key} unknown to the code");
-                assert!(documented.contains(&pair), "example key [{section}] {key} not in section 5");
+                assert!(
+                    known.contains(&pair),
+                    "example key [{section}] {key} unknown to the code"
+                );
+                assert!(
+                    documented.contains(&pair),
+                    "example key [{section}] {key} not in section 5"
+                );
                 seen += 1;
             }
         }
@@ -98,7 +119,9 @@ fn every_command_and_option_is_in_section_8() {
         }
     }
     for sub in cli.get_subcommands() {
-        if !page.contains(&format!(".B {}", sub.get_name())) && !page.contains(&format!(".BI {} ", sub.get_name())) {
+        if !page.contains(&format!(".B {}", sub.get_name()))
+            && !page.contains(&format!(".BI {} ", sub.get_name()))
+        {
             missing.push(sub.get_name().to_string());
         }
         for arg in sub.get_arguments().filter_map(|a| a.get_long()) {
@@ -112,10 +135,25 @@ fn every_command_and_option_is_in_section_8() {
 
 #[test]
 fn systemd_unit_is_hardened_to_at_most_2_5() {
-    let out = run(&["systemd-analyze", "security", "--offline=true", "--no-pager", &repo("packaging/portsentry.service")]);
+    let out = run(&[
+        "systemd-analyze",
+        "security",
+        "--offline=true",
+        "--no-pager",
+        &repo("packaging/portsentry.service"),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{text}"));
-    let score: f32 = line.split(": ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let score: f32 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(score <= 2.5, "{line}");
 }
 
@@ -124,7 +162,10 @@ fn completions_are_generated_for_common_shells() {
     for shell in ["bash", "zsh", "fish"] {
         let out = run(&[env!("CARGO_BIN_EXE_portsentry"), "completions", shell]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("unblock") && text.contains("check-config"), "{shell}");
+        assert!(
+            out.status.success() && text.contains("unblock") && text.contains("check-config"),
+            "{shell}"
+        );
     }
 }
 
@@ -134,12 +175,30 @@ fn check_config_exits_78_with_file_line_and_caret() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[tcp]\nmode = \"ports\"\nprots = \"1,2\"\n").unwrap();
-    let out = run(&[env!("CARGO_BIN_EXE_portsentry"), "check-config", "-c", bad.to_str().unwrap()]);
+    let out = run(&[
+        env!("CARGO_BIN_EXE_portsentry"),
+        "check-config",
+        "-c",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("bad.toml:3:1: unknown field `prots`") && err.contains("did you mean `ports`?"), "{err}");
+    assert!(
+        err.contains("bad.toml:3:1: unknown field `prots`")
+            && err.contains("did you mean `ports`?"),
+        "{err}"
+    );
     assert!(err.contains("   | prots = \"1,2\"\n   | ^"), "{err}");
-    let ok = run(&[env!("CARGO_BIN_EXE_portsentry"), "check-config", "-c", &repo("packaging/portsentry.toml")]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = run(&[
+        env!("CARGO_BIN_EXE_portsentry"),
+        "check-config",
+        "-c",
+        &repo("packaging/portsentry.toml"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
