@@ -3,6 +3,7 @@
 
 use crate::ignore::{canonical, IgnoreList};
 use crate::probe::{Probe, Proto};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -125,7 +126,9 @@ impl Source {
 pub struct Detector {
     cfg: DetectorConfig,
     ignore: IgnoreList,
-    sources: HashMap<IpAddr, Source>,
+    /// Keyed with a random per-process seed: sources are attacker-chosen, so the table must
+    /// resist collision floods (HashDoS); ahash does at a fraction of SipHash's cost.
+    sources: HashMap<IpAddr, Source, ahash::RandomState>,
     /// Insertion order, for evicting the oldest source when the table is full.
     order: VecDeque<IpAddr>,
 }
@@ -134,7 +137,7 @@ impl Detector {
     pub fn new(cfg: DetectorConfig, ignore: IgnoreList) -> Self {
         let cap = cfg.max_sources.max(1);
         Detector {
-            sources: HashMap::with_capacity(cap),
+            sources: HashMap::with_capacity_and_hasher(cap, ahash::RandomState::new()),
             order: VecDeque::with_capacity(cap),
             cfg,
             ignore,
@@ -221,17 +224,21 @@ impl Detector {
         self.cfg = cfg;
     }
 
+    /// The source's state; one hash lookup for a known source (the common case).
     fn entry(&mut self, src: IpAddr, now: Instant) -> &mut Source {
-        if !self.sources.contains_key(&src) {
-            if self.sources.len() >= self.cfg.max_sources.max(1) {
-                if let Some(old) = self.order.pop_front() {
-                    self.sources.remove(&old);
-                }
+        // Make room first, so the new entry is never the one evicted.
+        if self.sources.len() >= self.cfg.max_sources.max(1) && !self.sources.contains_key(&src) {
+            if let Some(old) = self.order.pop_front() {
+                self.sources.remove(&old);
             }
-            self.order.push_back(src);
-            self.sources.insert(src, Source::new(now));
         }
-        self.sources.get_mut(&src).expect("inserted above")
+        match self.sources.entry(src) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.order.push_back(src);
+                v.insert(Source::new(now))
+            }
+        }
     }
 }
 
