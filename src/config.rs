@@ -376,7 +376,7 @@ impl Validator<'_> {
                 return Err((self.err)(s.span(), "max_len must be at least 1".into()))
             }
             Some(s) => s.into_inner(),
-            None => 4096,
+            None => 16_384,
         };
         let ignore = match &raw.ignore.addresses {
             None => vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],

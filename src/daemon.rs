@@ -61,6 +61,8 @@ struct Running {
     ignore: Arc<RwLock<IgnoreList>>,
     state: Arc<Mutex<BlockState>>,
     state_file: StateFile,
+    /// Least time between state saves (grows with the time a save takes).
+    save_every: Duration,
     local: Vec<IpAddr>,
 }
 
@@ -125,7 +127,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         spawn("actions", move || run_actions(job_rx, actions, stats))?;
     }
 
-    let (tx, rx) = sync_channel(EVENT_CAPACITY);
+    let (wake_tx, wake_rx) = sync_channel(1);
+    let handoff = Arc::new(queue::Handoff {
+        events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
+        wake: wake_tx,
+    });
     let shared = Shared {
         settings: settings.clone(),
         state: state.clone(),
@@ -140,7 +146,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.alerts_per_second,
         Some(job_tx),
     );
-    spawn("responder", move || responder.run(rx))?;
+    {
+        let handoff = handoff.clone();
+        spawn("responder", move || responder.run(handoff, wake_rx))?;
+    }
 
     let info = Arc::new(RwLock::new(status_info(&cfg, steering)));
     match control::bind(&cfg.control_socket) {
@@ -168,7 +177,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         queue::run(
             &mut q,
             &mut detector,
-            &tx,
+            &handoff,
             &control_rx,
             &qstats,
             Instant::now,
@@ -189,6 +198,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         ignore: ignore_shared,
         state,
         state_file,
+        save_every: SAVE_EVERY,
         local,
     };
     let (mut last_refresh, mut last_heal, mut last_save) =
@@ -211,7 +221,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_heal = Instant::now();
             running.heal();
         }
-        if last_save.elapsed() >= SAVE_EVERY {
+        if last_save.elapsed() >= running.save_every {
             last_save = Instant::now();
             running.save();
         }
@@ -320,15 +330,24 @@ impl Running {
         }
     }
 
+    /// Saves the block state if it changed. The lock is held only to take a snapshot: the
+    /// responder needs it on the blocking path.
     fn save(&mut self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !state.take_dirty() {
-            return;
-        }
-        state.prune(epoch_now());
-        if let Err(e) = self.state_file.save(&state, epoch_now()) {
+        let now = epoch_now();
+        let snapshot = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.take_dirty() {
+                return;
+            }
+            state.prune(now);
+            state.active(now)
+        };
+        let started = Instant::now();
+        if let Err(e) = self.state_file.save_records(&snapshot) {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
+        // A large state under a flood: save less often rather than spend the CPU on it.
+        self.save_every = (started.elapsed() * 10).max(SAVE_EVERY);
     }
 
     fn write_metrics(&self, stats: &Stats) {
@@ -476,6 +495,7 @@ fn settings(cfg: &Config) -> Settings {
         resolve_host: cfg.resolve_host,
         tcp_mode: mode_name(cfg.tcp.mode, Proto::Tcp),
         udp_mode: mode_name(cfg.udp.mode, Proto::Udp),
+        actions: !cfg.actions.is_empty(),
     }
 }
 

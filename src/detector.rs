@@ -38,10 +38,14 @@ pub struct DetectorConfig {
     pub score: u32,
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// scanlogd's weights: privileged ports are what scanners look for first.
 pub const LOW_PORT_WEIGHT: u32 = 3;
 /// Distinct ports remembered per source for scoring (fixed, so no allocation per source).
-const PORT_MEMORY: usize = 16;
+const PORT_MEMORY: usize = 8;
 
 pub fn port_weight(port: u16) -> u32 {
     if port < 1024 {
@@ -81,11 +85,14 @@ impl Decision {
     }
 }
 
+/// Per-source state, kept small (48 bytes): a flood of spoofed sources fills a table of
+/// these. Times are milliseconds since the detector's epoch.
 #[derive(Clone, Copy, Debug)]
 struct Source {
-    first_hit: Instant,
+    first_hit: u64,
+    /// Acted on until this time; 0 = not acted on.
+    acted_until: u64,
     hits: u32,
-    acted_until: Option<Instant>,
     /// Weighted distinct ports in the current window (score mode).
     score: u32,
     /// The last distinct ports seen, a ring; a port seen again adds nothing.
@@ -95,11 +102,11 @@ struct Source {
 }
 
 impl Source {
-    fn new(now: Instant) -> Source {
+    fn new(now: u64) -> Source {
         Source {
             first_hit: now,
+            acted_until: 0,
             hits: 0,
-            acted_until: None,
             score: 0,
             ports: [0; PORT_MEMORY],
             ports_len: 0,
@@ -107,7 +114,7 @@ impl Source {
         }
     }
 
-    fn reset(&mut self, now: Instant) {
+    fn reset(&mut self, now: u64) {
         *self = Source::new(now);
     }
 
@@ -123,6 +130,10 @@ impl Source {
     }
 }
 
+/// The table starts this large and grows (amortised, rarely) up to `max_sources`, so an
+/// idle daemon does not hold memory for a million sources.
+const INITIAL_SOURCES: usize = 16_384;
+
 pub struct Detector {
     cfg: DetectorConfig,
     ignore: IgnoreList,
@@ -131,14 +142,17 @@ pub struct Detector {
     sources: HashMap<IpAddr, Source, ahash::RandomState>,
     /// Insertion order, for evicting the oldest source when the table is full.
     order: VecDeque<IpAddr>,
+    /// Time zero for the per-source timestamps.
+    epoch: Instant,
 }
 
 impl Detector {
     pub fn new(cfg: DetectorConfig, ignore: IgnoreList) -> Self {
-        let cap = cfg.max_sources.max(1);
+        let cap = cfg.max_sources.clamp(1, INITIAL_SOURCES);
         Detector {
             sources: HashMap::with_capacity_and_hasher(cap, ahash::RandomState::new()),
             order: VecDeque::with_capacity(cap),
+            epoch: Instant::now(),
             cfg,
             ignore,
         }
@@ -169,20 +183,18 @@ impl Detector {
             Proto::Tcp => self.cfg.tcp,
             Proto::Udp => self.cfg.udp,
         };
-        let (trigger, window, hold, score) = (
-            self.cfg.trigger.max(1),
-            self.cfg.window,
-            self.cfg.hold,
-            self.cfg.score,
-        );
+        let (trigger, score) = (self.cfg.trigger.max(1), self.cfg.score);
+        let window = millis(self.cfg.window);
+        let hold = millis(self.cfg.hold);
+        let now = millis(now.saturating_duration_since(self.epoch));
         let s = self.entry(src, now);
-        if let Some(until) = s.acted_until {
-            if now < until {
+        if s.acted_until != 0 {
+            if now < s.acted_until {
                 return Decision::Repeat;
             }
             s.reset(now);
         }
-        if s.hits == 0 || now.saturating_duration_since(s.first_hit) > window {
+        if s.hits == 0 || now.saturating_sub(s.first_hit) > window {
             s.reset(now);
         }
         s.hits = s.hits.saturating_add(1);
@@ -195,7 +207,7 @@ impl Detector {
             s.hits >= trigger
         };
         if reached {
-            s.acted_until = Some(now + hold);
+            s.acted_until = now.saturating_add(hold).max(1);
             Decision::Act {
                 action,
                 hits: s.hits,
@@ -208,7 +220,7 @@ impl Detector {
     /// Undo an `Act` whose action could not be queued, so the next probe tries again.
     pub fn retract(&mut self, src: IpAddr) {
         if let Some(s) = self.sources.get_mut(&canonical(src)) {
-            s.acted_until = None;
+            s.acted_until = 0;
         }
     }
 
@@ -225,7 +237,7 @@ impl Detector {
     }
 
     /// The source's state; one hash lookup for a known source (the common case).
-    fn entry(&mut self, src: IpAddr, now: Instant) -> &mut Source {
+    fn entry(&mut self, src: IpAddr, now: u64) -> &mut Source {
         // Make room first, so the new entry is never the one evicted.
         if self.sources.len() >= self.cfg.max_sources.max(1) && !self.sources.contains_key(&src) {
             if let Some(old) = self.order.pop_front() {
@@ -286,6 +298,16 @@ mod tests {
             "127.0.0.0/8".parse().unwrap(),
             "192.0.2.3/32".parse().unwrap(),
         ])
+    }
+
+    #[test]
+    fn per_source_state_stays_small() {
+        // 131,072 tracked sources must fit well inside 64 MiB with the hash table around them.
+        assert!(
+            std::mem::size_of::<Source>() <= 48,
+            "{}",
+            std::mem::size_of::<Source>()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::packet;
 use crate::probe::Probe;
 use crate::stats::Stats;
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 /// What the packet path tells the responder.
@@ -18,6 +18,17 @@ pub struct Event {
     pub decision: Decision,
     pub at: Instant,
 }
+
+/// Events waiting for the responder: a lock-free bounded queue, so the packet path makes
+/// no syscall to hand one over. The responder is woken through `wake` only when the kernel
+/// queue runs empty (a lone scanner: block it now) or every `WAKE_EVERY` events (a flood:
+/// large transactions).
+pub struct Handoff {
+    pub events: crossbeam_queue::ArrayQueue<Event>,
+    pub wake: SyncSender<()>,
+}
+
+const WAKE_EVERY: u32 = 256;
 
 /// Changes for the packet thread, applied before the next packet (state only matters when
 /// a packet arrives, so nothing waits on them).
@@ -39,7 +50,39 @@ pub struct QueueOptions {
 
 /// Opens and binds the queue. Binding fails if another process holds the queue.
 pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
+    let before = open_fds();
     let mut q = nfq::Queue::open()?;
+    // A burst must wait in the socket, not be dropped by the kernel when the default
+    // ~200 KiB receive buffer fills (counted as user_dropped). nfq does not expose its fd;
+    // the daemon is single-threaded here, so the one new fd is the queue's socket.
+    let new: Vec<i32> = open_fds()
+        .into_iter()
+        .filter(|(_, inode)| !before.iter().any(|(_, b)| b == inode))
+        .map(|(fd, _)| fd)
+        .collect();
+    if let [fd] = new[..] {
+        let size: libc::c_int = SOCKET_BUFFER;
+        // SAFETY: setsockopt on a socket we own with an int option.
+        unsafe {
+            let p = (&size as *const libc::c_int).cast();
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+            }
+            let mut got: libc::c_int = 0;
+            let mut glen = len;
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut got as *mut libc::c_int).cast(),
+                &mut glen,
+            );
+            tracing::info!("queue socket (fd {fd}) receive buffer: {got} bytes");
+        }
+    } else {
+        tracing::warn!("could not identify the queue socket ({} new fds); its receive buffer stays at the default", new.len());
+    }
     q.bind(opts.num)?;
     // bind() sets a 64 KiB copy range; headers are all we read.
     q.set_copy_range(opts.num, opts.copy_range)?;
@@ -49,17 +92,59 @@ pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
     Ok(q)
 }
 
+/// Receive buffer of the queue socket: room for tens of thousands of queued headers.
+const SOCKET_BUFFER: libc::c_int = 64 << 20;
+
+/// (fd, socket inode) of this process's open sockets. Compared by inode, since fd numbers
+/// are reused (the listing's own directory fd among them).
+fn open_fds() -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| {
+                let e = e.ok()?;
+                let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                let target = target.to_str()?;
+                target
+                    .starts_with("socket:")
+                    .then(|| (fd, target.to_string()))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs until the process exits. `now` is the clock seam.
 pub fn run(
     queue: &mut nfq::Queue,
     detector: &mut Detector,
-    events: &SyncSender<Event>,
+    handoff: &Handoff,
     control: &Receiver<Control>,
     stats: &Stats,
     now: impl Fn() -> Instant,
 ) -> ! {
+    let mut unannounced = 0u32;
     loop {
-        let mut msg = match queue.recv() {
+        // With events the responder has not been woken for, ask without blocking whether the
+        // kernel queue is empty, and wake it before we sleep. Otherwise just block: the
+        // probe would be one more syscall per packet.
+        let received = if unannounced > 0 {
+            queue.set_nonblocking(true);
+            let r = queue.recv();
+            queue.set_nonblocking(false);
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // A full wake channel means a wake is already pending.
+                    let _ = handoff.wake.try_send(());
+                    unannounced = 0;
+                    queue.recv()
+                }
+                r => r,
+            }
+        } else {
+            queue.recv()
+        };
+        let mut msg = match received {
             Ok(m) => m,
             Err(e) => {
                 // ENOBUFS and friends: the kernel dropped something; keep serving.
@@ -88,16 +173,22 @@ pub fn run(
                 Stats::inc(&stats.probes[crate::stats::kind_index(probe.kind)]);
                 let at = now();
                 let decision = detector.observe(&probe, at);
-                hand_off(
+                if hand_off(
                     Event {
                         probe,
                         decision,
                         at,
                     },
-                    events,
+                    &handoff.events,
                     detector,
                     stats,
-                );
+                ) {
+                    unannounced += 1;
+                    if unannounced >= WAKE_EVERY {
+                        let _ = handoff.wake.try_send(());
+                        unannounced = 0;
+                    }
+                }
                 decision.verdict()
             }
             Err(_) => {
@@ -122,21 +213,31 @@ pub fn run(
     }
 }
 
-fn hand_off(ev: Event, events: &SyncSender<Event>, detector: &mut Detector, stats: &Stats) {
+/// Passes an event on if the responder needs it; returns whether one was sent.
+fn hand_off(
+    ev: Event,
+    events: &crossbeam_queue::ArrayQueue<Event>,
+    detector: &mut Detector,
+    stats: &Stats,
+) -> bool {
     match ev.decision {
         Decision::Act { .. } => Stats::inc(&stats.acted),
         Decision::Repeat => Stats::inc(&stats.repeats),
         Decision::Pass => {
             Stats::inc(&stats.passed);
-            return;
+            return false;
         }
-        Decision::Discard | Decision::Count { .. } => return,
+        Decision::Discard | Decision::Count { .. } => return false,
     }
-    if let Err(TrySendError::Full(ev) | TrySendError::Disconnected(ev)) = events.try_send(ev) {
-        Stats::inc(&stats.events_dropped);
-        if matches!(ev.decision, Decision::Act { .. }) {
-            // Nothing is lost: the source's next probe acts again.
-            detector.retract(ev.probe.src);
+    match events.push(ev) {
+        Ok(()) => true,
+        Err(_) => {
+            Stats::inc(&stats.events_dropped);
+            if matches!(ev.decision, Decision::Act { .. }) {
+                // Nothing is lost: the source's next probe acts again.
+                detector.retract(ev.probe.src);
+            }
+            false
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::detector::{Action, Decision};
 use crate::firewall::{Block, Firewall};
 use crate::host;
 use crate::probe::Proto;
-use crate::queue::{Control, Event};
+use crate::queue::{Control, Event, Handoff};
 use crate::ratelimit::RateLimit;
 use crate::state::{BlockState, Record};
 use crate::stats::Stats;
@@ -38,6 +38,8 @@ pub struct Settings {
     /// 1.2's $MODE$ per protocol.
     pub tcp_mode: &'static str,
     pub udp_mode: &'static str,
+    /// Any command, hosts.deny line or route configured.
+    pub actions: bool,
 }
 
 impl Settings {
@@ -72,10 +74,14 @@ pub struct Responder<F: Firewall> {
     /// Start of the current one-second window and the new blocks made in it.
     rate: (Option<Instant>, u32),
     last_cap_log: Option<Instant>,
+    /// Whether any action is configured (read once per batch): no job, no wake-up otherwise.
+    actions_enabled: bool,
 }
 
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
 const MAX_BATCH: usize = 100_000;
+/// Longest a block waits for others to share its transaction.
+const MAX_WAIT: Duration = Duration::from_millis(2);
 
 impl<F: Firewall> Responder<F> {
     pub fn new(
@@ -97,23 +103,38 @@ impl<F: Firewall> Responder<F> {
             actions,
             rate: (None, 0),
             last_cap_log: None,
+            actions_enabled: true,
         }
     }
 
     /// Blocks for the first event, then takes everything else already waiting: a lone
     /// scanner is blocked at once, a flood in large transactions.
-    pub fn run(mut self, rx: Receiver<Event>) {
+    /// Sleeps until woken, takes every waiting event, handles them as one batch. After a
+    /// busy round it looks again within MAX_WAIT even without a wake, so events that came in
+    /// under a never-empty queue do not wait for the next WAKE_EVERY.
+    pub fn run(mut self, handoff: Arc<Handoff>, wake: Receiver<()>) {
         let mut batch = Vec::with_capacity(1024);
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
+        let mut busy = false;
+        loop {
+            let woke = if busy {
+                wake.recv_timeout(MAX_WAIT).map_err(|_| ())
+            } else {
+                wake.recv().map_err(|_| ())
+            };
+            if woke.is_err() && !busy {
+                return; // the packet thread is gone
+            }
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
+                match handoff.events.pop() {
+                    Some(ev) => batch.push(ev),
+                    None => break,
                 }
             }
-            self.handle(&batch, Instant::now(), epoch_now());
-            batch.clear();
+            busy = !batch.is_empty();
+            if busy {
+                self.handle(&batch, Instant::now(), epoch_now());
+                batch.clear();
+            }
         }
     }
 
@@ -124,6 +145,7 @@ impl<F: Firewall> Responder<F> {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        self.actions_enabled = settings.actions;
 
         // 1. Blocks first: protection before paperwork.
         let mut blocks: Vec<Block> = Vec::new();
@@ -199,6 +221,8 @@ impl<F: Firewall> Responder<F> {
         let state_lock = self.shared.state.clone();
         let mut state = state_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut history = String::new();
+        // One batch, one second: the local time is the same for all its lines.
+        let local_time = LocalTime::from_epoch(epoch as i64);
         let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
         for ev in batch {
             let p = &ev.probe;
@@ -209,9 +233,9 @@ impl<F: Firewall> Responder<F> {
                 continue;
             };
             let host = self.host_field(p.src, &settings);
-            self.line(now, alert::attack_line(p, &host));
+            self.line(now, || alert::attack_line(p, &host));
             if p.ip_options {
-                self.line(now, alert::ip_options_line(p, &host));
+                self.line(now, || alert::ip_options_line(p, &host));
             }
             let mode = match p.proto {
                 Proto::Tcp => settings.tcp_mode,
@@ -225,7 +249,7 @@ impl<F: Firewall> Responder<F> {
                 block: action == Action::Block,
             };
             match action {
-                Action::Off => self.line(now, alert::ignoring_response_line(p.proto)),
+                Action::Off => self.line(now, || alert::ignoring_response_line(p.proto)),
                 Action::Command => self.queue_job(job),
                 Action::Block => {
                     let Some(&count) = counts.get(&p.src) else {
@@ -248,10 +272,10 @@ impl<F: Firewall> Responder<F> {
                             p.dst_port
                         ),
                     });
-                    self.line(now, blocked_line(p.src, timeout, count));
+                    self.line(now, || blocked_line(p.src, timeout, count));
                     history.push_str(&alert::history_line(
                         epoch as i64,
-                        LocalTime::from_epoch(epoch as i64),
+                        local_time,
                         &host,
                         p.dst_port,
                         p.proto,
@@ -264,7 +288,7 @@ impl<F: Firewall> Responder<F> {
         drop(state);
         for (addr, _) in repeats {
             let host = self.host_field(addr, &settings);
-            self.line(now, alert::already_blocked_line(&host));
+            self.line(now, || alert::already_blocked_line(&host));
         }
         if !history.is_empty() {
             for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
@@ -277,6 +301,9 @@ impl<F: Firewall> Responder<F> {
     }
 
     fn queue_job(&self, job: Job) {
+        if !self.actions_enabled {
+            return;
+        }
         if let Some(tx) = &self.actions {
             if tx.try_send(job).is_err() {
                 Stats::inc(&self.shared.stats.commands_dropped);
@@ -293,9 +320,10 @@ impl<F: Firewall> Responder<F> {
         alert::host_field(addr, name.as_deref())
     }
 
-    fn line(&mut self, now: Instant, line: String) {
+    /// Writes a line if the rate limit allows; the line is only formatted then.
+    fn line(&mut self, now: Instant, line: impl FnOnce() -> String) {
         if self.limit.allow(now) {
-            tracing::warn!("{line}");
+            tracing::warn!("{}", line());
         }
     }
 
@@ -362,7 +390,13 @@ pub fn run_actions(
     stats: Arc<Stats>,
 ) {
     while let Ok(job) = rx.recv() {
-        let cfg = cfg.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let cfg = {
+            let g = cfg.read().unwrap_or_else(|e| e.into_inner());
+            if g.is_empty() {
+                continue;
+            }
+            g.clone()
+        };
         let out = crate::actions::perform(&cfg, &job);
         stats
             .commands_run
@@ -401,6 +435,7 @@ mod tests {
             resolve_host: false,
             tcp_mode: "atcp",
             udp_mode: "audp",
+            actions: false,
         }
     }
 

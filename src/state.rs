@@ -94,8 +94,7 @@ impl BlockState {
     }
 
     pub fn to_json(&self, now: u64) -> String {
-        let list = self.active(now);
-        serde_json::to_string_pretty(&list).expect("records serialize")
+        records_json(&self.active(now))
     }
 
     pub fn from_json(text: &str) -> Result<BlockState, serde_json::Error> {
@@ -105,6 +104,20 @@ impl BlockState {
             dirty: false,
         })
     }
+}
+
+/// One record per line: compact to write, still readable with `jq` or an editor.
+pub fn records_json(records: &[Record]) -> String {
+    let mut out = String::with_capacity(records.len() * 128 + 4);
+    out.push_str("[\n");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str(&serde_json::to_string(r).expect("records serialize"));
+    }
+    out.push_str("\n]\n");
+    out
 }
 
 /// The state file, written atomically: a crash leaves the old file or the new one, never a
@@ -147,13 +160,19 @@ impl StateFile {
     }
 
     pub fn save(&self, state: &BlockState, now: u64) -> Result<(), StateError> {
+        self.save_records(&state.active(now))
+    }
+
+    /// Writes a snapshot taken earlier, so the caller need not hold the state's lock while
+    /// the file is written.
+    pub fn save_records(&self, records: &[Record]) -> Result<(), StateError> {
         let err = |source| StateError::Io {
             path: self.path.display().to_string(),
             source,
         };
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(state.to_json(now).as_bytes()).map_err(err)?;
+        f.write_all(records_json(records).as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)?;
         drop(f);
         std::fs::rename(&tmp, &self.path).map_err(err)?;
