@@ -6,6 +6,40 @@ use std::ops::Range;
 use std::time::Duration;
 
 /// The error of one message in a transaction, by its position in the batch.
+/// One netlink message of a received datagram.
+struct Msg<'a> {
+    ty: u16,
+    seq: u32,
+    pid: u32,
+    /// The error code of an NLMSG_ERROR (0 = an ack).
+    error: Option<i32>,
+    bytes: &'a [u8],
+}
+
+/// Walks the messages of a datagram; stops at a malformed length.
+fn messages(bytes: &[u8]) -> impl Iterator<Item = Msg<'_>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let hdr = bytes.get(at..at + HDR_LEN)?;
+        let len = u32::from_ne_bytes(hdr[0..4].try_into().ok()?) as usize;
+        if len < HDR_LEN || at + len > bytes.len() {
+            return None;
+        }
+        let ty = u16::from_ne_bytes(hdr[4..6].try_into().ok()?);
+        let error = (ty == NLMSG_ERROR && len >= HDR_LEN + 4)
+            .then(|| i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap()));
+        let m = Msg {
+            ty,
+            seq: u32::from_ne_bytes(hdr[8..12].try_into().ok()?),
+            pid: u32::from_ne_bytes(hdr[12..16].try_into().ok()?),
+            error,
+            bytes: &bytes[at..at + len],
+        };
+        at += (len + 3) & !3;
+        Some(m)
+    })
+}
+
 #[derive(Debug)]
 pub struct MsgError {
     pub seq: u32,
@@ -81,36 +115,13 @@ impl Netlink {
         self.sock.send(msg)?;
         let mut out = Vec::new();
         loop {
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(
-                    self.buf.as_mut_ptr().cast::<u8>(),
-                    self.buf.len() * 4,
-                )
-            };
-            let n = self.sock.recv_raw(bytes)?;
-            let mut at = 0;
-            while at + HDR_LEN <= n {
-                let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap());
-                let mseq = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
-                if len < HDR_LEN || at + len > n {
-                    break;
+            let n = self.recv()?;
+            for m in messages(self.received(n)).filter(|m| m.seq == seq) {
+                match (m.ty, m.error) {
+                    (NLMSG_DONE, _) | (NLMSG_ERROR, Some(0)) => return Ok(out),
+                    (NLMSG_ERROR, Some(code)) => return Err(io::Error::from_raw_os_error(-code)),
+                    _ => out.push(m.bytes.to_vec()),
                 }
-                if mseq == seq {
-                    match ty {
-                        NLMSG_DONE => return Ok(out),
-                        NLMSG_ERROR if len >= HDR_LEN + 4 => {
-                            let code =
-                                i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap());
-                            if code != 0 {
-                                return Err(io::Error::from_raw_os_error(-code));
-                            }
-                            return Ok(out);
-                        }
-                        _ => out.push(bytes[at..at + len].to_vec()),
-                    }
-                }
-                at += (len + 3) & !3;
             }
         }
     }
@@ -120,45 +131,29 @@ impl Netlink {
         let mut left = seqs.len();
         let mut errors = Vec::new();
         while left > 0 {
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(
-                    self.buf.as_mut_ptr().cast::<u8>(),
-                    self.buf.len() * 4,
-                )
-            };
-            let n = self.sock.recv_raw(bytes)?;
-            let mut at = 0;
-            while at + HDR_LEN <= n {
-                let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
-                let pid = u32::from_ne_bytes(bytes[at + 12..at + 16].try_into().unwrap());
-                if len < HDR_LEN || at + len > n {
-                    break;
+            let n = self.recv()?;
+            for m in messages(self.received(n)) {
+                if m.pid != self.portid || !seqs.contains(&m.seq) {
+                    continue;
                 }
-                if pid == self.portid && seqs.contains(&seq) {
-                    let idx = (seq - seqs.start) as usize;
-                    let done = match ty {
-                        NLMSG_ERROR if len >= HDR_LEN + 4 => {
-                            let code =
-                                i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap());
-                            if code != 0 {
-                                errors.push(MsgError {
-                                    seq,
-                                    error: io::Error::from_raw_os_error(-code),
-                                });
-                            }
-                            true
+                let done = match (m.ty, m.error) {
+                    (NLMSG_ERROR, Some(code)) => {
+                        if code != 0 {
+                            errors.push(MsgError {
+                                seq: m.seq,
+                                error: io::Error::from_raw_os_error(-code),
+                            });
                         }
-                        NLMSG_DONE => true,
-                        _ => false, // data for a GET; its ack follows
-                    };
-                    if done && pending[idx] {
-                        pending[idx] = false;
-                        left -= 1;
+                        true
                     }
+                    (NLMSG_DONE, _) => true,
+                    _ => false, // data for a GET; its ack follows
+                };
+                let idx = (m.seq - seqs.start) as usize;
+                if done && pending[idx] {
+                    pending[idx] = false;
+                    left -= 1;
                 }
-                at += (len + 3) & !3;
             }
             // After an error the kernel answers every message it processed; a message it
             // never reached would otherwise keep us waiting until the socket timeout.
@@ -167,6 +162,22 @@ impl Netlink {
             }
         }
         Ok(errors)
+    }
+
+    /// Receives one datagram into the aligned buffer; returns its length.
+    fn recv(&mut self) -> io::Result<usize> {
+        // SAFETY: the u32 buffer viewed as bytes, same length in bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len() * 4)
+        };
+        self.sock.recv_raw(bytes)
+    }
+
+    fn received(&self, n: usize) -> &[u8] {
+        // SAFETY: as in `recv`; n is at most the buffer length.
+        unsafe {
+            std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n.min(self.buf.len() * 4))
+        }
     }
 
     fn more_waiting(&self) -> bool {

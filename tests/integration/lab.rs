@@ -80,11 +80,7 @@ impl Host {
 
     /// A TCP connect with a short timeout: "ok", "refused" or "timeout".
     pub fn tcp_connect(&self, addr: &str, port: u16) -> &'static str {
-        let target = if addr.contains(':') {
-            format!("TCP6:[{addr}]:{port},connect-timeout=2")
-        } else {
-            format!("TCP4:{addr}:{port},connect-timeout=2")
-        };
+        let target = socat_tcp(addr, port);
         let out = self.run(&["socat", "-T2", "-u", "OPEN:/dev/null", &target]);
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
@@ -98,17 +94,22 @@ impl Host {
 
     /// Reads what a line-server at addr:port says.
     pub fn fetch(&self, addr: &str, port: u16) -> String {
-        let target = if addr.contains(':') {
-            format!("TCP6:[{addr}]:{port},connect-timeout=2")
-        } else {
-            format!("TCP4:{addr}:{port},connect-timeout=2")
-        };
+        let target = socat_tcp(addr, port);
         let out = self.run(&["socat", "-T2", "-u", &target, "-"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn nft_set(&self, set: &str) -> String {
         self.ok(&["nft", "list", "set", "inet", "portsentry", set])
+    }
+}
+
+/// socat's address for a TCP connection with a short connect timeout.
+fn socat_tcp(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("TCP6:[{addr}]:{port},connect-timeout=2")
+    } else {
+        format!("TCP4:{addr}:{port},connect-timeout=2")
     }
 }
 
