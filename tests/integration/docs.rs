@@ -202,3 +202,46 @@ fn check_config_exits_78_with_file_line_and_caret() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn import_legacy_output_passes_check_config() {
+    let dir = std::env::temp_dir().join(format!("ps-legacy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("portsentry.conf");
+    std::fs::write(
+        &conf,
+        "TCP_PORTS=\"1,11,15,79,111\"\nADVANCED_PORTS_TCP=\"1024\"\nBLOCK_TCP=\"1\"\nSCAN_TRIGGER=\"0\"\n\
+         KILL_ROUTE=\"/sbin/route add -host $TARGET$ reject\"\nKILL_RUN_CMD=\"/sbin/iptables -I INPUT -s $TARGET$ -j DROP && true\"\n",
+    )
+    .unwrap();
+    let default = dir.join("default");
+    std::fs::write(&default, "TCP_MODE=\"stcp\"\nUDP_MODE=\"audp\"\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_portsentry");
+    let out = run(&[
+        bin,
+        "import-legacy",
+        conf.to_str().unwrap(),
+        "--default",
+        default.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = dir.join("imported.toml");
+    std::fs::write(&toml, &out.stdout).unwrap();
+    let check = run(&[bin, "check-config", "-c", toml.to_str().unwrap()]);
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        summary.contains("tcp: Ports, 5 ports: 1,11,15,79,111"),
+        "{summary}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# - KILL_RUN_CMD uses shell syntax"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,11 +9,30 @@ fn control_commands_work_and_blocks_survive_a_restart() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
     let scanner = lab.host("scanner", 2);
-    let mut d = Daemon::start(&lab, &target, "");
+    let metrics = lab.dir.join("portsentry.prom");
+    let mut d = Daemon::start(
+        &lab,
+        &target,
+        &format!("[metrics]\ntextfile = \"{}\"\n", metrics.display()),
+    );
     assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
     assert!(wait_until(Duration::from_secs(5), || target
         .nft_set("blocked4")
         .contains("192.0.2.2")));
+    // The Prometheus textfile follows within its 5 s period.
+    let prom = || std::fs::read_to_string(&metrics).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(8), || prom()
+            .contains("portsentry_blocks_total 1\n")
+            && prom().contains("portsentry_blocked 1\n")),
+        "{}",
+        prom()
+    );
+    assert!(
+        prom().contains("portsentry_probes_total{proto=\"tcp\",type=\"syn\"} 1\n"),
+        "{}",
+        prom()
+    );
 
     let (ok, list) = d.cli(&target, &["list"]);
     assert!(ok, "{list}");
