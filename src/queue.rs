@@ -16,7 +16,6 @@ use std::time::Instant;
 pub struct Event {
     pub probe: Probe,
     pub decision: Decision,
-    pub at: Instant,
 }
 
 /// Events waiting for the responder: a lock-free bounded queue, so the packet path makes
@@ -171,18 +170,8 @@ pub fn run(
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
                 Stats::inc(&stats.probes[crate::stats::kind_index(probe.kind)]);
-                let at = now();
-                let decision = detector.observe(&probe, at);
-                if hand_off(
-                    Event {
-                        probe,
-                        decision,
-                        at,
-                    },
-                    &handoff.events,
-                    detector,
-                    stats,
-                ) {
+                let decision = detector.observe(&probe, now());
+                if hand_off(Event { probe, decision }, &handoff.events, detector, stats) {
                     unannounced += 1;
                     if unannounced >= WAKE_EVERY {
                         let _ = handoff.wake.try_send(());

@@ -455,7 +455,6 @@ mod tests {
                 action: Action::Block,
                 hits: 1,
             },
-            at: Instant::now(),
         }
     }
 
