@@ -61,6 +61,20 @@ pub fn already_blocked_line(host: &str) -> String {
     format!("attackalert: Host: {host} is already blocked Ignoring")
 }
 
+/// Our line for a source reported (not blocked: mode off or command) and probing again.
+pub fn already_reported_line(host: &str) -> String {
+    format!("attackalert: Host: {host} is already reported Ignoring")
+}
+
+/// The count of further probes from a source already acted on (see repeats.rs).
+pub fn repeats_line(host: &str, count: u64, secs: u64) -> String {
+    format!("attackalert: Host: {host} sent {count} more probes in the last {secs} s, dropped")
+}
+
+pub fn other_repeats_line(count: u64) -> String {
+    format!("attackalert: {count} more probes from other hosts already acted on, dropped")
+}
+
 pub fn ignoring_response_line(proto: Proto) -> String {
     format!(
         "attackalert: Ignoring {} response per configuration file setting.",

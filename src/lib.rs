@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod probe;
 pub mod queue;
 pub mod ratelimit;
+pub mod repeats;
 pub mod responder;
 pub mod state;
 pub mod stats;

@@ -10,6 +10,7 @@ use crate::host;
 use crate::probe::Proto;
 use crate::queue::{Control, Event, Handoff};
 use crate::ratelimit::RateLimit;
+use crate::repeats::{Repeats, Summary};
 use crate::state::{BlockState, Record};
 use crate::stats::Stats;
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,6 +71,8 @@ pub struct Responder<F: Firewall> {
     blocked: Option<File>,
     limit: RateLimit,
     last_summary: Option<Instant>,
+    repeats: Repeats,
+    summaries: Vec<Summary>,
     actions: Option<SyncSender<Job>>,
     /// Start of the current one-second window and the new blocks made in it.
     rate: (Option<Instant>, u32),
@@ -82,6 +85,8 @@ pub struct Responder<F: Firewall> {
 const MAX_BATCH: usize = 100_000;
 /// Longest a block waits for others to share its transaction.
 const MAX_WAIT: Duration = Duration::from_millis(2);
+/// How often an idle responder writes the summaries that are due.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 impl<F: Firewall> Responder<F> {
     pub fn new(
@@ -100,6 +105,8 @@ impl<F: Firewall> Responder<F> {
             blocked: blocked.and_then(|p| open_log(p, true)),
             limit: RateLimit::new(lines_per_second),
             last_summary: None,
+            repeats: Repeats::default(),
+            summaries: Vec::new(),
             actions,
             rate: (None, 0),
             last_cap_log: None,
@@ -111,18 +118,20 @@ impl<F: Firewall> Responder<F> {
     /// scanner is blocked at once, a flood in large transactions.
     /// Sleeps until woken, takes every waiting event, handles them as one batch. After a
     /// busy round it looks again within MAX_WAIT even without a wake, so events that came in
-    /// under a never-empty queue do not wait for the next WAKE_EVERY.
+    /// under a never-empty queue do not wait for the next WAKE_EVERY. Idle, it wakes once a
+    /// second to write the summaries that are due.
     pub fn run(mut self, handoff: Arc<Handoff>, wake: Receiver<()>) {
         let mut batch = Vec::with_capacity(1024);
         let mut busy = false;
         loop {
-            let woke = if busy {
-                wake.recv_timeout(MAX_WAIT).map_err(|_| ())
-            } else {
-                wake.recv().map_err(|_| ())
-            };
-            if woke.is_err() && !busy {
-                return; // the packet thread is gone
+            let woke = wake.recv_timeout(if busy { MAX_WAIT } else { IDLE_TICK });
+            match woke {
+                Err(RecvTimeoutError::Disconnected) if !busy => return, // the packet thread is gone
+                Err(RecvTimeoutError::Timeout) if !busy => {
+                    self.summarise(Instant::now());
+                    continue;
+                }
+                _ => {}
             }
             while batch.len() < MAX_BATCH {
                 match handoff.events.pop() {
@@ -138,13 +147,16 @@ impl<F: Firewall> Responder<F> {
         }
     }
 
-    pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: u64) {
-        let settings = self
-            .shared
+    fn settings(&self) -> Settings {
+        self.shared
             .settings
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+    }
+
+    pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: u64) {
+        let settings = self.settings();
         self.actions_enabled = settings.actions;
 
         // 1. Blocks first: protection before paperwork.
@@ -285,11 +297,18 @@ impl<F: Firewall> Responder<F> {
                 }
             }
         }
-        drop(state);
-        for (addr, _) in repeats {
-            let host = self.host_field(addr, &settings);
-            self.line(now, || alert::already_blocked_line(&host));
+        // Repeats: 1.2's line for a source's first, then only counts (see repeats.rs).
+        for (addr, n) in repeats {
+            if self.repeats.record(addr, u64::from(n), now) {
+                let host = self.host_field(addr, &settings);
+                if state.get(addr).is_some() {
+                    self.line(now, || alert::already_blocked_line(&host));
+                } else {
+                    self.line(now, || alert::already_reported_line(&host));
+                }
+            }
         }
+        drop(state);
         if !history.is_empty() {
             for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
                 if let Err(e) = f.write_all(history.as_bytes()) {
@@ -334,10 +353,28 @@ impl<F: Firewall> Responder<F> {
         {
             return;
         }
+        self.last_summary = Some(now);
+        let mut due = std::mem::take(&mut self.summaries);
+        self.repeats.due(now, &mut due);
+        let settings = if due.is_empty() {
+            None
+        } else {
+            Some(self.settings())
+        };
+        for s in due.drain(..) {
+            let line = match s {
+                Summary::Host { addr, count, secs } => {
+                    let host = self.host_field(addr, settings.as_ref().expect("read above"));
+                    alert::repeats_line(&host, count, secs)
+                }
+                Summary::Others { count } => alert::other_repeats_line(count),
+            };
+            self.line(now, || line);
+        }
+        self.summaries = due;
         let n = self.limit.take_suppressed();
         if n > 0 {
             tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; the history file has every block");
-            self.last_summary = Some(now);
         }
     }
 }
@@ -482,6 +519,70 @@ mod tests {
         assert_eq!(blocked.lock().unwrap().len(), 3);
         r.handle(&[act("198.18.1.1")], t0 + Duration::from_millis(1001), 1001);
         assert_eq!(blocked.lock().unwrap().len(), 4);
+    }
+
+    /// The lines the code under `f` writes through tracing.
+    fn lines_of(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Capture::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // Other tests' threads may have cached "no interest" in these callsites.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_blocked_sources_repeats_get_one_line_then_a_count_a_period_later() {
+        let lines = lines_of(|| {
+            let (control, _) = std::sync::mpsc::channel();
+            let shared = Shared {
+                settings: Arc::new(RwLock::new(settings())),
+                state: Arc::new(Mutex::new(BlockState::default())),
+                stats: Arc::new(Stats::default()),
+                control,
+            };
+            let mut r = Responder::new(Recorder(Default::default()), shared, None, None, 100, None);
+            let t0 = Instant::now();
+            r.handle(&[act("198.18.0.1")], t0, 1000);
+            let mut repeat = act("198.18.0.1");
+            repeat.decision = Decision::Repeat;
+            let repeats = vec![repeat; 500];
+            r.handle(&repeats, t0 + Duration::from_millis(1), 1000);
+            r.handle(&repeats, t0 + Duration::from_millis(2), 1000);
+            r.summarise(t0 + Duration::from_secs(30));
+            r.summarise(t0 + Duration::from_millis(60_001));
+            r.summarise(t0 + Duration::from_secs(200));
+        });
+        assert_eq!(
+            lines,
+            [
+                "attackalert: TCP SYN/Normal scan from host: 198.18.0.1/198.18.0.1 to TCP port: 111",
+                "attackalert: Host 198.18.0.1 has been blocked via nftables set: \"inet portsentry blocked4\" timeout: 3600s",
+                "attackalert: Host: 198.18.0.1/198.18.0.1 is already blocked Ignoring",
+                "attackalert: Host: 198.18.0.1/198.18.0.1 sent 999 more probes in the last 60 s, dropped",
+            ]
+        );
     }
 
     #[test]

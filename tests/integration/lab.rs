@@ -288,15 +288,23 @@ impl Daemon {
     }
 
     pub fn start_with(lab: &Lab, host: &Host, config: &Path) -> Daemon {
+        Daemon::start_wrapped(lab, host, config, &[])
+    }
+
+    /// Like `start_with`, the daemon's command line given to `wrapper` (which must exec
+    /// it, so that the pid stays the daemon's).
+    pub fn start_wrapped(lab: &Lab, host: &Host, config: &Path, wrapper: &[&str]) -> Daemon {
         let log = lab.dir.join("daemon.log");
         let file = fs::File::create(&log).unwrap();
+        let mut args = wrapper.to_vec();
+        args.extend([
+            env!("CARGO_BIN_EXE_portsentry"),
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+        ]);
         let child = host
-            .cmd(&[
-                env!("CARGO_BIN_EXE_portsentry"),
-                "run",
-                "-c",
-                config.to_str().unwrap(),
-            ])
+            .cmd(&args)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

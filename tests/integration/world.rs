@@ -220,3 +220,125 @@ resolve_host = true
         "{report}"
     );
 }
+
+/// syslog as 1.2 wrote it (ident portsentry with the pid, facility daemon), and a scan of
+/// 1000 ports summarised: the first hit is reported and blocked, the rest are not lines.
+#[test]
+fn syslog_gets_1_2_lines_and_a_1000_port_scan_only_a_few() {
+    use std::os::unix::net::UnixDatagram;
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    // A private /dev for the daemon (`ip netns exec` gives it its own mount namespace):
+    // /dev/log is a socket this test reads, /dev/null the real one.
+    let dev = lab.dir.join("dev");
+    std::fs::create_dir(&dev).unwrap();
+    std::fs::File::create(dev.join("null")).unwrap();
+    let syslog = UnixDatagram::bind(dev.join("log")).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let config = lab.write(
+        "portsentry.toml",
+        &format!(
+            "[log]\nsyslog = true\n[files]\nstate_dir = \"{dir}\"\n[firewall]\ninclude = \"{inc}\"\n[control]\nsocket = \"{dir}/control.sock\"\n",
+            dir = lab.dir.display(),
+            inc = nft_include().display()
+        ),
+    );
+    let dev = dev.to_str().unwrap();
+    let d = Daemon::start_wrapped(
+        &lab,
+        &target,
+        &config,
+        &[
+            "sh",
+            "-c",
+            r#"mount --bind /dev/null "$0/null" && mount --bind "$0" /dev && exec "$@""#,
+            dev,
+        ],
+    );
+    let out = nmap(&scanner, &["-sS", "-p", "1-1000"], TARGET4);
+    assert!(target.nft_set("blocked4").contains("192.0.2.2"), "{out}");
+
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = lines.join("\n");
+    // `<PRI>Mmm dd hh:mm:ss portsentry[PID]: MESSAGE`, PRI = facility daemon (3) * 8 +
+    // level: notice (5), as 1.2 logged its adminalert and attackalert lines.
+    let tag = format!(" portsentry[{}]: ", d.pid());
+    let message = |pri: &str, text: &str| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(pri) && l.split_once(&tag).is_some_and(|(_, m)| m == text))
+    };
+    assert!(
+        message(
+            "<29>",
+            "adminalert: PortSentry is now active and listening."
+        ),
+        "{all}"
+    );
+    let alerts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("<29>") && l.contains(&tag) && l.contains("attackalert: "))
+        .collect();
+    assert!(
+        alerts.iter().any(|l| l.contains(&format!(
+            "{tag}attackalert: TCP SYN/Normal scan from host: 192.0.2.2/192.0.2.2 to TCP port: "
+        ))),
+        "{all}"
+    );
+    assert!(
+        message(
+            "<29>",
+            "attackalert: Host 192.0.2.2 has been blocked via nftables set: \"inet portsentry blocked4\" timeout: 3600s"
+        ),
+        "{all}"
+    );
+    // One report, one block line, and at most a few "already blocked" for the probes that
+    // were in flight while the block was written; never one line per port.
+    assert!(alerts.len() <= 10, "{} alert lines:\n{all}", alerts.len());
+    // The same lines go to stderr (the journal under systemd).
+    assert!(d
+        .log_text()
+        .contains("attackalert: TCP SYN/Normal scan from host: 192.0.2.2/192.0.2.2"));
+}
+
+/// Blocking off ("log only"): nothing stops the scanner's 1000 probes reaching the daemon,
+/// yet it reports the first, says it ignores the rest, and writes no line per port.
+#[test]
+fn a_1000_port_scan_with_blocking_off_writes_a_few_lines() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let d = Daemon::start(&lab, &target, "[block]\ntcp = \"off\"\n");
+    let out = nmap(&scanner, &["-sS", "-p", "1-1000"], TARGET4);
+    // Every watched port still looked filtered: the probes were dropped, not answered.
+    assert!(
+        nmap_ports(&out)
+            .iter()
+            .all(|(p, s)| !crate::watched_by_default(*p, &[]) || s == "filtered"),
+        "{out}"
+    );
+    assert!(!target.nft_set("blocked4").contains("192.0.2.2"));
+    assert!(
+        d.wait_log("is already reported Ignoring"),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("attackalert:")).collect();
+    assert_eq!(alerts.len(), 3, "{log}");
+    assert!(alerts[0]
+        .contains("attackalert: TCP SYN/Normal scan from host: 192.0.2.2/192.0.2.2 to TCP port: "));
+    assert!(
+        alerts[1].ends_with("attackalert: Ignoring TCP response per configuration file setting.")
+    );
+    assert!(
+        alerts[2].ends_with("attackalert: Host: 192.0.2.2/192.0.2.2 is already reported Ignoring")
+    );
+}
