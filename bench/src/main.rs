@@ -5,8 +5,10 @@
 //!                                            spoofed probes (198.18.0.0/15 for IPv4,
 //!                                            2001:db8:ff::/48 for IPv6), one core, sendmmsg
 //!   floor [--queue Q] [--idle-ms MS]         minimal queue consumer: recv + drop verdict
-//!   monitor --count N [--timeout-ms MS] [--times FILE]
+//!   monitor --count N [--timeout-ms MS] [--times FILE] [--routes]
 //!                                            timestamps each address added to a portsentry set
+//!                                            (--routes: each IPv4 host route added, which
+//!                                            is how PortSentry 1.2's KILL_ROUTE blocks)
 //!
 //! Every output line is `key value` so the run script can read it.
 
@@ -276,21 +278,30 @@ fn steer(args: &[String]) {
     println!("steering {s:?}");
 }
 
-/// Watches nftables events and records when each address first appears in a set.
+/// Watches nftables events (or, with --routes, route events) and records when each
+/// address first appears in a set (or as a host route).
 fn monitor(args: &[String]) {
     let want: usize = opt(args, "--count", 1);
     let timeout = Duration::from_millis(opt(args, "--timeout-ms", 10_000));
     let times: Option<String> = args.iter().position(|a| a == "--times").map(|i| args[i + 1].clone());
+    let routes = flag(args, "--routes");
     const NFNLGRP_NFTABLES: libc::c_int = 7;
+    const RTNLGRP_IPV4_ROUTE: libc::c_int = 7;
     const NEWSETELEM: u16 = (10 << 8) | 12; // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
     // SAFETY: netlink socket setup with plain values.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW,
+            if routes { libc::NETLINK_ROUTE } else { libc::NETLINK_NETFILTER },
+        )
+    };
     assert!(fd >= 0);
     unsafe {
         let mut sa: libc::sockaddr_nl = std::mem::zeroed();
         sa.nl_family = libc::AF_NETLINK as u16;
         assert_eq!(libc::bind(fd, (&sa as *const libc::sockaddr_nl).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32), 0);
-        let g = NFNLGRP_NFTABLES;
+        let g = if routes { RTNLGRP_IPV4_ROUTE } else { NFNLGRP_NFTABLES };
         libc::setsockopt(fd, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, (&g as *const libc::c_int).cast(), 4);
         let size: libc::c_int = 64 << 20;
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&size as *const libc::c_int).cast(), 4);
@@ -318,13 +329,21 @@ fn monitor(args: &[String]) {
             if len < 16 || at + len > bytes.len() {
                 break;
             }
-            if ty == NEWSETELEM {
-                for e in portsentry::firewall::raw::parse_set_elems(&bytes[at..at + len]) {
-                    if (e.key.len() == 4 || e.key.len() == 16) && seen.insert(e.key.clone()) {
-                        first.get_or_insert(now);
-                        last = now;
-                        log.push((e.key, now));
-                    }
+            let keys = if routes && ty == libc::RTM_NEWROUTE {
+                route_dst(&bytes[at + 16..at + len]).into_iter().collect()
+            } else if !routes && ty == NEWSETELEM {
+                portsentry::firewall::raw::parse_set_elems(&bytes[at..at + len])
+                    .into_iter()
+                    .map(|e| e.key)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for key in keys {
+                if (key.len() == 4 || key.len() == 16) && seen.insert(key.clone()) {
+                    first.get_or_insert(now);
+                    last = now;
+                    log.push((key, now));
                 }
             }
             at += (len + 3) & !3;
@@ -344,6 +363,28 @@ fn monitor(args: &[String]) {
             writeln!(f, "{a} {t}").unwrap();
         }
     }
+}
+
+/// The destination of an IPv4 host route (`struct rtmsg`, then attributes), from an
+/// RTM_NEWROUTE payload.
+fn route_dst(p: &[u8]) -> Option<Vec<u8>> {
+    const RTA_DST: u16 = 1;
+    if p.len() < 12 || p[0] != libc::AF_INET as u8 || p[1] != 32 {
+        return None;
+    }
+    let mut at = 12;
+    while at + 4 <= p.len() {
+        let len = u16::from_ne_bytes([p[at], p[at + 1]]) as usize;
+        let ty = u16::from_ne_bytes([p[at + 2], p[at + 3]]);
+        if len < 4 || at + len > p.len() {
+            return None;
+        }
+        if ty == RTA_DST && len == 8 {
+            return Some(p[at + 4..at + 8].to_vec());
+        }
+        at += (len + 3) & !3;
+    }
+    None
 }
 
 /// parse + classify + decide, in process: ns per packet over realistic packets.
