@@ -102,6 +102,24 @@ impl Host {
     pub fn nft_set(&self, set: &str) -> String {
         self.ok(&["nft", "list", "set", "inet", "portsentry", set])
     }
+
+    /// Whether `addr` is an element of its block set now (the exact address: 192.0.2.2
+    /// does not match 192.0.2.22).
+    pub fn is_blocked(&self, addr: &str) -> bool {
+        let set = if addr.contains(':') {
+            "blocked6"
+        } else {
+            "blocked4"
+        };
+        self.nft_set(set)
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}'))
+            .any(|word| word == addr)
+    }
+
+    /// Waits up to 5 s for `addr` to be blocked: blocks are written off the packet path.
+    pub fn becomes_blocked(&self, addr: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.is_blocked(addr))
+    }
 }
 
 /// socat's address for a TCP connection with a short connect timeout.

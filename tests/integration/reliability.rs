@@ -151,9 +151,7 @@ fn a_scan_spoofed_from_the_gateway_does_not_cut_the_host_off() {
         "1",
         TARGET4,
     ]);
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.77")));
+    assert!(target.becomes_blocked("192.0.2.77"));
 }
 
 #[test]
@@ -193,9 +191,7 @@ fn hostile_packets_never_stall_the_queue() {
     );
     // Still alive and still protecting.
     assert_eq!(scanner.tcp_connect(TARGET4, 112), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2 ")));
+    assert!(target.becomes_blocked("192.0.2.2"));
     assert!(d.stop_with(libc::SIGTERM).success());
 }
 
@@ -223,9 +219,7 @@ fn bad_files_are_reported_and_protection_goes_on() {
     assert!(log.contains("ignore file:"), "{log}");
     assert!(lab.dir.join("blocks.json.corrupt").exists());
     assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2")));
+    assert!(target.becomes_blocked("192.0.2.2"));
     drop(d);
 
     // An unwritable history file: reported, blocking goes on.
@@ -241,9 +235,7 @@ fn bad_files_are_reported_and_protection_goes_on() {
     let d = Daemon::start_with(&lab, &target, &cfg);
     assert!(d.log_text().contains("cannot open"), "{}", d.log_text());
     assert_eq!(late.tcp_connect(TARGET4, 111), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.3")));
+    assert!(target.becomes_blocked("192.0.2.3"));
     drop(d);
 
     // A configuration others can write is refused (it names commands run as root).
@@ -321,9 +313,7 @@ fn queue_overload_is_counted_and_the_daemon_recovers() {
     );
     // Recovered: a real scan is caught.
     assert_eq!(scanner.tcp_connect(TARGET4, 113 - 1), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2 ")));
+    assert!(target.becomes_blocked("192.0.2.2"));
 }
 
 #[test]

@@ -16,9 +16,7 @@ fn control_commands_work_and_blocks_survive_a_restart() {
         &format!("[metrics]\ntextfile = \"{}\"\n", metrics.display()),
     );
     assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2")));
+    assert!(target.becomes_blocked("192.0.2.2"));
     // The Prometheus textfile follows within its 5 s period.
     let prom = || std::fs::read_to_string(&metrics).unwrap_or_default();
     assert!(
@@ -63,9 +61,7 @@ fn control_commands_work_and_blocks_survive_a_restart() {
     assert!(ok, "{out}");
     assert!(!target.nft_set("blocked4").contains("192.0.2.2 "));
     assert_eq!(scanner.tcp_connect(TARGET4, 112), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2 ")));
+    assert!(target.becomes_blocked("192.0.2.2"));
 
     let (ok, status) = d.cli(&target, &["status"]);
     assert!(ok, "{status}");
@@ -105,9 +101,7 @@ fn an_nftables_reload_or_flush_is_healed_within_3_seconds() {
     let late = lab.host("late", 3);
     let d = Daemon::start(&lab, &target, "");
     assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.2")));
+    assert!(target.becomes_blocked("192.0.2.2"));
 
     // What nftables.service does on reload: flush everything, load the configuration.
     target.ok(&["nft", "flush", "ruleset"]);
@@ -135,9 +129,7 @@ fn an_nftables_reload_or_flush_is_healed_within_3_seconds() {
     assert!(d.wait_log("table inet portsentry had disappeared; re-created it"));
     // And it still protects.
     assert_eq!(late.tcp_connect(TARGET4, 111), "timeout");
-    assert!(wait_until(Duration::from_secs(5), || target
-        .nft_set("blocked4")
-        .contains("192.0.2.3")));
+    assert!(target.becomes_blocked("192.0.2.3"));
 }
 
 #[test]
