@@ -25,11 +25,19 @@ struct CapData {
 /// inheritable sets. Without CAP_SETPCAP (already reduced, e.g. by systemd) the bounding
 /// set is left as it is.
 pub fn keep_only_net_admin() -> std::io::Result<()> {
+    let keep = 1u32 << CAP_NET_ADMIN;
+    // Already reduced (the unit's CapabilityBoundingSet and AmbientCapabilities): nothing to
+    // do, and the unit's system call filter would refuse capset anyway.
+    let now = current()?;
+    let held = |d: &CapData| d.effective | d.permitted | d.inheritable;
+    if held(&now[0]) & !keep == 0 && held(&now[1]) == 0 {
+        return Ok(());
+    }
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40);
-    if has_effective(CAP_SETPCAP)? {
+    if now[0].effective & (1 << CAP_SETPCAP) != 0 {
         for cap in (0..=last).filter(|c| *c != CAP_NET_ADMIN) {
             // SAFETY: prctl with integer arguments.
             if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -41,7 +49,6 @@ pub fn keep_only_net_admin() -> std::io::Result<()> {
             }
         }
     }
-    let keep = 1u32 << CAP_NET_ADMIN;
     let mut hdr = CapHeader {
         version: CAP_V3,
         pid: 0,
@@ -62,7 +69,8 @@ pub fn keep_only_net_admin() -> std::io::Result<()> {
     Ok(())
 }
 
-fn has_effective(cap: u32) -> std::io::Result<bool> {
+/// The process's capability sets (two 32-bit words each).
+fn current() -> std::io::Result<[CapData; 2]> {
     let mut hdr = CapHeader {
         version: CAP_V3,
         pid: 0,
@@ -79,5 +87,5 @@ fn has_effective(cap: u32) -> std::io::Result<bool> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0)
+    Ok(data)
 }
