@@ -224,6 +224,7 @@ impl Server {
                     ("unblocks", Stats::get(&s.unblocks)),
                     ("commands run", Stats::get(&s.commands_run)),
                     ("commands failed", Stats::get(&s.commands_failed)),
+                    ("log dropped", Stats::get(&s.log_dropped)),
                     ("queue waiting", waiting),
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),

@@ -10,6 +10,7 @@ use crate::firewall::{Block, Firewall, FirewallError, Nft, Steering};
 use crate::host;
 use crate::ignore::{always_protected, read_ignore_file, IgnoreList};
 use crate::listening::listening;
+use crate::logging::Logging;
 use crate::notify::notify;
 use crate::ports::{self, PortSet};
 use crate::probe::Proto;
@@ -66,7 +67,7 @@ struct Running {
     local: Vec<IpAddr>,
 }
 
-pub fn run(cfg: Config) -> Result<(), DaemonError> {
+pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
     tracing::warn!(
         "adminalert: PortSentry {} is starting.",
         env!("CARGO_PKG_VERSION")
@@ -220,6 +221,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if last_heal.elapsed() >= HEAL_CHECK {
             last_heal = Instant::now();
             running.heal();
+            report_log_drops(logging, &stats);
         }
         if last_save.elapsed() >= running.save_every {
             last_save = Instant::now();
@@ -393,6 +395,21 @@ impl Running {
         let _ = self
             .control
             .send(Control::Reconfigure(detector_config(&self.cfg), ignore));
+    }
+}
+
+/// Says how many log lines a stuck journal or syslog cost, once it takes lines again (the
+/// line is itself dropped while it is still stuck, and counted with the rest).
+fn report_log_drops(logging: &Logging, stats: &Stats) {
+    let dropped = logging.dropped();
+    let before = stats
+        .log_dropped
+        .swap(dropped, std::sync::atomic::Ordering::Relaxed);
+    if dropped > before {
+        tracing::error!(
+            "adminalert: ERROR: {} log lines dropped: the journal or syslog was not keeping up (blocking went on)",
+            dropped - before
+        );
     }
 }
 

@@ -16,6 +16,7 @@ pub mod host;
 pub mod ignore;
 pub mod legacy;
 pub mod listening;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod packet;

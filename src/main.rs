@@ -5,9 +5,6 @@ use portsentry::ports::compact;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 /// sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a bad config from looping.
 const EX_CONFIG: u8 = 78;
@@ -16,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(c) => {
-            init_logging(cli.verbose, false);
+            let _logging = portsentry::logging::init(cli.verbose > 0, false);
             match load(&c) {
                 Ok(cfg) => {
                     print_summary(&cfg);
@@ -34,8 +31,8 @@ fn main() -> ExitCode {
                 eprintln!("{msg}");
                 return ExitCode::from(EX_CONFIG);
             }
-            init_logging(cli.verbose, cfg.syslog);
-            match portsentry::daemon::run(cfg) {
+            let logging = portsentry::logging::init(cli.verbose > 0, cfg.syslog);
+            match portsentry::daemon::run(cfg, &logging) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("adminalert: ERROR: {e}");
@@ -188,32 +185,4 @@ fn print_summary(cfg: &Config) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-}
-
-fn init_logging(verbose: u8, syslog: bool) {
-    let level = if verbose > 0 {
-        tracing::Level::DEBUG
-    } else {
-        tracing::Level::INFO
-    };
-    // Under systemd the journal adds its own timestamp and priority.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(std::io::stderr);
-    let fmt = if journal {
-        fmt.without_time().with_level(false).boxed()
-    } else {
-        fmt.boxed()
-    };
-    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
-    if syslog {
-        registry
-            .with(portsentry::syslog::SyslogLayer::open())
-            .init();
-    } else {
-        registry.init();
-    }
 }

@@ -77,6 +77,12 @@ pub fn render(s: &Stats, extra: Extra) -> String {
         &one(Stats::get(&s.commands_failed)),
     );
     metric(
+        "log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the journal or syslog was not keeping up.",
+        &one(Stats::get(&s.log_dropped)),
+    );
+    metric(
         "unparsed_total",
         "counter",
         "Queued packets that were not readable probes.",

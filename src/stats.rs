@@ -50,6 +50,8 @@ pub struct Stats {
     pub commands_failed: AtomicU64,
     /// Action jobs not queued because the actions thread was behind.
     pub commands_dropped: AtomicU64,
+    /// Log lines dropped because the journal or syslog was not keeping up.
+    pub log_dropped: AtomicU64,
 }
 
 impl Stats {

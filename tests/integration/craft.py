@@ -5,12 +5,13 @@ Sources are spoofed from the benchmarking range 198.18.0.0/15 (IPv4) and the
 documentation range 2001:db8:ff::/48 (IPv6); every run is bounded by --count.
 
   craft.py hostile DST4 DST6 PORT --count N   malformed TCP/UDP/IPv6 chains
-  craft.py syn DST4 PORT --count N             well-formed SYNs, one new source each
+  craft.py syn DST4 PORT --count N [--pace-ms MS]   well-formed SYNs, one new source each
 """
 import random
 import socket
 import struct
 import sys
+import time
 
 
 def csum(data):
@@ -23,7 +24,8 @@ def csum(data):
 
 
 def src4(i):
-    return socket.inet_aton("198.18.%d.%d" % ((i >> 8) & 0xFF, i & 0xFF or 1))
+    """A distinct source for each i in 1..65535 (198.18.1.0 is a host in a /15)."""
+    return socket.inet_aton("198.18.%d.%d" % ((i >> 8) & 0xFF, i & 0xFF))
 
 
 def ipv4(src, dst, proto, payload, options=b""):
@@ -90,7 +92,7 @@ def hostile(dst4, dst6, port, count):
     print("sent %d" % sent)
 
 
-def syn(dst4, port, count):
+def syn(dst4, port, count, pace_ms=0):
     s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     d4 = socket.inet_aton(dst4)
     for i in range(count):
@@ -99,6 +101,8 @@ def syn(dst4, port, count):
         pseudo = src + d4 + struct.pack("!BBH", 0, 6, len(seg))
         seg = seg[:16] + struct.pack("!H", csum(pseudo + seg)) + seg[18:]
         s4.sendto(ipv4(src, d4, 6, seg), (dst4, 0))
+        if pace_ms:
+            time.sleep(pace_ms / 1000)
     print("sent %d" % count)
 
 
@@ -109,6 +113,7 @@ if __name__ == "__main__":
     if cmd == "hostile":
         hostile(args[0], args[1], int(args[2]), count)
     elif cmd == "syn":
-        syn(args[0], int(args[1]), count)
+        pace = float(args[args.index("--pace-ms") + 1]) if "--pace-ms" in args else 0
+        syn(args[0], int(args[1]), count, pace)
     else:
         sys.exit("unknown command " + cmd)

@@ -305,6 +305,36 @@ impl Daemon {
         Daemon::start_with(lab, host, &config)
     }
 
+    /// Like `start`, with `[log] syslog = true` and a private /dev whose /dev/log is the
+    /// returned socket (`ip netns exec` gives the daemon its own mount namespace), read only
+    /// by the test; /dev/null stays the real one.
+    pub fn start_with_syslog(
+        lab: &Lab,
+        host: &Host,
+        extra: &str,
+    ) -> (Daemon, std::os::unix::net::UnixDatagram) {
+        let dev = lab.dir.join("dev");
+        fs::create_dir(&dev).unwrap();
+        fs::File::create(dev.join("null")).unwrap();
+        let syslog = std::os::unix::net::UnixDatagram::bind(dev.join("log")).unwrap();
+        let config = lab.write(
+            "portsentry.toml",
+            &format!(
+                "{extra}\n[log]\nsyslog = true\n[files]\nstate_dir = \"{dir}\"\n[firewall]\ninclude = \"{inc}\"\n[control]\nsocket = \"{dir}/control.sock\"\n",
+                dir = lab.dir.display(),
+                inc = nft_include().display()
+            ),
+        );
+        let wrapper = [
+            "sh",
+            "-c",
+            r#"mount --bind /dev/null "$0/null" && mount --bind "$0" /dev && exec "$@""#,
+            dev.to_str().unwrap(),
+        ];
+        let d = Daemon::start_wrapped(lab, host, &config, &wrapper);
+        (d, syslog)
+    }
+
     pub fn start_with(lab: &Lab, host: &Host, config: &Path) -> Daemon {
         Daemon::start_wrapped(lab, host, config, &[])
     }

@@ -336,3 +336,43 @@ fn the_daemon_keeps_only_cap_net_admin() {
         );
     }
 }
+
+/// A syslog that stops reading must not stop the blocking: alert lines wait in a bounded
+/// queue off the blocking path and are dropped, never waited for, when the log is stuck.
+#[test]
+fn a_stalled_syslog_never_stops_the_blocking() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 66);
+    accept_spoofed(&target);
+    // Nobody reads this /dev/log: once 512 datagrams wait in it, a writer blocks.
+    let (mut d, _stalled) = Daemon::start_with_syslog(&lab, &target, "");
+    // 1,500 scanners over about 3 s: at the default 200 alert lines a second, well over
+    // what the socket queues.
+    attacker.ok(&[
+        "python3",
+        &craft(),
+        "syn",
+        TARGET4,
+        "111",
+        "--count",
+        "1500",
+        "--pace-ms",
+        "2",
+    ]);
+    let blocked = || target.nft_set("blocked4").matches("198.18.").count();
+    assert!(
+        wait_until(Duration::from_secs(5), || blocked() == 1500),
+        "{} of 1500 scanners blocked:\n{}",
+        blocked(),
+        d.log_text()
+    );
+    // Nor does it hang a clean stop: what the log cannot take within a second is lost.
+    let started = std::time::Instant::now();
+    assert!(d.stop_with(libc::SIGTERM).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -217,39 +217,13 @@ resolve_host = true
 /// 1000 ports summarised: the first hit is reported and blocked, the rest are not lines.
 #[test]
 fn syslog_gets_1_2_lines_and_a_1000_port_scan_only_a_few() {
-    use std::os::unix::net::UnixDatagram;
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
     let scanner = lab.host("scanner", 2);
-    // A private /dev for the daemon (`ip netns exec` gives it its own mount namespace):
-    // /dev/log is a socket this test reads, /dev/null the real one.
-    let dev = lab.dir.join("dev");
-    std::fs::create_dir(&dev).unwrap();
-    std::fs::File::create(dev.join("null")).unwrap();
-    let syslog = UnixDatagram::bind(dev.join("log")).unwrap();
+    let (d, syslog) = Daemon::start_with_syslog(&lab, &target, "");
     syslog
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let config = lab.write(
-        "portsentry.toml",
-        &format!(
-            "[log]\nsyslog = true\n[files]\nstate_dir = \"{dir}\"\n[firewall]\ninclude = \"{inc}\"\n[control]\nsocket = \"{dir}/control.sock\"\n",
-            dir = lab.dir.display(),
-            inc = nft_include().display()
-        ),
-    );
-    let dev = dev.to_str().unwrap();
-    let d = Daemon::start_wrapped(
-        &lab,
-        &target,
-        &config,
-        &[
-            "sh",
-            "-c",
-            r#"mount --bind /dev/null "$0/null" && mount --bind "$0" /dev && exec "$@""#,
-            dev,
-        ],
-    );
     let out = nmap(&scanner, &["-sS", "-p", "1-1000"], TARGET4);
     assert!(target.nft_set("blocked4").contains("192.0.2.2"), "{out}");
 
