@@ -294,15 +294,19 @@ impl Daemon {
     /// Starts `portsentry run` with `extra` TOML appended to a config that points its files
     /// into the lab directory, and waits until it says it is listening.
     pub fn start(lab: &Lab, host: &Host, extra: &str) -> Daemon {
-        let config = lab.write(
+        Daemon::start_with(lab, host, &Daemon::config(lab, extra))
+    }
+
+    /// `extra` TOML, with the daemon's files, include and socket in the lab directory.
+    fn config(lab: &Lab, extra: &str) -> PathBuf {
+        lab.write(
             "portsentry.toml",
             &format!(
                 "{extra}\n[files]\nstate_dir = \"{dir}\"\n\n[firewall]\ninclude = \"{inc}\"\n\n[control]\nsocket = \"{dir}/control.sock\"\n",
                 dir = lab.dir.display(),
                 inc = nft_include().display()
             ),
-        );
-        Daemon::start_with(lab, host, &config)
+        )
     }
 
     /// Like `start`, with `[log] syslog = true` and a private /dev whose /dev/log is the
@@ -317,14 +321,7 @@ impl Daemon {
         fs::create_dir(&dev).unwrap();
         fs::File::create(dev.join("null")).unwrap();
         let syslog = std::os::unix::net::UnixDatagram::bind(dev.join("log")).unwrap();
-        let config = lab.write(
-            "portsentry.toml",
-            &format!(
-                "{extra}\n[log]\nsyslog = true\n[files]\nstate_dir = \"{dir}\"\n[firewall]\ninclude = \"{inc}\"\n[control]\nsocket = \"{dir}/control.sock\"\n",
-                dir = lab.dir.display(),
-                inc = nft_include().display()
-            ),
-        );
+        let config = Daemon::config(lab, &format!("{extra}\n[log]\nsyslog = true\n"));
         let wrapper = [
             "sh",
             "-c",

@@ -26,6 +26,22 @@ fn counter(status: &str, name: &str) -> u64 {
 
 /// Spoofed sources from 198.18.0.0/15 must reach the target: a route back and no
 /// reverse-path filter.
+/// SYNs to watched port 111 of the target from `count` spoofed sources (198.18.0.1, …),
+/// `pace_ms` apart.
+fn spoofed_syns(attacker: &Host, count: u32, pace_ms: u32) {
+    attacker.ok(&[
+        "python3",
+        &craft(),
+        "syn",
+        TARGET4,
+        "111",
+        "--count",
+        &count.to_string(),
+        "--pace-ms",
+        &pace_ms.to_string(),
+    ]);
+}
+
 fn accept_spoofed(target: &Host) {
     target.ok(&[
         "sysctl",
@@ -290,15 +306,7 @@ fn queue_overload_is_counted_and_the_daemon_recovers() {
     // The daemon stalls (SIGSTOP) while a spoofed SYN flood arrives: the kernel queue
     // overflows and, fail_open being false, drops the excess.
     d.signal(libc::SIGSTOP);
-    attacker.ok(&[
-        "python3",
-        &craft(),
-        "syn",
-        TARGET4,
-        "111",
-        "--count",
-        "2000",
-    ]);
+    spoofed_syns(&attacker, 2000, 0);
     d.signal(libc::SIGCONT);
     let (_, dropped, _) = queue_counters(&target);
     assert!(dropped > 0, "no overflow was counted");
@@ -349,17 +357,7 @@ fn a_stalled_syslog_never_stops_the_blocking() {
     let (mut d, _stalled) = Daemon::start_with_syslog(&lab, &target, "");
     // 1,500 scanners over about 3 s: at the default 200 alert lines a second, well over
     // what the socket queues.
-    attacker.ok(&[
-        "python3",
-        &craft(),
-        "syn",
-        TARGET4,
-        "111",
-        "--count",
-        "1500",
-        "--pace-ms",
-        "2",
-    ]);
+    spoofed_syns(&attacker, 1500, 2);
     let blocked = || target.nft_set("blocked4").matches("198.18.").count();
     assert!(
         wait_until(Duration::from_secs(5), || blocked() == 1500),
