@@ -225,6 +225,7 @@ impl Server {
                     ("commands run", Stats::get(&s.commands_run)),
                     ("commands failed", Stats::get(&s.commands_failed)),
                     ("log dropped", Stats::get(&s.log_dropped)),
+                    ("reports dropped", Stats::get(&s.reports_dropped)),
                     ("queue waiting", waiting),
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),

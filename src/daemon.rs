@@ -15,6 +15,7 @@ use crate::notify::notify;
 use crate::ports::{self, PortSet};
 use crate::probe::Proto;
 use crate::queue::{self, Control, QueueOptions};
+use crate::reporter::Reporter;
 use crate::responder::{epoch_now, run_actions, Responder, Settings, Shared};
 use crate::state::{BlockState, StateFile};
 use crate::stats::Stats;
@@ -40,6 +41,8 @@ pub enum DaemonError {
 /// Capacity of the decision channel: room for a burst of distinct sources.
 const EVENT_CAPACITY: usize = 65_536;
 const ACTION_CAPACITY: usize = 4096;
+/// Outcomes waiting for the reporter (about 100 bytes each).
+const REPORT_CAPACITY: usize = 65_536;
 /// How often the host's own addresses are re-read (DHCP, SLAAC, new interfaces).
 const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
 /// How often the ruleset is checked (an nftables reload empties our table).
@@ -139,14 +142,15 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         stats: stats.clone(),
         control: control_tx.clone(),
     };
-    let responder = Responder::new(
-        Nft::open()?,
-        shared,
+    let (report_tx, report_rx) = sync_channel(REPORT_CAPACITY);
+    let reporter = Reporter::new(
+        settings.clone(),
         Some(&cfg.history),
         Some(&cfg.blocked),
         cfg.alerts_per_second,
-        Some(job_tx),
     );
+    spawn("reporter", move || reporter.run(report_rx))?;
+    let responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
     {
         let handoff = handoff.clone();
         spawn("responder", move || responder.run(handoff, wake_rx))?;
@@ -205,6 +209,7 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
     let (mut last_refresh, mut last_heal, mut last_save) =
         (Instant::now(), Instant::now(), Instant::now());
     let mut last_metrics: Option<Instant> = None;
+    let mut reports_dropped = 0;
     'serve: loop {
         for sig in signals.pending() {
             match sig {
@@ -221,7 +226,7 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         if last_heal.elapsed() >= HEAL_CHECK {
             last_heal = Instant::now();
             running.heal();
-            report_log_drops(logging, &stats);
+            report_drops(logging, &stats, &mut reports_dropped);
         }
         if last_save.elapsed() >= running.save_every {
             last_save = Instant::now();
@@ -398,9 +403,10 @@ impl Running {
     }
 }
 
-/// Says how many log lines a stuck journal or syslog cost, once it takes lines again (the
-/// line is itself dropped while it is still stuck, and counted with the rest).
-fn report_log_drops(logging: &Logging, stats: &Stats) {
+/// Says how many lines a stuck journal or syslog, or a reporter held up by name lookups,
+/// cost since the last check (the line is itself dropped while the log is still stuck,
+/// and counted with the rest). `reported` is what the last check saw of the reporter's.
+fn report_drops(logging: &Logging, stats: &Stats, reported: &mut u64) {
     let dropped = logging.dropped();
     let before = stats
         .log_dropped
@@ -410,6 +416,14 @@ fn report_log_drops(logging: &Logging, stats: &Stats) {
             "adminalert: ERROR: {} log lines dropped: the journal or syslog was not keeping up (blocking went on)",
             dropped - before
         );
+    }
+    let reports = Stats::get(&stats.reports_dropped);
+    if reports > *reported {
+        tracing::error!(
+            "adminalert: ERROR: {} blocks or alerts not reported (no alert or history line): name lookups or the log were too slow (blocking went on)",
+            reports - *reported
+        );
+        *reported = reports;
     }
 }
 

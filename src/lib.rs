@@ -26,6 +26,7 @@ pub mod probe;
 pub mod queue;
 pub mod ratelimit;
 pub mod repeats;
+pub mod reporter;
 pub mod responder;
 pub mod state;
 pub mod stats;

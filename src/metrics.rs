@@ -83,6 +83,12 @@ pub fn render(s: &Stats, extra: Extra) -> String {
         &one(Stats::get(&s.log_dropped)),
     );
     metric(
+        "reports_dropped_total",
+        "counter",
+        "Blocks and alerts whose lines were not written: reporting (name lookups, the log) was behind.",
+        &one(Stats::get(&s.reports_dropped)),
+    );
+    metric(
         "unparsed_total",
         "counter",
         "Queued packets that were not readable probes.",

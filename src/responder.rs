@@ -1,25 +1,20 @@
 //! Off the packet path: turns decisions into blocks (one batch for everything waiting),
-//! records them in the block state, hands actions to the actions thread, and writes alert
-//! lines (rate-limited, repeats summarised) and history/blocked file lines.
+//! records them in the block state, hands actions to the actions thread, and tells the
+//! reporter what became of each source. Nothing here waits on a log or a name lookup.
 
 use crate::actions::Job;
-use crate::alert::{self, LocalTime};
+use crate::alert;
 use crate::detector::{Action, Decision};
 use crate::firewall::{Block, Firewall};
-use crate::host;
 use crate::probe::Proto;
 use crate::queue::{Control, Event, Handoff};
-use crate::ratelimit::RateLimit;
-use crate::repeats::{Repeats, Summary};
+use crate::reporter::{Outcome, Report};
 use crate::state::{BlockState, Record};
 use crate::stats::Stats;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,12 +62,8 @@ pub struct Shared {
 pub struct Responder<F: Firewall> {
     fw: F,
     shared: Shared,
-    history: Option<File>,
-    blocked: Option<File>,
-    limit: RateLimit,
-    last_summary: Option<Instant>,
-    repeats: Repeats,
-    summaries: Vec<Summary>,
+    /// To the reporter thread: never waited on (a full queue drops and counts).
+    reports: SyncSender<Report>,
     actions: Option<SyncSender<Job>>,
     /// Start of the current one-second window and the new blocks made in it.
     rate: (Option<Instant>, u32),
@@ -85,28 +76,18 @@ pub struct Responder<F: Firewall> {
 const MAX_BATCH: usize = 100_000;
 /// Longest a block waits for others to share its transaction.
 const MAX_WAIT: Duration = Duration::from_millis(2);
-/// How often an idle responder writes the summaries that are due.
-const IDLE_TICK: Duration = Duration::from_secs(1);
 
 impl<F: Firewall> Responder<F> {
     pub fn new(
         fw: F,
         shared: Shared,
-        history: Option<&Path>,
-        blocked: Option<&Path>,
-        lines_per_second: u32,
+        reports: SyncSender<Report>,
         actions: Option<SyncSender<Job>>,
     ) -> Self {
         Responder {
             fw,
             shared,
-            history: history.and_then(|p| open_log(p, false)),
-            // BLOCKED_FILE lists this session's blocks only: start it empty.
-            blocked: blocked.and_then(|p| open_log(p, true)),
-            limit: RateLimit::new(lines_per_second),
-            last_summary: None,
-            repeats: Repeats::default(),
-            summaries: Vec::new(),
+            reports,
             actions,
             rate: (None, 0),
             last_cap_log: None,
@@ -114,24 +95,18 @@ impl<F: Firewall> Responder<F> {
         }
     }
 
-    /// Blocks for the first event, then takes everything else already waiting: a lone
-    /// scanner is blocked at once, a flood in large transactions.
-    /// Sleeps until woken, takes every waiting event, handles them as one batch. After a
-    /// busy round it looks again within MAX_WAIT even without a wake, so events that came in
-    /// under a never-empty queue do not wait for the next WAKE_EVERY. Idle, it wakes once a
-    /// second to write the summaries that are due.
+    /// Sleeps until woken, takes every waiting event, handles them as one batch: a lone
+    /// scanner is blocked at once, a flood in large transactions. After a busy round it
+    /// looks again within MAX_WAIT even without a wake, so events that came in under a
+    /// never-empty queue do not wait for the next WAKE_EVERY.
     pub fn run(mut self, handoff: Arc<Handoff>, wake: Receiver<()>) {
         let mut batch = Vec::with_capacity(1024);
         let mut busy = false;
         loop {
-            let woke = wake.recv_timeout(if busy { MAX_WAIT } else { IDLE_TICK });
-            match woke {
-                Err(RecvTimeoutError::Disconnected) if !busy => return, // the packet thread is gone
-                Err(RecvTimeoutError::Timeout) if !busy => {
-                    self.summarise(Instant::now());
-                    continue;
-                }
-                _ => {}
+            if busy {
+                let _ = wake.recv_timeout(MAX_WAIT);
+            } else if wake.recv().is_err() {
+                return; // the packet thread is gone
             }
             while batch.len() < MAX_BATCH {
                 match handoff.events.pop() {
@@ -229,12 +204,9 @@ impl<F: Firewall> Responder<F> {
             failed.extend(report.failed);
         }
 
-        // 2. Remember them, and queue the other actions.
+        // 2. Remember them, queue the other actions, and tell the reporter.
         let state_lock = self.shared.state.clone();
         let mut state = state_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut history = String::new();
-        // One batch, one second: the local time is the same for all its lines.
-        let local_time = LocalTime::from_epoch(epoch as i64);
         let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
         for ev in batch {
             let p = &ev.probe;
@@ -244,11 +216,6 @@ impl<F: Firewall> Responder<F> {
                 }
                 continue;
             };
-            let host = self.host_field(p.src, &settings);
-            self.line(now, || alert::attack_line(p, &host));
-            if p.ip_options {
-                self.line(now, || alert::ip_options_line(p, &host));
-            }
             let mode = match p.proto {
                 Proto::Tcp => settings.tcp_mode,
                 Proto::Udp => settings.udp_mode,
@@ -260,63 +227,50 @@ impl<F: Firewall> Responder<F> {
                 mode,
                 block: action == Action::Block,
             };
-            match action {
-                Action::Off => self.line(now, || alert::ignoring_response_line(p.proto)),
-                Action::Command => self.queue_job(job),
-                Action::Block => {
-                    let Some(&count) = counts.get(&p.src) else {
-                        continue;
-                    };
-                    if let Some(e) = failed.get(&p.src) {
-                        tracing::error!("adminalert: ERROR: could not block host {}: {e}", p.src);
-                        continue;
-                    }
-                    let timeout = settings.timeout_for(count);
-                    state.upsert(Record {
-                        addr: p.src,
-                        since: epoch,
-                        expires: timeout.map(|t| epoch + t.as_secs()),
-                        count,
-                        reason: format!(
-                            "{} to {} port {}",
-                            alert::scan_description(p.kind).trim(),
-                            p.proto.name(),
-                            p.dst_port
-                        ),
-                    });
-                    self.line(now, || blocked_line(p.src, timeout, count));
-                    history.push_str(&alert::history_line(
-                        epoch as i64,
-                        local_time,
-                        &host,
-                        p.dst_port,
-                        p.proto,
-                    ));
-                    history.push('\n');
+            let outcome = match action {
+                Action::Off => Outcome::Reported,
+                Action::Command => {
                     self.queue_job(job);
+                    Outcome::Command
                 }
-            }
+                Action::Block => match (counts.get(&p.src), failed.get(&p.src)) {
+                    (None, _) => Outcome::Refused,
+                    (Some(_), Some(e)) => Outcome::Failed(e.to_string()),
+                    (Some(&count), None) => {
+                        let timeout = settings.timeout_for(count);
+                        state.upsert(Record {
+                            addr: p.src,
+                            since: epoch,
+                            expires: timeout.map(|t| epoch + t.as_secs()),
+                            count,
+                            reason: format!(
+                                "{} to {} port {}",
+                                alert::scan_description(p.kind).trim(),
+                                p.proto.name(),
+                                p.dst_port
+                            ),
+                        });
+                        self.queue_job(job);
+                        Outcome::Blocked { timeout, count }
+                    }
+                },
+            };
+            self.report(Report::Act {
+                probe: *p,
+                outcome,
+                at: epoch,
+            });
         }
-        // Repeats: 1.2's line for a source's first, then only counts (see repeats.rs).
         for (addr, n) in repeats {
-            if self.repeats.record(addr, u64::from(n), now) {
-                let host = self.host_field(addr, &settings);
-                if state.get(addr).is_some() {
-                    self.line(now, || alert::already_blocked_line(&host));
-                } else {
-                    self.line(now, || alert::already_reported_line(&host));
-                }
-            }
+            let blocked = state.get(addr).is_some();
+            self.report(Report::Repeats { addr, n, blocked });
         }
-        drop(state);
-        if !history.is_empty() {
-            for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
-                if let Err(e) = f.write_all(history.as_bytes()) {
-                    tracing::error!("adminalert: ERROR: cannot write history: {e}");
-                }
-            }
+    }
+
+    fn report(&self, r: Report) {
+        if self.reports.try_send(r).is_err() {
+            Stats::inc(&self.shared.stats.reports_dropped);
         }
-        self.summarise(now);
     }
 
     fn queue_job(&self, job: Job) {
@@ -327,89 +281,6 @@ impl<F: Firewall> Responder<F> {
             if tx.try_send(job).is_err() {
                 Stats::inc(&self.shared.stats.commands_dropped);
             }
-        }
-    }
-
-    fn host_field(&self, addr: IpAddr, settings: &Settings) -> String {
-        let name = if settings.resolve_host {
-            host::reverse_name(addr)
-        } else {
-            None
-        };
-        alert::host_field(addr, name.as_deref())
-    }
-
-    /// Writes a line if the rate limit allows; the line is only formatted then.
-    fn line(&mut self, now: Instant, line: impl FnOnce() -> String) {
-        if self.limit.allow(now) {
-            tracing::warn!("{}", line());
-        }
-    }
-
-    fn summarise(&mut self, now: Instant) {
-        if self
-            .last_summary
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_summary = Some(now);
-        let mut due = std::mem::take(&mut self.summaries);
-        self.repeats.due(now, &mut due);
-        let settings = if due.is_empty() {
-            None
-        } else {
-            Some(self.settings())
-        };
-        for s in due.drain(..) {
-            let line = match s {
-                Summary::Host { addr, count, secs } => {
-                    let host = self.host_field(addr, settings.as_ref().expect("read above"));
-                    alert::repeats_line(&host, count, secs)
-                }
-                Summary::Others { count } => alert::other_repeats_line(count),
-            };
-            self.line(now, || line);
-        }
-        self.summaries = due;
-        let n = self.limit.take_suppressed();
-        if n > 0 {
-            tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; the history file has every block");
-        }
-    }
-}
-
-fn blocked_line(addr: IpAddr, timeout: Option<Duration>, count: u32) -> String {
-    let set = if addr.is_ipv4() {
-        "blocked4"
-    } else {
-        "blocked6"
-    };
-    let t = timeout.map_or("permanent".to_string(), |t| format!("{}s", t.as_secs()));
-    let again = if count > 1 {
-        format!(" (block number {count})")
-    } else {
-        String::new()
-    };
-    format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\" timeout: {t}{again}")
-}
-
-fn open_log(path: &Path, truncate: bool) -> Option<File> {
-    let mut o = OpenOptions::new();
-    o.create(true);
-    if truncate {
-        o.write(true).truncate(true);
-    } else {
-        o.append(true);
-    }
-    match o.open(path) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(
-                "adminalert: ERROR: cannot open {}: {e}; continuing without it",
-                path.display()
-            );
-            None
         }
     }
 }
@@ -449,6 +320,8 @@ mod tests {
     use super::*;
     use crate::firewall::BlockReport;
     use crate::probe::{Probe, ScanKind, TcpFlags};
+    use crate::reporter::Reporter;
+    use std::io::Write;
 
     /// Records what it is asked to block; the kernel path is covered by the namespace tests.
     struct Recorder(Arc<Mutex<Vec<Block>>>);
@@ -460,6 +333,11 @@ mod tests {
                 failed: vec![],
             }
         }
+    }
+
+    /// A report channel nobody reads (these tests look at blocks and state).
+    fn unread() -> SyncSender<Report> {
+        std::sync::mpsc::sync_channel(1).0
     }
 
     fn settings() -> Settings {
@@ -510,7 +388,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             control,
         };
-        let mut r = Responder::new(Recorder(blocked.clone()), shared, None, None, 100, None);
+        let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
         let t0 = Instant::now();
         let batch: Vec<Event> = (1..=5).map(|i| act(&format!("198.18.0.{i}"))).collect();
         r.handle(&batch, t0, 1000);
@@ -562,17 +440,24 @@ mod tests {
                 stats: Arc::new(Stats::default()),
                 control,
             };
-            let mut r = Responder::new(Recorder(Default::default()), shared, None, None, 100, None);
+            // The responder decides, the reporter writes: both halves, through the channel.
+            let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
+            let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+            let mut r = Responder::new(Recorder(Default::default()), shared, tx, None);
+            let mut round = |r: &mut Responder<Recorder>, batch: &[Event], now: Instant| {
+                r.handle(batch, now, 1000);
+                reporter.handle(&rx.try_iter().collect::<Vec<_>>(), now);
+            };
             let t0 = Instant::now();
-            r.handle(&[act("198.18.0.1")], t0, 1000);
+            round(&mut r, &[act("198.18.0.1")], t0);
             let mut repeat = act("198.18.0.1");
             repeat.decision = Decision::Repeat;
             let repeats = vec![repeat; 500];
-            r.handle(&repeats, t0 + Duration::from_millis(1), 1000);
-            r.handle(&repeats, t0 + Duration::from_millis(2), 1000);
-            r.summarise(t0 + Duration::from_secs(30));
-            r.summarise(t0 + Duration::from_millis(60_001));
-            r.summarise(t0 + Duration::from_secs(200));
+            round(&mut r, &repeats, t0 + Duration::from_millis(1));
+            round(&mut r, &repeats, t0 + Duration::from_millis(2));
+            reporter.summarise(t0 + Duration::from_secs(30));
+            reporter.summarise(t0 + Duration::from_millis(60_001));
+            reporter.summarise(t0 + Duration::from_secs(200));
         });
         assert_eq!(
             lines,
@@ -607,7 +492,7 @@ mod tests {
             control,
         };
         let state = shared.state.clone();
-        let mut r = Responder::new(Recorder(blocked.clone()), shared, None, None, 100, None);
+        let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
         let batch = [
             act("198.18.0.1"),
             act("198.18.0.1"),

@@ -52,6 +52,9 @@ pub struct Stats {
     pub commands_dropped: AtomicU64,
     /// Log lines dropped because the journal or syslog was not keeping up.
     pub log_dropped: AtomicU64,
+    /// Outcomes the reporter was too far behind to take (name lookups, a slow log): their
+    /// alert and history lines are not written; the blocks are made all the same.
+    pub reports_dropped: AtomicU64,
 }
 
 impl Stats {

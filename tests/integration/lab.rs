@@ -238,11 +238,12 @@ impl Lab {
         });
     }
 
-    /// Gives `host` its own /etc/hosts (`ip netns exec` bind-mounts /etc/netns/NS/hosts).
-    pub fn hosts_file(&mut self, host: &Host, text: &str) {
+    /// Gives `host` its own /etc/`name`, e.g. hosts or resolv.conf (`ip netns exec`
+    /// bind-mounts /etc/netns/NS/NAME over it).
+    pub fn etc_file(&mut self, host: &Host, name: &str, text: &str) {
         let dir = Path::new("/etc/netns").join(&host.ns);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("hosts"), text).unwrap();
+        fs::write(dir.join(name), text).unwrap();
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {

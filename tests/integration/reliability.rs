@@ -374,3 +374,41 @@ fn a_stalled_syslog_never_stops_the_blocking() {
         started.elapsed()
     );
 }
+
+/// resolve_host looks up each scanner's name, and the scanner's own DNS decides how long
+/// that takes: a lookup must never hold up the blocking.
+#[test]
+fn slow_reverse_dns_never_delays_blocking() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 66);
+    let dns = lab.host("dns", 53);
+    accept_spoofed(&target);
+    // A name server that takes every query and answers none: each lookup costs 2 s.
+    let swallow = dns.spawn(&["socat", "-u", "UDP4-RECV:53", "OPEN:/dev/null"]);
+    lab.keep(swallow);
+    lab.etc_file(
+        &target,
+        "resolv.conf",
+        "nameserver 192.0.2.53\noptions timeout:2 attempts:1\n",
+    );
+    let late = lab.host("late", 3);
+    let d = Daemon::start(&lab, &target, "[log]\nresolve_host = true\n");
+    // Twenty scanners whose names take 40 s to look up, one after the other...
+    spoofed_syns(&attacker, 20, 50);
+    let blocked = || target.nft_set("blocked4").matches("198.18.").count();
+    assert!(
+        wait_until(Duration::from_secs(2), || blocked() == 20),
+        "{} of 20 scanners blocked:\n{}",
+        blocked(),
+        d.log_text()
+    );
+    // ...and one more while those lookups run: blocked at once all the same.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(late.tcp_connect(TARGET4, 111), "timeout");
+    assert!(
+        wait_until(Duration::from_secs(1), || target.is_blocked("192.0.2.3")),
+        "{}",
+        d.log_text()
+    );
+}

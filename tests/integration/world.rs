@@ -138,7 +138,11 @@ fn legacy_actions_run_without_a_shell_and_history_matches_fail2ban() {
     let target = lab.host("target", 1);
     let scanner = lab.host("scanner", 2);
     let udp_scanner = lab.host("udpscan", 3);
-    lab.hosts_file(&target, "127.0.0.1 localhost\n192.0.2.2 evil.example\n");
+    lab.etc_file(
+        &target,
+        "hosts",
+        "127.0.0.1 localhost\n192.0.2.2 evil.example\n",
+    );
     let dir = lab.dir.display().to_string();
     let d = Daemon::start(
         &lab,

@@ -1,0 +1,255 @@
+//! Off the blocking path: what the responder did, in PortSentry 1.2's words. Alert lines
+//! (rate-limited, repeats summarised), history and blocked-file lines, and host names when
+//! resolve_host is on. A thread of its own: a name lookup takes as long as the scanner's
+//! DNS makes it, and a log can stall; neither may delay a block.
+
+use crate::alert::{self, LocalTime};
+use crate::host;
+use crate::probe::Probe;
+use crate::ratelimit::RateLimit;
+use crate::repeats::{Repeats, Summary};
+use crate::responder::Settings;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What became of a source that reached the trigger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Blocking is off for its protocol: reported only.
+    Reported,
+    /// Handed to the command (the actions thread says how that went).
+    Command,
+    /// In the block set, for the `count`-th time.
+    Blocked {
+        timeout: Option<Duration>,
+        count: u32,
+    },
+    /// The kernel refused the block.
+    Failed(String),
+    /// Not blocked: the caps on blocks were reached (the responder logs those).
+    Refused,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// `probe` reached the trigger at `at` (epoch seconds).
+    Act {
+        probe: Probe,
+        outcome: Outcome,
+        at: u64,
+    },
+    /// `n` more probes from a source already acted on; `blocked` if it is in the set.
+    Repeats { addr: IpAddr, n: u32, blocked: bool },
+}
+
+/// Reports taken in one round, so one round's memory stays bounded.
+const MAX_BATCH: usize = 4096;
+/// How often an idle reporter writes the summaries that are due.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+pub struct Reporter {
+    settings: Arc<RwLock<Settings>>,
+    history: Option<File>,
+    blocked: Option<File>,
+    limit: RateLimit,
+    last_summary: Option<Instant>,
+    repeats: Repeats,
+    summaries: Vec<Summary>,
+}
+
+impl Reporter {
+    pub fn new(
+        settings: Arc<RwLock<Settings>>,
+        history: Option<&Path>,
+        blocked: Option<&Path>,
+        lines_per_second: u32,
+    ) -> Self {
+        Reporter {
+            settings,
+            history: history.and_then(|p| open_log(p, false)),
+            // BLOCKED_FILE lists this session's blocks only: start it empty.
+            blocked: blocked.and_then(|p| open_log(p, true)),
+            limit: RateLimit::new(lines_per_second),
+            last_summary: None,
+            repeats: Repeats::default(),
+            summaries: Vec::new(),
+        }
+    }
+
+    /// Reports whatever is waiting, in rounds; idle, writes the summaries that are due.
+    pub fn run(mut self, reports: Receiver<Report>) {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            match reports.recv_timeout(IDLE_TICK) {
+                Ok(r) => {
+                    batch.push(r);
+                    batch.extend(reports.try_iter().take(MAX_BATCH - 1));
+                    self.handle(&batch, Instant::now());
+                    batch.clear();
+                }
+                Err(RecvTimeoutError::Timeout) => self.summarise(Instant::now()),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn handle(&mut self, batch: &[Report], now: Instant) {
+        let settings = self.settings();
+        let mut history = String::new();
+        let mut local_time: Option<(u64, LocalTime)> = None;
+        let mut repeats: HashMap<IpAddr, (u32, bool)> = HashMap::new();
+        for report in batch {
+            let (p, outcome, at) = match report {
+                Report::Act { probe, outcome, at } => (probe, outcome, *at),
+                Report::Repeats { addr, n, blocked } => {
+                    let r = repeats.entry(*addr).or_default();
+                    *r = (r.0 + n, *blocked);
+                    continue;
+                }
+            };
+            let host = host_field(p.src, &settings);
+            self.line(now, || alert::attack_line(p, &host));
+            if p.ip_options {
+                self.line(now, || alert::ip_options_line(p, &host));
+            }
+            match outcome {
+                Outcome::Reported => self.line(now, || alert::ignoring_response_line(p.proto)),
+                Outcome::Command | Outcome::Refused => {}
+                Outcome::Failed(e) => {
+                    tracing::error!("adminalert: ERROR: could not block host {}: {e}", p.src)
+                }
+                Outcome::Blocked { timeout, count } => {
+                    self.line(now, || blocked_line(p.src, *timeout, *count));
+                    // Reports mostly come a second at a time: convert each second once.
+                    let t = match local_time {
+                        Some((s, t)) if s == at => t,
+                        _ => {
+                            let t = LocalTime::from_epoch(at as i64);
+                            local_time = Some((at, t));
+                            t
+                        }
+                    };
+                    history.push_str(&alert::history_line(
+                        at as i64, t, &host, p.dst_port, p.proto,
+                    ));
+                    history.push('\n');
+                }
+            }
+        }
+        // Repeats: 1.2's line for a source's first, then only counts (see repeats.rs).
+        for (addr, (n, blocked)) in repeats {
+            if self.repeats.record(addr, u64::from(n), now) {
+                let host = host_field(addr, &settings);
+                if blocked {
+                    self.line(now, || alert::already_blocked_line(&host));
+                } else {
+                    self.line(now, || alert::already_reported_line(&host));
+                }
+            }
+        }
+        if !history.is_empty() {
+            for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
+                if let Err(e) = f.write_all(history.as_bytes()) {
+                    tracing::error!("adminalert: ERROR: cannot write history: {e}");
+                }
+            }
+        }
+        self.summarise(now);
+    }
+
+    /// Writes a line if the rate limit allows; the line is only formatted then.
+    fn line(&mut self, now: Instant, line: impl FnOnce() -> String) {
+        if self.limit.allow(now) {
+            tracing::warn!("{}", line());
+        }
+    }
+
+    pub fn summarise(&mut self, now: Instant) {
+        if self
+            .last_summary
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_summary = Some(now);
+        let mut due = std::mem::take(&mut self.summaries);
+        self.repeats.due(now, &mut due);
+        let settings = if due.is_empty() {
+            None
+        } else {
+            Some(self.settings())
+        };
+        for s in due.drain(..) {
+            let line = match s {
+                Summary::Host { addr, count, secs } => {
+                    let host = host_field(addr, settings.as_ref().expect("read above"));
+                    alert::repeats_line(&host, count, secs)
+                }
+                Summary::Others { count } => alert::other_repeats_line(count),
+            };
+            self.line(now, || line);
+        }
+        self.summaries = due;
+        let n = self.limit.take_suppressed();
+        if n > 0 {
+            tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; the history file has every block");
+        }
+    }
+}
+
+fn host_field(addr: IpAddr, settings: &Settings) -> String {
+    let name = if settings.resolve_host {
+        host::reverse_name(addr)
+    } else {
+        None
+    };
+    alert::host_field(addr, name.as_deref())
+}
+
+fn blocked_line(addr: IpAddr, timeout: Option<Duration>, count: u32) -> String {
+    let set = if addr.is_ipv4() {
+        "blocked4"
+    } else {
+        "blocked6"
+    };
+    let t = timeout.map_or("permanent".to_string(), |t| format!("{}s", t.as_secs()));
+    let again = if count > 1 {
+        format!(" (block number {count})")
+    } else {
+        String::new()
+    };
+    format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\" timeout: {t}{again}")
+}
+
+fn open_log(path: &Path, truncate: bool) -> Option<File> {
+    let mut o = OpenOptions::new();
+    o.create(true);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    match o.open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(
+                "adminalert: ERROR: cannot open {}: {e}; continuing without it",
+                path.display()
+            );
+            None
+        }
+    }
+}
