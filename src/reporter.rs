@@ -120,10 +120,15 @@ impl Reporter {
                     continue;
                 }
             };
-            let host = host_field(p.src, &settings);
-            self.line(now, || alert::attack_line(p, &host));
+            // Looked up only for a line that is written (the rate limit may drop it).
+            let mut name = None;
+            let mut host = || {
+                name.get_or_insert_with(|| host_field(p.src, &settings))
+                    .clone()
+            };
+            self.line(now, || alert::attack_line(p, &host()));
             if p.ip_options {
-                self.line(now, || alert::ip_options_line(p, &host));
+                self.line(now, || alert::ip_options_line(p, &host()));
             }
             match outcome {
                 Outcome::Reported => self.line(now, || alert::ignoring_response_line(p.proto)),
@@ -143,7 +148,11 @@ impl Reporter {
                         }
                     };
                     history.push_str(&alert::history_line(
-                        at as i64, t, &host, p.dst_port, p.proto,
+                        at as i64,
+                        t,
+                        &host(),
+                        p.dst_port,
+                        p.proto,
                     ));
                     history.push('\n');
                 }
