@@ -15,7 +15,7 @@ use crate::notify::notify;
 use crate::ports::{self, PortSet};
 use crate::probe::Proto;
 use crate::queue::{self, Control, QueueOptions};
-use crate::reporter::Reporter;
+use crate::reporter::{report_queue, Reporter};
 use crate::responder::{epoch_now, run_actions, Responder, Settings, Shared};
 use crate::state::{BlockState, StateFile};
 use crate::stats::Stats;
@@ -41,7 +41,7 @@ pub enum DaemonError {
 /// Capacity of the decision channel: room for a burst of distinct sources.
 const EVENT_CAPACITY: usize = 65_536;
 const ACTION_CAPACITY: usize = 4096;
-/// Outcomes waiting for the reporter (about 100 bytes each).
+/// Outcomes waiting for the reporter at most (about 100 bytes each, allocated as they come).
 const REPORT_CAPACITY: usize = 65_536;
 /// How often the host's own addresses are re-read (DHCP, SLAAC, new interfaces).
 const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
@@ -142,7 +142,7 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         stats: stats.clone(),
         control: control_tx.clone(),
     };
-    let (report_tx, report_rx) = sync_channel(REPORT_CAPACITY);
+    let (report_tx, report_rx) = report_queue(REPORT_CAPACITY);
     let reporter = Reporter::new(
         settings.clone(),
         Some(&cfg.history),

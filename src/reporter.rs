@@ -14,7 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,60 @@ pub enum Report {
     },
     /// `n` more probes from a source already acted on; `blocked` if it is in the set.
     Repeats { addr: IpAddr, n: u32, blocked: bool },
+}
+
+/// The responder's end of the reporter's queue. It never waits, holds at most `cap`
+/// reports (past that they are refused, for the caller to count), and allocates only as
+/// reports come: nothing is held while idle.
+#[derive(Clone)]
+pub struct ReportSender {
+    tx: Sender<Report>,
+    pending: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl ReportSender {
+    /// Queues `r`; false if the queue is full or the reporter gone.
+    pub fn send(&self, r: Report) -> bool {
+        if self.pending.fetch_add(1, Relaxed) >= self.cap || self.tx.send(r).is_err() {
+            self.pending.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+pub struct ReportReceiver {
+    rx: Receiver<Report>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl ReportReceiver {
+    /// Waits up to `timeout` for a report, then takes those waiting, `max` in all.
+    pub fn recv_batch(
+        &self,
+        timeout: Duration,
+        max: usize,
+        out: &mut Vec<Report>,
+    ) -> Result<(), RecvTimeoutError> {
+        out.push(self.rx.recv_timeout(timeout)?);
+        out.extend(self.rx.try_iter().take(max.saturating_sub(1)));
+        self.pending.fetch_sub(out.len(), Relaxed);
+        Ok(())
+    }
+}
+
+pub fn report_queue(cap: usize) -> (ReportSender, ReportReceiver) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        ReportSender {
+            tx,
+            pending: pending.clone(),
+            cap,
+        },
+        ReportReceiver { rx, pending },
+    )
 }
 
 /// Reports taken in one round, so one round's memory stays bounded.
@@ -83,13 +138,11 @@ impl Reporter {
     }
 
     /// Reports whatever is waiting, in rounds; idle, writes the summaries that are due.
-    pub fn run(mut self, reports: Receiver<Report>) {
+    pub fn run(mut self, reports: ReportReceiver) {
         let mut batch = Vec::with_capacity(256);
         loop {
-            match reports.recv_timeout(IDLE_TICK) {
-                Ok(r) => {
-                    batch.push(r);
-                    batch.extend(reports.try_iter().take(MAX_BATCH - 1));
+            match reports.recv_batch(IDLE_TICK, MAX_BATCH, &mut batch) {
+                Ok(()) => {
                     self.handle(&batch, Instant::now());
                     batch.clear();
                 }
@@ -260,5 +313,38 @@ fn open_log(path: &Path, truncate: bool) -> Option<File> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repeats(n: u32) -> Report {
+        Report::Repeats {
+            addr: IpAddr::from([198, 18, 0, 1]),
+            n,
+            blocked: true,
+        }
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_its_cap_and_frees_room_as_it_is_read() {
+        let (tx, rx) = report_queue(3);
+        assert!((1..=3).all(|n| tx.send(repeats(n))));
+        assert!(!tx.send(repeats(4)), "a full queue refuses");
+        let mut got = Vec::new();
+        rx.recv_batch(Duration::ZERO, 2, &mut got).unwrap();
+        assert_eq!(got, [repeats(1), repeats(2)]);
+        assert!(tx.send(repeats(5)) && tx.send(repeats(6)));
+        assert!(!tx.send(repeats(7)));
+        got.clear();
+        rx.recv_batch(Duration::ZERO, 10, &mut got).unwrap();
+        assert_eq!(got, [repeats(3), repeats(5), repeats(6)]);
+        drop(rx);
+        assert!(
+            !tx.send(repeats(8)),
+            "no reporter: refused, not queued forever"
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::detector::{Action, Decision};
 use crate::firewall::{Block, Firewall};
 use crate::probe::Proto;
 use crate::queue::{Control, Event, Handoff};
-use crate::reporter::{Outcome, Report};
+use crate::reporter::{Outcome, Report, ReportSender};
 use crate::state::{BlockState, Record};
 use crate::stats::Stats;
 use std::collections::HashMap;
@@ -63,7 +63,7 @@ pub struct Responder<F: Firewall> {
     fw: F,
     shared: Shared,
     /// To the reporter thread: never waited on (a full queue drops and counts).
-    reports: SyncSender<Report>,
+    reports: ReportSender,
     actions: Option<SyncSender<Job>>,
     /// Start of the current one-second window and the new blocks made in it.
     rate: (Option<Instant>, u32),
@@ -81,7 +81,7 @@ impl<F: Firewall> Responder<F> {
     pub fn new(
         fw: F,
         shared: Shared,
-        reports: SyncSender<Report>,
+        reports: ReportSender,
         actions: Option<SyncSender<Job>>,
     ) -> Self {
         Responder {
@@ -268,7 +268,7 @@ impl<F: Firewall> Responder<F> {
     }
 
     fn report(&self, r: Report) {
-        if self.reports.try_send(r).is_err() {
+        if !self.reports.send(r) {
             Stats::inc(&self.shared.stats.reports_dropped);
         }
     }
@@ -336,8 +336,8 @@ mod tests {
     }
 
     /// A report channel nobody reads (these tests look at blocks and state).
-    fn unread() -> SyncSender<Report> {
-        std::sync::mpsc::sync_channel(1).0
+    fn unread() -> ReportSender {
+        crate::reporter::report_queue(1).0
     }
 
     fn settings() -> Settings {
@@ -442,11 +442,13 @@ mod tests {
             };
             // The responder decides, the reporter writes: both halves, through the channel.
             let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
-            let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+            let (tx, rx) = crate::reporter::report_queue(1024);
             let mut r = Responder::new(Recorder(Default::default()), shared, tx, None);
             let mut round = |r: &mut Responder<Recorder>, batch: &[Event], now: Instant| {
                 r.handle(batch, now, 1000);
-                reporter.handle(&rx.try_iter().collect::<Vec<_>>(), now);
+                let mut reports = Vec::new();
+                rx.recv_batch(Duration::ZERO, 1024, &mut reports).unwrap();
+                reporter.handle(&reports, now);
             };
             let t0 = Instant::now();
             round(&mut r, &[act("198.18.0.1")], t0);
