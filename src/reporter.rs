@@ -169,7 +169,7 @@ impl Reporter {
                 Report::Act { probe, outcome, at } => (probe, outcome, *at),
                 Report::Repeats { addr, n, blocked } => {
                     let r = repeats.entry(*addr).or_default();
-                    *r = (r.0 + n, *blocked);
+                    *r = (r.0.saturating_add(*n), *blocked);
                     continue;
                 }
             };
