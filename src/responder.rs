@@ -335,6 +335,18 @@ mod tests {
         }
     }
 
+    /// Fresh shared state with `settings`, and where the responder's Forget requests go.
+    fn shared(settings: Settings) -> (Shared, Receiver<Control>) {
+        let (control, forgotten) = std::sync::mpsc::channel();
+        let shared = Shared {
+            settings: Arc::new(RwLock::new(settings)),
+            state: Arc::new(Mutex::new(BlockState::default())),
+            stats: Arc::new(Stats::default()),
+            control,
+        };
+        (shared, forgotten)
+    }
+
     /// A report channel nobody reads (these tests look at blocks and state).
     fn unread() -> ReportSender {
         crate::reporter::report_queue(1).0
@@ -376,18 +388,11 @@ mod tests {
     #[test]
     fn new_blocks_per_second_are_capped() {
         let blocked = Arc::new(Mutex::new(Vec::new()));
-        let (control, _forgotten) = std::sync::mpsc::channel();
-        let settings = Settings {
+        let (shared, _forgotten) = shared(Settings {
             max_blocked: 100,
             max_per_second: 3,
             ..settings()
-        };
-        let shared = Shared {
-            settings: Arc::new(RwLock::new(settings)),
-            state: Arc::new(Mutex::new(BlockState::default())),
-            stats: Arc::new(Stats::default()),
-            control,
-        };
+        });
         let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
         let t0 = Instant::now();
         let batch: Vec<Event> = (1..=5).map(|i| act(&format!("198.18.0.{i}"))).collect();
@@ -433,13 +438,7 @@ mod tests {
     #[test]
     fn a_blocked_sources_repeats_get_one_line_then_a_count_a_period_later() {
         let lines = lines_of(|| {
-            let (control, _) = std::sync::mpsc::channel();
-            let shared = Shared {
-                settings: Arc::new(RwLock::new(settings())),
-                state: Arc::new(Mutex::new(BlockState::default())),
-                stats: Arc::new(Stats::default()),
-                control,
-            };
+            let (shared, _) = shared(settings());
             // The responder decides, the reporter writes: both halves, through the channel.
             let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
             let (tx, rx) = crate::reporter::report_queue(1024);
@@ -486,13 +485,7 @@ mod tests {
     #[test]
     fn one_block_per_source_per_batch_and_the_cap_holds() {
         let blocked = Arc::new(Mutex::new(Vec::new()));
-        let (control, forgotten) = std::sync::mpsc::channel();
-        let shared = Shared {
-            settings: Arc::new(RwLock::new(settings())),
-            state: Arc::new(Mutex::new(BlockState::default())),
-            stats: Arc::new(Stats::default()),
-            control,
-        };
+        let (shared, forgotten) = shared(settings());
         let state = shared.state.clone();
         let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
         let batch = [
