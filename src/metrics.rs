@@ -39,78 +39,28 @@ pub fn render(s: &Stats, extra: Extra) -> String {
         "Probes to watched ports, by protocol and scan type.",
         &probes,
     );
-    let one = |v: u64| vec![(String::new(), v)];
-    metric(
-        "alerts_total",
-        "counter",
-        "Sources that reached the trigger.",
-        &one(Stats::get(&s.acted)),
-    );
-    metric(
-        "blocks_total",
-        "counter",
-        "Addresses written to the block sets.",
-        &one(Stats::get(&s.blocks_written)),
-    );
-    metric(
-        "block_failures_total",
-        "counter",
-        "Blocks the kernel refused.",
-        &one(Stats::get(&s.block_failures)),
-    );
-    metric(
-        "unblocks_total",
-        "counter",
-        "Addresses unblocked by the administrator.",
-        &one(Stats::get(&s.unblocks)),
-    );
-    metric(
-        "commands_total",
-        "counter",
-        "Actions run (command, hosts.deny, route).",
-        &one(Stats::get(&s.commands_run)),
-    );
-    metric(
-        "command_failures_total",
-        "counter",
-        "Actions that failed.",
-        &one(Stats::get(&s.commands_failed)),
-    );
-    metric(
-        "log_lines_dropped_total",
-        "counter",
-        "Log lines dropped because the journal or syslog was not keeping up.",
-        &one(Stats::get(&s.log_dropped)),
-    );
-    metric(
-        "reports_dropped_total",
-        "counter",
-        "Blocks and alerts whose lines were not written: reporting (name lookups, the log) was behind.",
-        &one(Stats::get(&s.reports_dropped)),
-    );
-    metric(
-        "unparsed_total",
-        "counter",
-        "Queued packets that were not readable probes.",
-        &one(Stats::get(&s.unparsed)),
-    );
-    metric(
-        "queue_dropped_total",
-        "counter",
-        "Packets the kernel dropped because the queue was full.",
-        &one(extra.queue_dropped),
-    );
-    metric(
-        "queue_user_dropped_total",
-        "counter",
-        "Packets the kernel could not hand to the daemon.",
-        &one(extra.user_dropped),
-    );
+    // Metrics with one unlabelled sample, in exposition order.
+    let single: [(&str, &str, &str, u64); 11] = [
+        ("alerts_total", "counter", "Sources that reached the trigger.", Stats::get(&s.acted)),
+        ("blocks_total", "counter", "Addresses written to the block sets.", Stats::get(&s.blocks_written)),
+        ("block_failures_total", "counter", "Blocks the kernel refused.", Stats::get(&s.block_failures)),
+        ("unblocks_total", "counter", "Addresses unblocked by the administrator.", Stats::get(&s.unblocks)),
+        ("commands_total", "counter", "Actions run (command, hosts.deny, route).", Stats::get(&s.commands_run)),
+        ("command_failures_total", "counter", "Actions that failed.", Stats::get(&s.commands_failed)),
+        ("log_lines_dropped_total", "counter", "Log lines dropped because the journal or syslog was not keeping up.", Stats::get(&s.log_dropped)),
+        ("reports_dropped_total", "counter", "Blocks and alerts whose lines were not written: reporting (name lookups, the log) was behind.", Stats::get(&s.reports_dropped)),
+        ("unparsed_total", "counter", "Queued packets that were not readable probes.", Stats::get(&s.unparsed)),
+        ("queue_dropped_total", "counter", "Packets the kernel dropped because the queue was full.", extra.queue_dropped),
+        ("queue_user_dropped_total", "counter", "Packets the kernel could not hand to the daemon.", extra.user_dropped),
+    ];
+    for (name, kind, help, v) in single {
+        metric(name, kind, help, &[(String::new(), v)]);
+    }
     metric(
         "blocked",
         "gauge",
         "Addresses blocked now.",
-        &one(extra.blocked_now),
+        &[(String::new(), extra.blocked_now)],
     );
     out
 }
