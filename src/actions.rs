@@ -94,7 +94,12 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
             }
             Step::HostsDeny => {
                 let (template, path) = cfg.hosts_deny.as_ref().expect("step filtered");
-                let line = substitute(template, job);
+                // tcp_wrappers writes an IPv6 address in brackets.
+                let target = match job.addr {
+                    IpAddr::V6(a) => format!("[{a}]"),
+                    a => a.to_string(),
+                };
+                let line = substitute(&template.replace("$TARGET$", &target), job);
                 append_once(path, &line).map(|()| {
                     format!("attackalert: Host {} has been blocked via wrappers with string: \"{line}\"", job.addr)
                 })
@@ -203,6 +208,26 @@ mod tests {
             "ALL: 192.0.2.2 : DENY"
         );
         assert_eq!(substitute("$MODE$/$PORT$", &job(true)), "atcp/111");
+    }
+
+    #[test]
+    fn hosts_deny_writes_ipv6_in_brackets() {
+        let path = std::env::temp_dir().join(format!("ps-hostsdeny6-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let cfg = ActionsConfig {
+            hosts_deny: Some(("ALL: $TARGET$ : DENY".into(), path.clone())),
+            ..Default::default()
+        };
+        let j = Job {
+            addr: "2001:db8::2".parse().unwrap(),
+            ..job(true)
+        };
+        assert_eq!(perform(&cfg, &j), Outcome { ok: 1, failed: 0 });
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ALL: [2001:db8::2] : DENY\n"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

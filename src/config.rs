@@ -3,7 +3,8 @@
 
 use crate::actions::ActionsConfig;
 use crate::detector::Action;
-use crate::ignore::parse_net;
+use crate::ignore::{parse_net, read_ignore_file, IgnoreFile};
+use crate::policy::{MAX_TIMEOUT, MIN_TIMEOUT};
 use crate::ports::{PortListError, PortSet};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -88,6 +89,8 @@ pub struct RawBlock {
     pub max_blocked: Option<Spanned<usize>>,
     /// Most new blocks per second.
     pub max_per_second: Option<Spanned<u32>>,
+    /// IPv6 scanners are blocked by this prefix (a subscriber's /64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
     /// External command as an argv array (KILL_RUN_CMD); never run through a shell.
     pub run: Option<Spanned<Vec<String>>>,
     pub run_first: Option<bool>,
@@ -192,6 +195,8 @@ pub struct Config {
     pub max_timeout: Option<Duration>,
     pub max_blocked: usize,
     pub max_per_second: u32,
+    /// IPv6 blocks cover this prefix of the scanner's address.
+    pub ipv6_prefix: u8,
     pub actions: ActionsConfig,
     pub syslog: bool,
     pub resolve_host: bool,
@@ -214,6 +219,51 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(Located),
+    #[error("{path}: refusing a file that {why} (mode {mode:o}, owner uid {owner}): it decides what runs as root and who is never blocked")]
+    Unsafe {
+        path: String,
+        why: &'static str,
+        mode: u32,
+        owner: u32,
+    },
+}
+
+/// A file a root daemon takes orders from must be changeable by root alone: owned by the
+/// user running portsentry (or root), not writable by group or others, in a directory
+/// others cannot write to (or could swap the file). Symlinks are followed for the file
+/// and checked for the directory they sit in.
+pub fn trusted(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    let unsafe_file = |why, m: &std::fs::Metadata| ConfigError::Unsafe {
+        path: shown.clone(),
+        why,
+        mode: m.mode() & 0o7777,
+        owner: m.uid(),
+    };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(unsafe_file("is not owned by root or the user running portsentry", &meta));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_file("is writable by group or others", &meta));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::metadata(dir) {
+        let sticky = d.mode() & 0o1000 != 0;
+        if d.mode() & 0o002 != 0 && !sticky {
+            return Err(unsafe_file("sits in a directory anyone can write to", &d));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -262,6 +312,37 @@ impl Config {
         } else {
             Config::parse("<built-in defaults>", "")
         }
+    }
+
+    /// What the daemon, a reload and `check-config` read: the file, refused if others could
+    /// change it (it names commands run as root), and the ignore file it names, held to
+    /// the same rule (an entry there means "never block"). Bad ignore lines are returned,
+    /// not fatal: the rest of the file still protects.
+    pub fn load_trusted(path: Option<&Path>) -> Result<(Config, Option<IgnoreFile>), ConfigError> {
+        let cfg = match path {
+            Some(p) => Config::load(p)?,
+            None => Config::load_default()?,
+        };
+        if let Some(p) = &cfg.source {
+            trusted(p)?;
+        }
+        let ignore = match &cfg.ignore_file {
+            // A missing file is reported by the caller and does not stop protection; one
+            // that others can write is refused with the configuration.
+            Some(p) => Some(match trusted(p) {
+                Err(ConfigError::Io { path, source }) => IgnoreFile {
+                    unreadable: Some(format!("{path}: {source}")),
+                    ..IgnoreFile::default()
+                },
+                Err(e) => return Err(e),
+                Ok(()) => read_ignore_file(p).unwrap_or_else(|e| IgnoreFile {
+                    unreadable: Some(e.to_string()),
+                    ..IgnoreFile::default()
+                }),
+            }),
+            None => None,
+        };
+        Ok((cfg, ignore))
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -442,12 +523,23 @@ impl Validator<'_> {
                 self.err,
             )?,
             max_timeout: self.duration(raw.block.max_timeout.as_ref(), "30d", true)?,
+            ipv6_prefix: match raw.block.ipv6_prefix {
+                Some(p) if !(16..=128).contains(p.get_ref()) => {
+                    return Err((self.err)(
+                        p.span(),
+                        "ipv6_prefix must be between 16 and 128".into(),
+                    ))
+                }
+                Some(p) => p.into_inner(),
+                None => 64,
+            },
             actions: ActionsConfig {
                 run: self.argv(raw.block.run, "run")?,
                 run_first: raw.block.run_first.unwrap_or(false),
                 run_timeout: self
                     .duration(raw.block.run_timeout.as_ref(), "10s", false)?
-                    .unwrap_or(Duration::from_secs(10)),
+                    .unwrap_or(Duration::from_secs(10))
+                    .min(Duration::from_secs(3600)),
                 hosts_deny: raw
                     .block
                     .hosts_deny
@@ -536,7 +628,8 @@ impl Validator<'_> {
         (self.err)(span, e.to_string())
     }
 
-    /// Parses "90s", "5m", "1h 30m"; "0" means "never" where `zero_is_never`.
+    /// Parses "90s", "5m", "1h 30m" within 1 s..=a century; "0" means "never" where
+    /// `zero_is_never`.
     fn duration(
         &self,
         raw: Option<&Spanned<String>>,
@@ -547,27 +640,40 @@ impl Validator<'_> {
             Some(s) => (s.get_ref().trim(), s.span()),
             None => (default, 0..0),
         };
-        if text == "0" {
-            return if zero_is_never {
-                Ok(None)
-            } else {
-                Err((self.err)(
-                    span,
-                    "a duration of 0 is not allowed here".into(),
-                ))
-            };
-        }
-        let d = humantime::parse_duration(text).map_err(|e| {
-            (self.err)(
-                span.clone(),
-                format!("'{text}' is not a duration like \"90s\", \"5m\" or \"1h\": {e}"),
-            )
-        })?;
-        if d.is_zero() {
-            return Err((self.err)(span, "duration must be positive".into()));
-        }
-        Ok(Some(d))
+        parse_duration(text, zero_is_never).map_err(|m| (self.err)(span, m))
     }
+}
+
+/// A duration as the configuration and `portsentry block --timeout` take it: "90s", "2h",
+/// "7d", whole seconds from 1 s to a century; "0" alone is "never" where `zero_is_never`
+/// (a timeout of "0s" is a mistake more often than a wish for a permanent block).
+pub fn parse_duration(text: &str, zero_is_never: bool) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text == "0" {
+        return if zero_is_never {
+            Ok(None)
+        } else {
+            Err("a duration of 0 is not allowed here".into())
+        };
+    }
+    let d = humantime::parse_duration(text).map_err(|e| {
+        format!("'{text}' is not a duration like \"90s\", \"5m\" or \"1h\": {e}")
+    })?;
+    let zero = if zero_is_never {
+        " (\"0\" alone means permanent)"
+    } else {
+        ""
+    };
+    if d < MIN_TIMEOUT {
+        return Err(format!("'{text}' is shorter than 1s{zero}"));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(format!("'{text}' is longer than the 100 years allowed{zero}"));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("'{text}' is not a whole number of seconds"));
+    }
+    Ok(Some(d))
 }
 
 #[cfg(test)]

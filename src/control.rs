@@ -1,22 +1,31 @@
 //! The control socket: `portsentry list | block | unblock | status` talk to the running
 //! daemon over a unix socket (root only). One request line, a response ending at EOF whose
-//! first line is `ok` or `error: …`.
+//! first line is `ok` or `error: …`. Each client is served on a thread of its own with a
+//! short deadline, so an idle client holds up nobody.
 
-use crate::firewall::{Block, Firewall, Nft};
-use crate::ignore::IgnoreList;
+use crate::firewall::Firewall;
+use crate::ignore::{block_key, canonical, net_text};
+use crate::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want, MAX_TIMEOUT};
 use crate::queue::Control;
 use crate::responder::{epoch_now, Settings};
-use crate::state::{BlockState, Record};
 use crate::stats::Stats;
+use ipnet::IpNet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+/// Clients served at once; more are told to come back.
+const MAX_CLIENTS: usize = 16;
+/// How long a client has to send its request line.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -38,7 +47,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     let addr = |w: &mut std::str::SplitWhitespace| -> Result<IpAddr, String> {
         let a = w.next().ok_or(format!("{verb}: missing address"))?;
         a.parse::<IpAddr>()
-            .map(crate::ignore::canonical)
+            .map(canonical)
             .map_err(|_| format!("{verb}: '{a}' is not an IP address"))
     };
     let req = match verb {
@@ -52,10 +61,17 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             let timeout = match w.next() {
                 None => None,
                 Some("permanent" | "0") => Some(None),
-                Some(t) => Some(Some(Duration::from_secs(
-                    t.parse::<u64>()
-                        .map_err(|_| format!("block: '{t}' is not a number of seconds"))?,
-                ))),
+                Some(t) => {
+                    let secs = t
+                        .parse::<u64>()
+                        .map_err(|_| format!("block: '{t}' is not a number of seconds"))?;
+                    if secs == 0 || secs > MAX_TIMEOUT.as_secs() {
+                        return Err(format!(
+                            "block: {secs} s is outside 1 s to 100 years (\"permanent\" for no end)"
+                        ));
+                    }
+                    Some(Some(Duration::from_secs(secs)))
+                }
             };
             Request::Block { addr: a, timeout }
         }
@@ -77,11 +93,10 @@ pub struct StatusInfo {
     pub udp: String,
 }
 
-pub struct Server {
-    pub nft: Nft,
-    pub state: Arc<Mutex<BlockState>>,
+pub struct Server<F: Firewall> {
+    pub fw: Mutex<F>,
+    pub blocks: Arc<Mutex<Blocks>>,
     pub settings: Arc<RwLock<Settings>>,
-    pub ignore: Arc<RwLock<IgnoreList>>,
     pub control: Sender<Control>,
     pub stats: Arc<Stats>,
     pub info: Arc<RwLock<StatusInfo>>,
@@ -98,99 +113,183 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-impl Server {
-    pub fn serve(mut self, listener: UnixListener) {
+impl<F: Firewall + 'static> Server<F> {
+    pub fn serve(self, listener: UnixListener) {
+        let server = Arc::new(self);
+        let active = Arc::new(AtomicUsize::new(0));
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            let mut reader = BufReader::new((&conn).take(4096));
-            if reader.read_line(&mut line).is_err() {
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
+                let _ = conn.write_all(b"error: busy, try again\n");
                 continue;
             }
-            let reply = match parse_request(line.trim()) {
-                Ok(req) => self.handle(req).unwrap_or_else(|e| format!("error: {e}\n")),
-                Err(e) => format!("error: {e}\n"),
-            };
-            let _ = conn.write_all(reply.as_bytes());
+            let (server, active) = (server.clone(), active.clone());
+            let spawned = std::thread::Builder::new()
+                .name("control client".into())
+                .spawn(move || {
+                    server.client(conn);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                // The closure (and its count) is gone with the failed spawn.
+                tracing::warn!("control: cannot start a thread for a client");
+            }
         }
     }
 
-    fn handle(&mut self, req: Request) -> Result<String, String> {
+    fn client(&self, mut conn: UnixStream) {
+        let _ = conn.set_read_timeout(Some(REQUEST_DEADLINE));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+        let mut line = String::new();
+        let mut reader = BufReader::new((&conn).take(4096));
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let reply = match parse_request(line.trim()) {
+            Ok(req) => self.handle(req).unwrap_or_else(|e| format!("error: {e}\n")),
+            Err(e) => format!("error: {e}\n"),
+        };
+        let _ = conn.write_all(reply.as_bytes());
+    }
+
+    fn fw(&self) -> std::sync::MutexGuard<'_, F> {
+        self.fw.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn handle(&self, req: Request) -> Result<String, String> {
         let now = epoch_now();
         match req {
             Request::List => {
-                let kernel = self.nft.list_blocks().map_err(|e| e.to_string())?;
-                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
+                let book = self.book();
                 let mut out = String::from("ok\n");
                 let _ = writeln!(
                     out,
                     "{:<40} {:>12} {:>6}  REASON",
                     "ADDRESS", "REMAINING", "BLOCKS"
                 );
-                for (addr, left) in kernel {
-                    let rec = state.get(addr);
-                    let left = left.map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
+                for l in kernel {
+                    let rec = book.get(l.net);
+                    let left = l.left.map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
+                    let why = match rec {
+                        None => "added outside portsentry".to_string(),
+                        Some(r) if r.origin == Origin::Admin => r.reason.clone(),
+                        Some(r) => r.reason.clone(),
+                    };
                     let _ = writeln!(
                         out,
                         "{:<40} {:>12} {:>6}  {}",
-                        addr.to_string(),
+                        net_text(l.net),
                         left,
                         rec.map_or(1, |r| r.count),
-                        rec.map_or("added outside portsentry", |r| r.reason.as_str())
+                        why
                     );
                 }
                 Ok(out)
             }
             Request::Block { addr, timeout } => {
-                if self
-                    .ignore
+                let prefix = self
+                    .settings
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
-                    .contains(addr)
-                {
-                    return Err(format!(
-                        "{addr} is protected (the host's own address, loopback or the ignore list); not blocking it"
-                    ));
-                }
-                let timeout = timeout.unwrap_or_else(|| {
-                    self.settings
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .timeout
-                });
-                let report = self.nft.add_blocks(&[Block { addr, timeout }]);
-                if let Some((_, e)) = report.failed.first() {
-                    return Err(format!("the kernel refused the block: {e}"));
-                }
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let count = state.get(addr).map_or(1, |r| r.count + 1);
-                state.upsert(Record {
-                    addr,
-                    since: now,
-                    expires: timeout.map(|t| now + t.as_secs()),
-                    count,
+                    .ipv6_prefix;
+                let mut book = self.book();
+                let key = block_key(addr, prefix, book.protected());
+                let want = Want {
+                    key,
+                    origin: Origin::Admin,
+                    timeout: timeout.map(|t| t.map(clamp_timeout)),
                     reason: "blocked by the administrator (portsentry block)".into(),
-                });
-                tracing::warn!("adminalert: Host {addr} blocked by the administrator");
-                Ok(format!(
-                    "ok\nblocked {addr} ({})\n",
-                    timeout.map_or("permanent".into(), |t| fmt_secs(t.as_secs()))
-                ))
+                    probe: None,
+                };
+                let wants = [want];
+                let plan = book.plan(&wants, now);
+                let mut fw = self.fw();
+                if !plan.remove.is_empty() {
+                    let _ = fw.remove_blocks(&plan.remove);
+                }
+                let report = fw.add_blocks(&plan.add);
+                drop(fw);
+                let failed: HashMap<IpNet, String> = report
+                    .failed
+                    .into_iter()
+                    .map(|(k, e)| (k, e.to_string()))
+                    .collect();
+                let done = book.commit(&wants, &plan, &failed, now);
+                drop(book);
+                match &done[0] {
+                    Outcome::Blocked { key, timeout, .. } => {
+                        Stats::inc(&self.stats.blocks_written);
+                        tracing::warn!(
+                            "adminalert: Host {} blocked by the administrator",
+                            net_text(*key)
+                        );
+                        Ok(format!(
+                            "ok\nblocked {} ({})\n",
+                            net_text(*key),
+                            timeout.map_or("permanent".into(), |t| fmt_secs(t.as_secs()))
+                        ))
+                    }
+                    Outcome::Covered(k) => Ok(format!(
+                        "ok\n{addr} is already blocked as part of {}\n",
+                        net_text(*k)
+                    )),
+                    Outcome::Refused(Refusal::Protected) => Err(format!(
+                        "{addr} is protected (the host's own address, a gateway, a resolver, loopback or the ignore list); not blocking it"
+                    )),
+                    Outcome::Refused(r) => Err(format!("refused by the caps ({r:?})")),
+                    Outcome::Failed { error, .. } => Err(format!(
+                        "the kernel refused the block: {error} (it will be retried)"
+                    )),
+                }
             }
             Request::Unblock { addr } => {
-                self.nft.remove_blocks(&[addr]).map_err(|e| e.to_string())?;
-                let was = self
-                    .state
-                    .lock()
+                let prefix = self
+                    .settings
+                    .read()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(addr);
-                let _ = self.control.send(Control::Forget(addr));
+                    .ipv6_prefix;
+                let exact = IpNet::from(addr);
+                let (mut keys, key) = {
+                    let mut book = self.book();
+                    let key = block_key(addr, prefix, book.protected());
+                    let mut keys = book.unblock(exact);
+                    keys.extend(book.unblock(key));
+                    (keys, key)
+                };
+                let was = !keys.is_empty();
+                let mut fw = self.fw();
+                // Blocks added outside portsentry too: the exact address, and for IPv6 any
+                // interval of the kernel's set that holds it.
+                keys.push(exact);
+                if addr.is_ipv6() {
+                    if let Ok(listed) = fw.list_blocks() {
+                        keys.extend(
+                            listed
+                                .iter()
+                                .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
+                                .map(|l| l.net),
+                        );
+                    }
+                }
+                keys.sort();
+                keys.dedup();
+                fw.remove_blocks(&keys).map_err(|e| e.to_string())?;
+                drop(fw);
+                for k in keys.iter().copied().chain([key]) {
+                    let _ = self.control.send(Control::Forget(k));
+                }
                 Stats::inc(&self.stats.unblocks);
                 tracing::warn!("adminalert: Host {addr} unblocked by the administrator");
                 Ok(format!(
                     "ok\nunblocked {addr}{}\n",
-                    if was.is_some() {
+                    if was {
                         ""
                     } else {
                         " (it was not in portsentry's records)"
@@ -199,12 +298,11 @@ impl Server {
             }
             Request::Status => {
                 let info = self.info.read().unwrap_or_else(|e| e.into_inner()).clone();
-                let blocked = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .active(now)
-                    .len();
+                let (blocked, pending) = {
+                    let mut book = self.book();
+                    book.prune(now);
+                    (book.len(), book.pending())
+                };
                 let s = &self.stats;
                 let (waiting, qdrop, udrop) = queue_counters(info.queue).unwrap_or((0, 0, 0));
                 let mut out = String::from("ok\n");
@@ -213,6 +311,7 @@ impl Server {
                 let _ = writeln!(out, "tcp:              {}", info.tcp);
                 let _ = writeln!(out, "udp:              {}", info.udp);
                 let _ = writeln!(out, "blocked now:      {blocked}");
+                let _ = writeln!(out, "blocks to retry:  {pending}");
                 for (name, v) in [
                     ("packets", Stats::get(&s.packets)),
                     ("acted", Stats::get(&s.acted)),
@@ -301,6 +400,10 @@ mod tests {
             })
         );
         assert!(parse_request("block 192.0.2.300").is_err());
+        // A timeout the kernel cannot take is refused, not wrapped.
+        assert!(parse_request("block 192.0.2.9 18446744073709552").is_err());
+        assert!(parse_request("block 192.0.2.9 18446744073709551615").is_err());
+        assert!(parse_request("block 192.0.2.9 3155760001").is_err());
         assert!(parse_request("unblock").is_err());
         assert!(parse_request("list extra").is_err());
         assert!(parse_request("reboot").is_err());

@@ -1,28 +1,31 @@
-//! `portsentry run`: set up the table, sets and steering, restore blocks, bind the queue,
-//! start the threads, then serve signals and upkeep (self-healing, state saving, address
-//! changes) from the main thread.
+//! `portsentry run`: bind the queue, put the table, sets and steering in place, restore
+//! blocks, start the threads, then serve signals and upkeep (checking and healing the
+//! table, retrying refused blocks, saving state, following the host's addresses and
+//! routes) from the main thread.
 
 use crate::actions::ActionsConfig;
 use crate::config::{Config, SteeringChoice, WatchMode};
 use crate::control::{self, StatusInfo};
 use crate::detector::{Detector, DetectorConfig};
-use crate::firewall::{Block, Firewall, FirewallError, Nft, Steering};
-use crate::host;
-use crate::ignore::{always_protected, read_ignore_file, IgnoreList};
+use crate::firewall::{
+    Built, Firewall, FirewallError, Health, Nft, Steering, TableSpec, DEFINITION, SPOT_CHECK,
+};
+use crate::host::{Infrastructure, Watch};
+use crate::ignore::{always_protected, IgnoreFile, IgnoreList};
 use crate::listening::listening;
 use crate::logging::Logging;
 use crate::notify::notify;
+use crate::policy::{Blocks, PolicyConfig};
 use crate::ports::{self, PortSet};
 use crate::probe::Proto;
 use crate::queue::{self, Control, QueueOptions};
 use crate::reporter::{report_queue, Reporter};
 use crate::responder::{epoch_now, run_actions, Responder, Settings, Shared};
-use crate::state::{BlockState, StateFile};
+use crate::state::StateFile;
 use crate::stats::Stats;
 use ipnet::IpNet;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::net::IpAddr;
-use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,8 +33,6 @@ use std::time::{Duration, Instant};
 pub enum DaemonError {
     #[error(transparent)]
     Firewall(#[from] FirewallError),
-    #[error("table inet portsentry is missing and the include {0} does not exist; load the nft include first (nft -f portsentry.nft)")]
-    NoTable(String),
     #[error("cannot bind NFQUEUE {num}: {error} (is another process using this queue number?)")]
     Queue { num: u16, error: std::io::Error },
     #[error("{0}")]
@@ -43,9 +44,9 @@ const EVENT_CAPACITY: usize = 65_536;
 const ACTION_CAPACITY: usize = 4096;
 /// Outcomes waiting for the reporter at most (about 100 bytes each, allocated as they come).
 const REPORT_CAPACITY: usize = 65_536;
-/// How often the host's own addresses are re-read (DHCP, SLAAC, new interfaces).
-const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
-/// How often the ruleset is checked (an nftables reload empties our table).
+/// How often the resolver files are re-read (addresses and routes are announced).
+const RESOLVER_REFRESH: Duration = Duration::from_secs(10);
+/// How often the table is checked (an nftables reload empties it, a hand can damage it).
 const HEAL_CHECK: Duration = Duration::from_secs(1);
 /// Least time between two state-file writes: a crash loses at most this much of the
 /// record (the kernel sets keep the blocks themselves).
@@ -53,24 +54,32 @@ const SAVE_EVERY: Duration = Duration::from_millis(250);
 const TICK: Duration = Duration::from_millis(100);
 /// How often the Prometheus textfile is rewritten.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+/// The same failure to heal is logged once per this period, not every check.
+const HEAL_ERROR_EVERY: Duration = Duration::from_secs(60);
 
 /// What the main thread keeps to apply reloads and upkeep.
 struct Running {
     cfg: Config,
-    nft: Nft,
+    fw: Nft,
+    spec: TableSpec,
     steering: Steering,
     control: Sender<Control>,
+    wake: SyncSender<()>,
     settings: Arc<RwLock<Settings>>,
     actions: Arc<RwLock<ActionsConfig>>,
-    ignore: Arc<RwLock<IgnoreList>>,
-    state: Arc<Mutex<BlockState>>,
+    blocks: Arc<Mutex<Blocks>>,
     state_file: StateFile,
     /// Least time between state saves (grows with the time a save takes).
     save_every: Duration,
-    local: Vec<IpAddr>,
+    infra: Infrastructure,
+    /// The ignore file's entries as last read well (a file missing at a reload, say in the
+    /// middle of an edit, does not cost the trusted hosts their protection).
+    ignore_file: Vec<IpNet>,
+    /// The last heal failure and when it was logged.
+    heal_error: Option<(String, Instant)>,
 }
 
-pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
+pub fn run(cfg: Config, ignore_file: Option<IgnoreFile>, logging: &Logging) -> Result<(), DaemonError> {
     tracing::warn!(
         "adminalert: PortSentry {} is starting.",
         env!("CARGO_PKG_VERSION")
@@ -79,26 +88,21 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
     if let Err(e) = crate::privileges::keep_only_net_admin() {
         tracing::warn!("could not drop capabilities other than CAP_NET_ADMIN: {e}");
     }
-    let mut nft = Nft::open()?;
-    ensure_table(&mut nft, &cfg)?;
-
-    let local = local_addresses();
-    let ignore = build_ignore(&cfg, &local);
-    apply_sets(&mut nft, &cfg, &ignore)?;
+    check_include(&cfg);
+    let infra = Infrastructure::read().unwrap_or_else(|e| {
+        tracing::error!("adminalert: ERROR: cannot read the host's addresses and routes: {e}");
+        Infrastructure::default()
+    });
+    let ignore_nets = ignore_entries(ignore_file, &[]);
+    let protected = protected(&cfg, &ignore_nets, &infra);
 
     let state_file = StateFile::new(cfg.state_file.clone());
-    let mut state = state_file.load().unwrap_or_else(|e| {
+    let records = state_file.load().unwrap_or_else(|e| {
         tracing::error!("adminalert: ERROR: block state: {e}; starting with no remembered blocks");
-        BlockState::default()
+        Vec::new()
     });
-    state.prune(epoch_now());
-    let restored = restore_blocks(&mut nft, &state);
-    if restored > 0 {
-        tracing::warn!(
-            "adminalert: restored {restored} blocks from {}",
-            state_file.path().display()
-        );
-    }
+    let mut book = Blocks::new(policy_config(&cfg), protected.clone());
+    book.load(records, epoch_now());
 
     // Bind before steering: with `bypass`, packets steered before we listen are accepted.
     let opts = QueueOptions {
@@ -111,18 +115,28 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         num: opts.num,
         error,
     })?;
-    let steering = nft.install_steering(preferred(&cfg), cfg.queue_num, 1)?;
+    let mut fw = Nft::open()?;
+    let spec = table_spec(&cfg);
+    let built = fw.build(&spec)?;
+    apply_sets(&mut fw, &cfg, &protected)?;
+    let restored = restore(&mut fw, &mut book);
+    fw.seal()?;
+    if restored > 0 {
+        tracing::warn!(
+            "adminalert: restored {restored} blocks from {}",
+            state_file.path().display()
+        );
+    }
     tracing::warn!(
         "adminalert: steering probes to queue {} with the {}",
         cfg.queue_num,
-        steering.name()
+        built.steering.name()
     );
 
     let stats = Arc::new(Stats::default());
-    let state = Arc::new(Mutex::new(state));
+    let blocks = Arc::new(Mutex::new(book));
     let settings = Arc::new(RwLock::new(settings(&cfg)));
     let actions = Arc::new(RwLock::new(cfg.actions.clone()));
-    let ignore_shared = Arc::new(RwLock::new(ignore.clone()));
     let (control_tx, control_rx) = channel();
 
     let (job_tx, job_rx) = sync_channel(ACTION_CAPACITY);
@@ -134,11 +148,11 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
     let (wake_tx, wake_rx) = sync_channel(1);
     let handoff = Arc::new(queue::Handoff {
         events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
-        wake: wake_tx,
+        wake: wake_tx.clone(),
     });
     let shared = Shared {
         settings: settings.clone(),
-        state: state.clone(),
+        blocks: blocks.clone(),
         stats: stats.clone(),
         control: control_tx.clone(),
     };
@@ -156,14 +170,13 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         spawn("responder", move || responder.run(handoff, wake_rx))?;
     }
 
-    let info = Arc::new(RwLock::new(status_info(&cfg, steering)));
+    let info = Arc::new(RwLock::new(status_info(&cfg, built.steering)));
     match control::bind(&cfg.control_socket) {
         Ok(listener) => {
             let server = control::Server {
-                nft: Nft::open()?,
-                state: state.clone(),
+                fw: Mutex::new(Nft::open()?),
+                blocks: blocks.clone(),
                 settings: settings.clone(),
-                ignore: ignore_shared.clone(),
                 control: control_tx.clone(),
                 stats: stats.clone(),
                 info: info.clone(),
@@ -176,7 +189,7 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
         ),
     }
 
-    let mut detector = Detector::new(detector_config(&cfg), ignore);
+    let mut detector = Detector::new(detector_config(&cfg), protected);
     let qstats = stats.clone();
     spawn("queue", move || {
         queue::run(
@@ -193,18 +206,24 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
+    let mut watch = Watch::open()
+        .map_err(|e| tracing::error!("adminalert: ERROR: cannot follow address and route changes: {e}; re-reading them every {}s instead", RESOLVER_REFRESH.as_secs()))
+        .ok();
     let mut running = Running {
         cfg,
-        nft,
-        steering,
+        fw,
+        spec,
+        steering: built.steering,
         control: control_tx,
+        wake: wake_tx,
         settings,
         actions,
-        ignore: ignore_shared,
-        state,
+        blocks,
         state_file,
         save_every: SAVE_EVERY,
-        local,
+        infra,
+        ignore_file: ignore_nets,
+        heal_error: None,
     };
     let (mut last_refresh, mut last_heal, mut last_save) =
         (Instant::now(), Instant::now(), Instant::now());
@@ -223,6 +242,11 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
                 _ => break 'serve,
             }
         }
+        let announced = watch.as_mut().is_some_and(Watch::changed);
+        if announced || last_refresh.elapsed() >= RESOLVER_REFRESH {
+            last_refresh = Instant::now();
+            running.refresh_infrastructure();
+        }
         if last_heal.elapsed() >= HEAL_CHECK {
             last_heal = Instant::now();
             running.heal();
@@ -236,16 +260,12 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
             last_metrics = Some(Instant::now());
             running.write_metrics(&stats);
         }
-        if last_refresh.elapsed() >= ADDRESS_REFRESH {
-            last_refresh = Instant::now();
-            running.refresh_addresses();
-        }
         std::thread::sleep(TICK);
     }
     notify("STOPPING=1");
     // Stop steering first so no probe waits on a queue nobody reads (bypass covers the
     // moment between; blocks stay in the sets until they time out).
-    if let Err(e) = running.nft.remove_steering() {
+    if let Err(e) = running.fw.remove_steering() {
         tracing::error!("adminalert: ERROR: could not remove steering rule: {e}");
     }
     running.save();
@@ -261,14 +281,14 @@ pub fn run(cfg: Config, logging: &Logging) -> Result<(), DaemonError> {
 }
 
 impl Running {
-    /// SIGHUP: re-read the configuration and the ignore file. A bad file is reported and
-    /// the running configuration kept.
+    fn book(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        lock(&self.blocks)
+    }
+
+    /// SIGHUP: re-read the configuration and the ignore file, with the same checks as at
+    /// start. A bad or unsafe file is reported and the running configuration kept.
     fn reload(&mut self) {
-        let new = match &self.cfg.source {
-            Some(p) => Config::load(p),
-            None => Config::load_default(),
-        };
-        let new = match new {
+        let (new, ignore_file) = match Config::load_trusted(self.cfg.source.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(
@@ -284,17 +304,28 @@ impl Running {
         {
             tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
         }
-        let ignore = build_ignore(&new, &self.local);
-        if let Err(e) = apply_sets(&mut self.nft, &new, &ignore) {
-            tracing::error!("adminalert: ERROR: reload could not update the nft sets: {e}");
-            return;
+        self.ignore_file = ignore_entries(ignore_file, &self.ignore_file);
+        let protected = protected(&new, &self.ignore_file, &self.infra);
+        let spec = TableSpec {
+            steering: Some(self.steering),
+            ..table_spec(&new)
+        };
+        let result = if spec != self.spec {
+            self.spec = spec;
+            self.repair(&new, &protected).map(|_| ())
+        } else {
+            apply_sets(&mut self.fw, &new, &protected).and_then(|()| self.fw.seal())
+        };
+        if let Err(e) = result {
+            tracing::error!("adminalert: ERROR: reload could not update the table: {e}");
         }
+        self.book()
+            .reconfigure(policy_config(&new), protected.clone());
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings(&new);
         *self.actions.write().unwrap_or_else(|e| e.into_inner()) = new.actions.clone();
-        *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = ignore.clone();
         let _ = self
             .control
-            .send(Control::Reconfigure(detector_config(&new), ignore));
+            .send(Control::Reconfigure(detector_config(&new), protected));
         self.cfg = Config {
             source: self.cfg.source.clone(),
             ..new
@@ -302,39 +333,75 @@ impl Running {
         tracing::warn!("adminalert: configuration reloaded");
     }
 
-    /// Puts table, sets, steering and blocks back after an nftables reload or flush.
+    /// Checks the whole table against what was put in place (sets, every chain's rules,
+    /// steering, the allow and watch sets) and the newest blocks against the sets; puts
+    /// back whatever is missing.
     fn heal(&mut self) {
-        match self.nft.steering_present() {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!("ruleset check failed: {e}"),
+        let damage = match self.fw.check() {
+            Ok(Health::Intact) => None,
+            Ok(Health::Missing) => Some("table inet portsentry had disappeared".to_string()),
+            Ok(Health::Damaged(what)) => Some(format!("table inet portsentry was changed: {what}")),
+            Err(e) => {
+                self.heal_failed(format!("ruleset check failed: {e}"));
+                return;
+            }
+        };
+        match damage {
+            Some(what) => {
+                let protected = self.book().protected().clone();
+                let cfg = self.cfg.clone();
+                match self.repair(&cfg, &protected) {
+                    Ok((built, n)) if built.recreated => tracing::warn!(
+                        "adminalert: {what}; re-created it with steering and {n} blocks"
+                    ),
+                    Ok((_, n)) => tracing::warn!(
+                        "adminalert: {what}; restored its sets, rules, steering and {n} blocks"
+                    ),
+                    Err(e) => return self.heal_failed(format!("could not restore the table: {e}")),
+                }
+            }
+            None => {
+                // Rules intact, but set elements can go on their own (`nft flush set`).
+                let newest = self.book().newest(SPOT_CHECK);
+                match self.fw.missing_blocks(&newest) {
+                    Ok(m) if m.is_empty() => {}
+                    Ok(m) => {
+                        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+                        tracing::warn!(
+                            "adminalert: {} blocks were missing from the sets; put back {n}",
+                            m.len()
+                        );
+                    }
+                    Err(e) => return self.heal_failed(format!("block check failed: {e}")),
+                }
+            }
         }
-        let result = (|| -> Result<(usize, bool), DaemonError> {
-            let recreated = !self.nft.table_exists()?;
-            ensure_table(&mut self.nft, &self.cfg)?;
-            let ignore = self
-                .ignore
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            apply_sets(&mut self.nft, &self.cfg, &ignore)?;
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let n = restore_blocks(&mut self.nft, &state);
-            drop(state);
-            self.steering =
-                self.nft
-                    .install_steering(preferred(&self.cfg), self.cfg.queue_num, 1)?;
-            Ok((n, recreated))
-        })();
-        match result {
-            Ok((n, true)) => tracing::warn!(
-                "adminalert: table inet portsentry had disappeared; re-created it with steering and {n} blocks"
-            ),
-            Ok((n, false)) => tracing::warn!(
-                "adminalert: the nftables ruleset was reloaded; restored sets, steering and {n} blocks"
-            ),
-            Err(e) => tracing::error!("adminalert: ERROR: could not restore the ruleset: {e}"),
+        self.heal_error = None;
+    }
+
+    /// Logs a heal failure, the same one at most once a minute.
+    fn heal_failed(&mut self, msg: String) {
+        let again = self
+            .heal_error
+            .as_ref()
+            .is_some_and(|(m, t)| *m == msg && t.elapsed() < HEAL_ERROR_EVERY);
+        if !again {
+            tracing::error!("adminalert: ERROR: {msg}");
+            self.heal_error = Some((msg, Instant::now()));
         }
+    }
+
+    /// Puts the table back from the definition, then the sets, the blocks, and seals it;
+    /// blocks the kernel refused meanwhile are retried at once.
+    fn repair(&mut self, cfg: &Config, protected: &IgnoreList) -> Result<(Built, usize), FirewallError> {
+        let built = self.fw.build(&self.spec)?;
+        self.steering = built.steering;
+        apply_sets(&mut self.fw, cfg, protected)?;
+        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+        self.fw.seal()?;
+        self.book().retry_now();
+        let _ = self.wake.try_send(());
+        Ok((built, n))
     }
 
     /// Saves the block state if it changed. The lock is held only to take a snapshot: the
@@ -342,12 +409,11 @@ impl Running {
     fn save(&mut self) {
         let now = epoch_now();
         let snapshot = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if !state.take_dirty() {
+            let mut book = self.book();
+            if !book.take_dirty() {
                 return;
             }
-            state.prune(now);
-            state.active(now)
+            book.active(now)
         };
         let started = Instant::now();
         if let Err(e) = self.state_file.save_records(&snapshot) {
@@ -363,12 +429,11 @@ impl Running {
         };
         let (_, queue_dropped, user_dropped) =
             control::queue_counters(self.cfg.queue_num).unwrap_or_default();
-        let blocked_now = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .active(epoch_now())
-            .len() as u64;
+        let blocked_now = {
+            let mut book = self.book();
+            book.prune(epoch_now());
+            book.len() as u64
+        };
         let text = crate::metrics::render(
             stats,
             crate::metrics::Extra {
@@ -382,24 +447,34 @@ impl Running {
         }
     }
 
-    fn refresh_addresses(&mut self) {
-        let now = local_addresses();
-        if now == self.local {
+    /// Re-reads addresses, routes and resolvers; a change updates every copy of the
+    /// protected list (allow sets, detector, block policy).
+    fn refresh_infrastructure(&mut self) {
+        let now = match Infrastructure::read() {
+            Ok(i) => i,
+            Err(e) => return tracing::warn!("cannot re-read the host's addresses and routes: {e}"),
+        };
+        if now == self.infra {
             return;
         }
         tracing::warn!(
-            "adminalert: the host's addresses changed; protecting {}",
-            join(&now)
+            "adminalert: the host's addresses, gateways or resolvers changed; protecting {}",
+            join(&now.all().collect::<Vec<_>>())
         );
-        self.local = now;
-        let ignore = build_ignore(&self.cfg, &self.local);
-        if let Err(e) = self.nft.sync_allow(ignore.nets()) {
+        self.infra = now;
+        let protected = protected(&self.cfg, &self.ignore_file, &self.infra);
+        let synced = self
+            .fw
+            .sync_allow(protected.nets())
+            .and_then(|()| self.fw.seal());
+        if let Err(e) = synced {
             tracing::error!("adminalert: ERROR: could not update the allow sets: {e}");
         }
-        *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = ignore.clone();
+        self.book()
+            .reconfigure(policy_config(&self.cfg), protected.clone());
         let _ = self
             .control
-            .send(Control::Reconfigure(detector_config(&self.cfg), ignore));
+            .send(Control::Reconfigure(detector_config(&self.cfg), protected));
     }
 }
 
@@ -427,54 +502,51 @@ fn report_drops(logging: &Logging, stats: &Stats, reported: &mut u64) {
     }
 }
 
-fn ensure_table(nft: &mut Nft, cfg: &Config) -> Result<(), DaemonError> {
-    if nft.table_exists()? {
-        return Ok(());
+/// The include on disk is what nftables.service loads at boot, as root: say so when it is
+/// not the definition this binary carries, or when others could change it. The daemon
+/// itself always builds from its own copy.
+fn check_include(cfg: &Config) {
+    let path = &cfg.include;
+    match std::fs::read_to_string(path) {
+        Ok(text) if text != DEFINITION => tracing::warn!(
+            "adminalert: {} differs from the table definition of this portsentry (an older package?); portsentry puts back its own",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(_) => return,
     }
-    if !cfg.include.exists() {
-        return Err(DaemonError::NoTable(cfg.include.display().to_string()));
+    if let Err(e) = crate::config::trusted(path) {
+        tracing::error!("adminalert: ERROR: the include: {e}");
     }
-    tracing::warn!(
-        "adminalert: table inet portsentry is missing; loading {}",
-        cfg.include.display()
-    );
-    Nft::load_include(&cfg.include)?;
-    Ok(())
 }
 
-/// Re-adds every unexpired remembered block with the time it has left.
-fn restore_blocks(nft: &mut Nft, state: &BlockState) -> usize {
-    let now = epoch_now();
-    let blocks: Vec<Block> = state
-        .active(now)
-        .iter()
-        .map(|r| Block {
-            addr: r.addr,
-            timeout: r
-                .expires
-                .map(|e| Duration::from_secs(e.saturating_sub(now).max(1))),
-        })
-        .collect();
+fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
+    blocks.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Re-adds every standing block with the time it has left.
+fn restore(fw: &mut impl Firewall, book: &mut Blocks) -> usize {
+    let blocks = book.restore(epoch_now());
     if blocks.is_empty() {
         return 0;
     }
-    let report = nft.add_blocks(&blocks);
-    for (addr, e) in &report.failed {
-        tracing::error!("adminalert: ERROR: could not restore the block of {addr}: {e}");
+    let report = fw.add_blocks(&blocks);
+    for (net, e) in report.failed.iter().take(10) {
+        tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
     }
     report.written
 }
 
-fn apply_sets(nft: &mut Nft, cfg: &Config, ignore: &IgnoreList) -> Result<(), FirewallError> {
-    nft.sync_allow(ignore.nets())?;
-    nft.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
+fn apply_sets(fw: &mut impl Firewall, cfg: &Config, protected: &IgnoreList) -> Result<(), FirewallError> {
+    fw.sync_allow(protected.nets())?;
+    fw.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
     tracing::info!(
         "watching TCP ({:?}): {} ports, UDP ({:?}): {} ports; never blocked: {}",
         cfg.tcp.mode,
         cfg.tcp.ports.len(),
         cfg.udp.mode,
         cfg.udp.ports.len(),
-        join(ignore.nets())
+        summary(protected.nets())
     );
     tracing::debug!("TCP ports: {}", ports::compact(&cfg.tcp.ports));
     for (proto, watched) in [(Proto::Tcp, &cfg.tcp.ports), (Proto::Udp, &cfg.udp.ports)] {
@@ -498,11 +570,16 @@ fn intersect(a: &PortSet, b: &PortSet) -> PortSet {
     out
 }
 
-fn preferred(cfg: &Config) -> Option<Steering> {
-    match cfg.steering {
-        SteeringChoice::Auto => None,
-        SteeringChoice::Native => Some(Steering::Native),
-        SteeringChoice::Compat => Some(Steering::Compat),
+fn table_spec(cfg: &Config) -> TableSpec {
+    TableSpec {
+        queue: cfg.queue_num,
+        queues: 1,
+        steering: match cfg.steering {
+            SteeringChoice::Auto => None,
+            SteeringChoice::Native => Some(Steering::Native),
+            SteeringChoice::Compat => Some(Steering::Compat),
+        },
+        log: None,
     }
 }
 
@@ -518,15 +595,21 @@ fn mode_name(mode: WatchMode, proto: Proto) -> &'static str {
 
 fn settings(cfg: &Config) -> Settings {
     Settings {
+        resolve_host: cfg.resolve_host,
+        tcp_mode: mode_name(cfg.tcp.mode, Proto::Tcp),
+        udp_mode: mode_name(cfg.udp.mode, Proto::Udp),
+        actions: !cfg.actions.is_empty(),
+        ipv6_prefix: cfg.ipv6_prefix,
+    }
+}
+
+fn policy_config(cfg: &Config) -> PolicyConfig {
+    PolicyConfig {
         timeout: cfg.block_timeout,
         repeat_factor: cfg.repeat_factor,
         max_timeout: cfg.max_timeout,
         max_blocked: cfg.max_blocked,
         max_per_second: cfg.max_per_second,
-        resolve_host: cfg.resolve_host,
-        tcp_mode: mode_name(cfg.tcp.mode, Proto::Tcp),
-        udp_mode: mode_name(cfg.udp.mode, Proto::Udp),
-        actions: !cfg.actions.is_empty(),
     }
 }
 
@@ -549,12 +632,12 @@ fn detector_config(cfg: &Config) -> DetectorConfig {
         window: cfg.window,
         tcp: cfg.block_tcp,
         udp: cfg.block_udp,
-        // A source stays "acted on" as long as its first block lasts (a century for permanent).
-        hold: cfg
-            .block_timeout
-            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+        // A source stays "acted on" as long as its first block lasts (a century for
+        // permanent); one whose block could not be made is handed back at once.
+        hold: cfg.block_timeout.unwrap_or(crate::policy::MAX_TIMEOUT),
         max_sources: cfg.max_sources,
         score: cfg.score,
+        ipv6_prefix: cfg.ipv6_prefix,
     }
 }
 
@@ -566,33 +649,49 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonErro
         .map_err(|e| DaemonError::Setup(format!("thread {name}: {e}")))
 }
 
-/// The host's own addresses, its default gateways and its resolvers: never blocked, so a
-/// scan spoofed from any of them cannot cut the host off.
-fn local_addresses() -> Vec<IpAddr> {
-    let mut v = host::local_addresses().unwrap_or_else(|e| {
-        tracing::error!("adminalert: ERROR: cannot list local addresses: {e}");
-        Vec::new()
-    });
-    v.extend(host::default_gateways());
-    v.extend(host::resolvers());
-    v.sort();
-    v.dedup();
-    v
+/// The ignore file's entries, with each bad line reported; an unreadable file keeps the
+/// entries read before (`previous`).
+fn ignore_entries(file: Option<IgnoreFile>, previous: &[IpNet]) -> Vec<IpNet> {
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    for e in &file.errors {
+        tracing::error!("adminalert: ERROR: ignore file: {e}; line skipped");
+    }
+    match file.unreadable {
+        Some(why) if previous.is_empty() => {
+            tracing::error!("adminalert: ERROR: ignore file: {why}; continuing without it");
+            Vec::new()
+        }
+        Some(why) => {
+            tracing::error!(
+                "adminalert: ERROR: ignore file: {why}; keeping the {} entries read before",
+                previous.len()
+            );
+            previous.to_vec()
+        }
+        None => file.nets,
+    }
 }
 
-/// Configured addresses, the ignore file, the host's own addresses and the addresses that
-/// are always protected.
-fn build_ignore(cfg: &Config, local: &[IpAddr]) -> IgnoreList {
-    let mut list = IgnoreList::new(always_protected());
-    list.extend(cfg.ignore.iter().copied());
-    if let Some(path) = &cfg.ignore_file {
-        match read_ignore_file(path) {
-            Ok(nets) => list.extend(nets),
-            Err(e) => tracing::error!("adminalert: ERROR: ignore file: {e}; continuing without it"),
-        }
+/// Everything never blocked: the configured addresses, the ignore file, the host's own
+/// addresses, gateways and resolvers, and what is always protected.
+fn protected(cfg: &Config, ignore_file: &[IpNet], infra: &Infrastructure) -> IgnoreList {
+    let mut nets = always_protected();
+    nets.extend(cfg.ignore.iter().copied());
+    nets.extend(ignore_file.iter().copied());
+    nets.extend(infra.all().map(IpNet::from));
+    IgnoreList::new(nets)
+}
+
+/// At most 20 entries, then a count: an ignore file of 160,000 lines is not one log line.
+fn summary(nets: &[IpNet]) -> String {
+    let shown = join(&nets[..nets.len().min(20)]);
+    if nets.len() > 20 {
+        format!("{shown} and {} more", nets.len() - 20)
+    } else {
+        shown
     }
-    list.extend(local.iter().copied().map(IpNet::from));
-    list
 }
 
 fn join<T: ToString>(items: &[T]) -> String {

@@ -1,8 +1,9 @@
 //! The pure core: probes in, decisions out, time passed in. No I/O, no clock, no allocation
 //! per probe once the source table has reached its capacity.
 
-use crate::ignore::{canonical, IgnoreList};
+use crate::ignore::{block_key, canonical, IgnoreList};
 use crate::probe::{Probe, Proto};
+use ipnet::IpNet;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -36,6 +37,9 @@ pub struct DetectorConfig {
     /// When non-zero, act on a weighted count of distinct ports instead of `trigger`
     /// (scanlogd-style: a port below 1024 weighs `LOW_PORT_WEIGHT`, others 1).
     pub score: u32,
+    /// IPv6 sources are counted by this prefix, as they are blocked: rotating addresses
+    /// inside one subscriber's network is one source.
+    pub ipv6_prefix: u8,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -139,9 +143,9 @@ pub struct Detector {
     ignore: IgnoreList,
     /// Keyed with a random per-process seed: sources are attacker-chosen, so the table must
     /// resist collision floods (HashDoS); ahash does at a fraction of SipHash's cost.
-    sources: HashMap<IpAddr, Source, ahash::RandomState>,
+    sources: HashMap<IpNet, Source, ahash::RandomState>,
     /// Insertion order, for evicting the oldest source when the table is full.
-    order: VecDeque<IpAddr>,
+    order: VecDeque<IpNet>,
     /// Time zero for the per-source timestamps.
     epoch: Instant,
 }
@@ -173,7 +177,9 @@ impl Detector {
 
     pub fn observe(&mut self, probe: &Probe, now: Instant) -> Decision {
         let src = canonical(probe.src);
-        if self.ignore.contains(src) {
+        // Only a packet addressed to one of the host's own addresses is a probe (the
+        // ruleset filters the rest; this holds whatever ruleset steered the packet).
+        if self.ignore.contains(src) || !unicast(probe.dst) {
             return Decision::Pass;
         }
         if !probe.kind.is_scan() {
@@ -187,7 +193,8 @@ impl Detector {
         let window = millis(self.cfg.window);
         let hold = millis(self.cfg.hold);
         let now = millis(now.saturating_duration_since(self.epoch));
-        let s = self.entry(src, now);
+        let key = self.key(src);
+        let s = self.entry(key, now);
         if s.acted_until != 0 {
             if now < s.acted_until {
                 return Decision::Repeat;
@@ -217,17 +224,27 @@ impl Detector {
         }
     }
 
+    /// The key a source is counted (and blocked) under.
+    pub fn key(&self, addr: IpAddr) -> IpNet {
+        block_key(addr, self.cfg.ipv6_prefix, &self.ignore)
+    }
+
     /// Undo an `Act` whose action could not be queued, so the next probe tries again.
     pub fn retract(&mut self, src: IpAddr) {
-        if let Some(s) = self.sources.get_mut(&canonical(src)) {
+        let key = self.key(src);
+        if let Some(s) = self.sources.get_mut(&key) {
             s.acted_until = 0;
         }
     }
 
-    /// Forget that a source was acted on (an administrator unblocked it).
-    pub fn forget(&mut self, src: IpAddr) {
-        if let Some(s) = self.sources.get_mut(&canonical(src)) {
-            s.reset(s.first_hit);
+    /// Forget that a source was acted on: it was unblocked, or its block could not be
+    /// made. Its next probe is looked at afresh.
+    pub fn forget(&mut self, net: IpNet) {
+        let keys = [net, self.key(net.addr())];
+        for k in keys {
+            if let Some(s) = self.sources.get_mut(&k) {
+                s.reset(s.first_hit);
+            }
         }
     }
 
@@ -237,7 +254,7 @@ impl Detector {
     }
 
     /// The source's state; one hash lookup for a known source (the common case).
-    fn entry(&mut self, src: IpAddr, now: u64) -> &mut Source {
+    fn entry(&mut self, src: IpNet, now: u64) -> &mut Source {
         // Make room first, so the new entry is never the one evicted.
         if self.sources.len() >= self.cfg.max_sources.max(1) && !self.sources.contains_key(&src) {
             if let Some(old) = self.order.pop_front() {
@@ -251,6 +268,14 @@ impl Detector {
                 v.insert(Source::new(now))
             }
         }
+    }
+}
+
+/// Whether `dst` is one host's address: not multicast, not the limited broadcast.
+fn unicast(dst: IpAddr) -> bool {
+    match canonical(dst) {
+        IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast() && !a.is_unspecified(),
+        IpAddr::V6(a) => !a.is_multicast() && !a.is_unspecified(),
     }
 }
 
@@ -269,6 +294,7 @@ mod tests {
             hold: Duration::from_secs(3600),
             max_sources: 1000,
             score: 0,
+            ipv6_prefix: 64,
         }
     }
 
@@ -393,6 +419,37 @@ mod tests {
             d.observe(&probe("127.0.0.9", 1, ScanKind::Syn), now),
             Decision::Pass
         );
+    }
+
+    #[test]
+    fn broadcast_and_multicast_packets_are_not_probes() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let now = Instant::now();
+        for dst in ["255.255.255.255", "224.0.0.1", "ff02::1", "::ffff:224.0.0.9"] {
+            let p = Probe {
+                dst: dst.parse().unwrap(),
+                ..probe("192.0.2.2", 9, ScanKind::Udp)
+            };
+            assert_eq!(d.observe(&p, now), Decision::Pass, "{dst}");
+        }
+        assert_eq!(d.tracked(), 0);
+    }
+
+    #[test]
+    fn rotating_through_an_ipv6_prefix_is_one_source_and_mapped_is_v4() {
+        let mut d = Detector::new(cfg(3), ignore());
+        let now = Instant::now();
+        for (i, a) in ["2001:db8:7::1", "2001:db8:7::2", "2001:db8:7::3"].iter().enumerate() {
+            let dec = d.observe(&probe(a, 10 + i as u16, ScanKind::Syn), now);
+            assert_eq!(matches!(dec, Decision::Act { .. }), i == 2, "{a}: {dec:?}");
+        }
+        let mut d = Detector::new(cfg(2), ignore());
+        d.observe(&probe("::ffff:198.18.0.9", 1, ScanKind::Syn), now);
+        assert!(matches!(
+            d.observe(&probe("198.18.0.9", 2, ScanKind::Syn), now),
+            Decision::Act { .. }
+        ));
+        assert_eq!(d.tracked(), 1);
     }
 
     #[test]

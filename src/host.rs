@@ -1,90 +1,237 @@
-//! The host's own addresses, which must never be blocked.
+//! The host's own infrastructure, which must never be blocked: its addresses, the gateways
+//! of its routes (every table, multipath next hops included), and its resolvers (the
+//! upstream ones too when systemd-resolved stands in front). Read over rtnetlink; a
+//! `Watch` says when addresses or routes change.
 
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteVia};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::io;
 use std::net::IpAddr;
 
-/// Every address configured on an interface of this network namespace.
-pub fn local_addresses() -> std::io::Result<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let sa = (*cur).ifa_addr;
-            if !sa.is_null() {
-                match i32::from((*sa).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(sa as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(sa as *const libc::sockaddr_in6);
-                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+/// Where resolvers are listed: the system's file, and systemd-resolved's list of the real
+/// upstream servers (the first only names its own stub, 127.0.0.53).
+pub const RESOLV_FILES: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
+
+/// What the host depends on, each list sorted and without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Infrastructure {
+    pub addresses: Vec<IpAddr>,
+    pub gateways: Vec<IpAddr>,
+    pub resolvers: Vec<IpAddr>,
 }
 
-/// Default gateways (IPv4 and IPv6): a spoofed scan "from the router" must not cut the
-/// host off.
-pub fn default_gateways() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    if let Ok(t) = std::fs::read_to_string("/proc/net/route") {
-        out.extend(parse_route_v4(&t));
+impl Infrastructure {
+    /// Reads it all now.
+    pub fn read() -> io::Result<Infrastructure> {
+        let mut nl = Rtnl::open()?;
+        let mut i = Infrastructure {
+            addresses: nl.addresses()?,
+            gateways: nl.gateways()?,
+            resolvers: RESOLV_FILES
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .flat_map(|t| parse_resolv_conf(&t))
+                .collect(),
+        };
+        for v in [&mut i.addresses, &mut i.gateways, &mut i.resolvers] {
+            v.sort();
+            v.dedup();
+        }
+        Ok(i)
     }
-    if let Ok(t) = std::fs::read_to_string("/proc/net/ipv6_route") {
-        out.extend(parse_route_v6(&t));
+
+    pub fn all(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses
+            .iter()
+            .chain(&self.gateways)
+            .chain(&self.resolvers)
+            .copied()
+    }
+}
+
+struct Rtnl {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    fn open() -> io::Result<Rtnl> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        set_timeout(&sock)?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
+    fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq += 1;
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        hdr.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+        let mut out = Vec::new();
+        loop {
+            let (bytes, _) = self.sock.recv_from_full()?;
+            let mut at = 0;
+            while at < bytes.len() {
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = m.header.length as usize;
+                if m.header.sequence_number == self.seq {
+                    match m.payload {
+                        NetlinkPayload::Done(_) => return Ok(out),
+                        NetlinkPayload::Error(e) => {
+                            return Err(e.code.map_or_else(
+                                || io::Error::other("netlink error"),
+                                |c| io::Error::from_raw_os_error(-c.get()),
+                            ))
+                        }
+                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        _ => {}
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                at += len.next_multiple_of(4);
+            }
+        }
+    }
+
+    fn addresses(&mut self) -> io::Result<Vec<IpAddr>> {
+        let msgs = self.dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .flat_map(address_of)
+            .collect())
+    }
+
+    fn gateways(&mut self) -> io::Result<Vec<IpAddr>> {
+        // A dump without a table filter lists every table (policy routing included).
+        let msgs = self.dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .flat_map(|r| gateways_of(&r.attributes))
+            .collect())
+    }
+}
+
+/// The address of an RTM_NEWADDR: IFA_LOCAL where present (point-to-point links put the
+/// peer in IFA_ADDRESS), else IFA_ADDRESS.
+fn address_of(a: &AddressMessage) -> Option<IpAddr> {
+    let local = a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+/// Every next hop of a route: RTA_GATEWAY, RTA_VIA (an IPv4 route through an IPv6 next
+/// hop), and those of each path of a multipath route.
+fn gateways_of(attrs: &[RouteAttribute]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for a in attrs {
+        match a {
+            RouteAttribute::Gateway(g) => out.extend(route_addr(g)),
+            RouteAttribute::Via(RouteVia::Inet(v)) => out.push(IpAddr::V4(*v)),
+            RouteAttribute::Via(RouteVia::Inet6(v)) => out.push(IpAddr::V6(*v)),
+            RouteAttribute::MultiPath(hops) => {
+                for h in hops {
+                    out.extend(gateways_of(&h.attributes));
+                }
+            }
+            _ => {}
+        }
     }
     out
 }
 
-/// /proc/net/route: Iface Destination Gateway … in host-order hex.
-pub fn parse_route_v4(text: &str) -> Vec<IpAddr> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 3 || f[1] != "00000000" {
-                return None;
-            }
-            let gw = u32::from_str_radix(f[2], 16).ok().filter(|g| *g != 0)?;
-            Some(IpAddr::from(gw.to_le_bytes()))
-        })
-        .collect()
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
 }
 
-/// /proc/net/ipv6_route: dest, dest prefix, src, src prefix, next hop, … as hex.
-pub fn parse_route_v6(text: &str) -> Vec<IpAddr> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || f[0] != "00000000000000000000000000000000" || f[1] != "00" {
-                return None;
-            }
-            let hop = u128::from_str_radix(f[4], 16).ok().filter(|h| *h != 0)?;
-            Some(IpAddr::from(hop.to_be_bytes()))
-        })
-        .collect()
+fn set_timeout(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a timeval on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
-/// The resolvers in /etc/resolv.conf.
-pub fn resolvers() -> Vec<IpAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| parse_resolv_conf(&t))
-        .unwrap_or_default()
+/// Address and route changes, as the kernel announces them.
+pub struct Watch {
+    sock: Socket,
+}
+
+impl Watch {
+    pub fn open() -> io::Result<Watch> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        let groups = libc::RTMGRP_IPV4_IFADDR
+            | libc::RTMGRP_IPV6_IFADDR
+            | libc::RTMGRP_IPV4_ROUTE
+            | libc::RTMGRP_IPV6_ROUTE;
+        sock.bind(&SocketAddr::new(0, groups as u32))?;
+        sock.set_non_blocking(true)?;
+        Ok(Watch { sock })
+    }
+
+    /// Whether anything was announced since the last call (never waits). A lost
+    /// announcement (ENOBUFS: a burst overran the socket) counts as a change.
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        // Bounded: a link flapping faster than we read cannot keep us here.
+        for _ in 0..1024 {
+            match self.sock.recv(&mut &mut buf[..], 0) {
+                Ok(0) => break,
+                Ok(_) => changed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => changed = true,
+            }
+        }
+        changed
+    }
 }
 
 pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
@@ -144,36 +291,42 @@ fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
+    use super::*;
 
     #[test]
     fn loopback_is_listed() {
-        let addrs = super::local_addresses().unwrap();
-        assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+        let i = Infrastructure::read().unwrap();
+        assert!(i.addresses.iter().any(|a| a.is_loopback()), "{i:?}");
     }
 
     #[test]
-    fn gateways_and_resolvers_parse() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\n\
-                  eth0\t00000000\tFE0200C0\t0003\n\
-                  eth0\t000200C0\t00000000\t0001\n";
-        assert_eq!(
-            super::parse_route_v4(v4),
-            vec!["192.0.2.254".parse::<IpAddr>().unwrap()]
-        );
-        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db80000000000000000000000fe 00000400 00000001 00000000 00000003 eth0\n\
-                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
-        assert_eq!(
-            super::parse_route_v6(v6),
-            vec!["2001:db8::fe".parse::<IpAddr>().unwrap()]
-        );
+    fn multipath_and_via_next_hops_are_gateways() {
+        use netlink_packet_route::route::RouteNextHop;
+        let hop = |a: &str| {
+            let mut h = RouteNextHop::default();
+            h.attributes = vec![RouteAttribute::Gateway(RouteAddress::from(
+                a.parse::<IpAddr>().unwrap(),
+            ))];
+            h
+        };
+        let attrs = vec![
+            RouteAttribute::Table(100),
+            RouteAttribute::MultiPath(vec![hop("192.0.2.253"), hop("192.0.2.254")]),
+            RouteAttribute::Via(RouteVia::Inet6("fe80::1".parse().unwrap())),
+        ];
+        let got: Vec<String> = gateways_of(&attrs).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["192.0.2.253", "192.0.2.254", "fe80::1"]);
+    }
+
+    #[test]
+    fn resolvers_parse() {
         let rc = "# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example\n";
-        assert_eq!(super::parse_resolv_conf(rc).len(), 2);
+        assert_eq!(parse_resolv_conf(rc).len(), 2);
     }
 
     #[test]
     fn localhost_resolves_by_hosts_file() {
-        let name = super::reverse_name("127.0.0.1".parse().unwrap());
+        let name = reverse_name("127.0.0.1".parse().unwrap());
         assert!(name.is_some_and(|n| n.contains("localhost")));
     }
 }

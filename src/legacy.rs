@@ -228,12 +228,15 @@ pub fn import(
     let _ = writeln!(out, "[ignore]");
     let mut addrs: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()];
     if let Some((path, text)) = ignore {
-        let nets = parse_ignore_file(path, text).map_err(|e| LegacyError {
-            path: e.path,
-            line: e.line,
-            message: format!("{}: '{}'", e.message, e.text),
-        })?;
-        for n in nets {
+        let file = parse_ignore_file(path, text);
+        if let Some(e) = file.errors.into_iter().next() {
+            return Err(LegacyError {
+                path: e.path,
+                line: e.line,
+                message: format!("{}: '{}'", e.message, e.text),
+            });
+        }
+        for n in file.nets {
             let s = n.to_string();
             if s != "0.0.0.0/32" && !addrs.contains(&s) {
                 addrs.push(s);

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod packet;
+pub mod policy;
 pub mod ports;
 pub mod privileges;
 pub mod probe;

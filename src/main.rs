@@ -1,8 +1,7 @@
 use clap::{CommandFactory, Parser};
 use portsentry::cli::{Cli, Command, ConfigArg};
-use portsentry::config::{Config, ConfigError};
+use portsentry::config::{parse_duration, Config, ConfigError};
 use portsentry::ports::compact;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,25 +13,37 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(c) => {
             let _logging = portsentry::logging::init(cli.verbose > 0, false);
-            match load(&c) {
-                Ok(cfg) => {
+            match Config::load_trusted(c.config.as_deref()) {
+                Ok((cfg, ignore)) => {
                     print_summary(&cfg);
-                    ExitCode::SUCCESS
+                    // The daemon skips a bad ignore line and goes on; a check says so.
+                    let mut bad = false;
+                    if let Some(f) = ignore {
+                        for e in &f.errors {
+                            eprintln!("{e}");
+                        }
+                        if let Some(why) = &f.unreadable {
+                            eprintln!("ignore file: {why}");
+                        }
+                        bad = !f.errors.is_empty() || f.unreadable.is_some();
+                        println!("  ignore file: {} entries, {} bad lines", f.nets.len(), f.errors.len());
+                    }
+                    if bad {
+                        ExitCode::from(EX_CONFIG)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => config_error(&e),
             }
         }
         Command::Run(c) => {
-            let cfg = match load(&c) {
-                Ok(cfg) => cfg,
+            let (cfg, ignore) = match Config::load_trusted(c.config.as_deref()) {
+                Ok(loaded) => loaded,
                 Err(e) => return config_error(&e),
             };
-            if let Some(msg) = cfg.source.as_deref().and_then(unsafe_permissions) {
-                eprintln!("{msg}");
-                return ExitCode::from(EX_CONFIG);
-            }
             let logging = portsentry::logging::init(cli.verbose > 0, cfg.syslog);
-            match portsentry::daemon::run(cfg, &logging) {
+            match portsentry::daemon::run(cfg, ignore, &logging) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("adminalert: ERROR: {e}");
@@ -48,16 +59,14 @@ fn main() -> ExitCode {
             timeout,
             config,
         } => {
-            let t = match timeout.as_deref() {
+            let t = match timeout.as_deref().map(|t| parse_duration(t, true)) {
                 None => String::new(),
-                Some("0") => " permanent".into(),
-                Some(t) => match humantime::parse_duration(t) {
-                    Ok(d) if d.as_secs() > 0 => format!(" {}", d.as_secs()),
-                    _ => {
-                        eprintln!("--timeout: '{t}' is not a duration like 90s, 2h or 7d");
-                        return ExitCode::from(2);
-                    }
-                },
+                Some(Ok(None)) => " permanent".into(),
+                Some(Ok(Some(d))) => format!(" {}", d.as_secs()),
+                Some(Err(e)) => {
+                    eprintln!("--timeout: {e}");
+                    return ExitCode::from(2);
+                }
             };
             control(&config, format!("block {addr}{t}"))
         }
@@ -88,19 +97,6 @@ fn load(c: &ConfigArg) -> Result<Config, ConfigError> {
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EX_CONFIG)
-}
-
-/// A configuration that others can write could make the daemon run their commands as root.
-fn unsafe_permissions(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    (meta.mode() & 0o022 != 0 || meta.uid() != unsafe { libc::geteuid() }).then(|| {
-        format!(
-            "{}: refusing a configuration that is writable by group or others, or not owned by the user running portsentry (mode {:o}, owner {}): it names commands run as root",
-            path.display(),
-            meta.mode() & 0o7777,
-            meta.uid()
-        )
-    })
 }
 
 fn control(c: &ConfigArg, request: String) -> ExitCode {

@@ -1,6 +1,7 @@
 //! Bytes from the queue → `Probe`. Pure, allocation-free, and total: any input either yields
 //! a probe or a reason it does not, never a panic (hostile bytes land here first).
 
+use crate::ignore::canonical;
 use crate::probe::{Probe, Proto, ScanKind, TcpFlags};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use std::net::IpAddr;
@@ -53,9 +54,11 @@ pub fn parse(bytes: &[u8]) -> Result<Probe, Unparsed> {
         Proto::Tcp => ScanKind::classify_tcp(flags),
         Proto::Udp => ScanKind::Udp,
     };
+    // An IPv4-mapped address is the IPv4 host: say so once, here, so the detector, the
+    // block sets, the logs and `unblock` all see one address.
     Ok(Probe {
-        src,
-        dst,
+        src: canonical(src),
+        dst: canonical(dst),
         proto,
         src_port,
         dst_port,
@@ -188,6 +191,18 @@ mod tests {
         assert_eq!(p.src.to_string(), "2001:db8::2");
         assert_eq!(p.proto, Proto::Udp);
         assert_eq!(p.dst_port, 161);
+    }
+
+    #[test]
+    fn ipv4_mapped_sources_are_read_as_ipv4() {
+        let mut src = [0u8; 16];
+        src[10..].copy_from_slice(&[0xff, 0xff, 192, 0, 2, 2]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        dst[15] = 1;
+        let p = parse(&udp6(src, dst, 9)).unwrap();
+        assert_eq!(p.src, "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert!(p.src.is_ipv4());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::ignore::IgnoreList;
 use crate::packet;
 use crate::probe::Probe;
 use crate::stats::Stats;
-use std::net::IpAddr;
+use ipnet::IpNet;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
@@ -34,8 +34,9 @@ const WAKE_EVERY: u32 = 256;
 #[derive(Debug)]
 pub enum Control {
     Reconfigure(DetectorConfig, IgnoreList),
-    /// An administrator unblocked this address: the next probe from it acts again.
-    Forget(IpAddr),
+    /// This network is not blocked (unblocked, or the block could not be made): the next
+    /// probe from it is looked at afresh.
+    Forget(IpNet),
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -9,6 +9,7 @@ use crate::probe::Probe;
 use crate::ratelimit::RateLimit;
 use crate::repeats::{Repeats, Summary};
 use crate::responder::Settings;
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -26,11 +27,14 @@ pub enum Outcome {
     Reported,
     /// Handed to the command (the actions thread says how that went).
     Command,
-    /// In the block set, for the `count`-th time.
+    /// In the block set as `key` (the address, or its IPv6 prefix), for the `count`-th time.
     Blocked {
+        key: IpNet,
         timeout: Option<Duration>,
         count: u32,
     },
+    /// Already inside a wider block.
+    Covered(IpNet),
     /// The kernel refused the block.
     Failed(String),
     /// Not blocked: the caps on blocks were reached (the responder logs those).
@@ -183,32 +187,53 @@ impl Reporter {
             if p.ip_options {
                 self.line(now, || alert::ip_options_line(p, &host()));
             }
-            match outcome {
-                Outcome::Reported => self.line(now, || alert::ignoring_response_line(p.proto)),
-                Outcome::Command | Outcome::Refused => {}
+            // 1.2 wrote the history (and blocked-file) line for every source it acted on,
+            // whatever BLOCK_TCP/BLOCK_UDP said: fail2ban jails read it in log-only setups.
+            let acted = match outcome {
+                Outcome::Reported => {
+                    self.line(now, || alert::ignoring_response_line(p.proto));
+                    true
+                }
+                Outcome::Command => true,
+                Outcome::Refused => false,
+                Outcome::Covered(_) => {
+                    self.line(now, || alert::already_blocked_line(&host()));
+                    false
+                }
                 Outcome::Failed(e) => {
-                    tracing::error!("adminalert: ERROR: could not block host {}: {e}", p.src)
+                    tracing::error!(
+                        "adminalert: ERROR: could not block host {}: {e}; will try again",
+                        p.src
+                    );
+                    false
                 }
-                Outcome::Blocked { timeout, count } => {
-                    self.line(now, || blocked_line(p.src, *timeout, *count));
-                    // Reports mostly come a second at a time: convert each second once.
-                    let t = match local_time {
-                        Some((s, t)) if s == at => t,
-                        _ => {
-                            let t = LocalTime::from_epoch(at as i64);
-                            local_time = Some((at, t));
-                            t
-                        }
-                    };
-                    history.push_str(&alert::history_line(
-                        at as i64,
-                        t,
-                        &host(),
-                        p.dst_port,
-                        p.proto,
-                    ));
-                    history.push('\n');
+                Outcome::Blocked {
+                    key,
+                    timeout,
+                    count,
+                } => {
+                    self.line(now, || blocked_line(p.src, *key, *timeout, *count));
+                    true
                 }
+            };
+            if acted {
+                // Reports mostly come a second at a time: convert each second once.
+                let t = match local_time {
+                    Some((s, t)) if s == at => t,
+                    _ => {
+                        let t = LocalTime::from_epoch(at as i64);
+                        local_time = Some((at, t));
+                        t
+                    }
+                };
+                history.push_str(&alert::history_line(
+                    at as i64,
+                    t,
+                    &host(),
+                    p.dst_port,
+                    p.proto,
+                ));
+                history.push('\n');
             }
         }
         // Repeats: 1.2's line for a source's first, then only counts (see repeats.rs).
@@ -281,19 +306,24 @@ fn host_field(addr: IpAddr, settings: &Settings) -> String {
     alert::host_field(addr, name.as_deref())
 }
 
-fn blocked_line(addr: IpAddr, timeout: Option<Duration>, count: u32) -> String {
-    let set = if addr.is_ipv4() {
+fn blocked_line(addr: IpAddr, key: IpNet, timeout: Option<Duration>, count: u32) -> String {
+    let set = if key.addr().is_ipv4() {
         "blocked4"
     } else {
         "blocked6"
     };
     let t = timeout.map_or("permanent".to_string(), |t| format!("{}s", t.as_secs()));
+    let net = if key.prefix_len() < key.max_prefix_len() {
+        format!(" ({key})")
+    } else {
+        String::new()
+    };
     let again = if count > 1 {
         format!(" (block number {count})")
     } else {
         String::new()
     };
-    format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\" timeout: {t}{again}")
+    format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\"{net} timeout: {t}{again}")
 }
 
 fn open_log(path: &Path, truncate: bool) -> Option<File> {

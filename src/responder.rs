@@ -1,60 +1,42 @@
-//! Off the packet path: turns decisions into blocks (one batch for everything waiting),
-//! records them in the block state, hands actions to the actions thread, and tells the
-//! reporter what became of each source. Nothing here waits on a log or a name lookup.
+//! Off the packet path: turns decisions into blocks (one batch for everything waiting, the
+//! block policy deciding what to write), retries the blocks the kernel refused, hands
+//! actions to the actions thread, and tells the reporter what became of each source.
+//! Nothing here waits on a log or a name lookup.
 
 use crate::actions::Job;
 use crate::alert;
 use crate::detector::{Action, Decision};
-use crate::firewall::{Block, Firewall};
+use crate::firewall::Firewall;
+use crate::ignore::block_key;
+use crate::policy::{Blocks, Origin, Outcome as Done, Refusal, Want};
 use crate::probe::Proto;
 use crate::queue::{Control, Event, Handoff};
 use crate::reporter::{Outcome, Report, ReportSender};
-use crate::state::{BlockState, Record};
 use crate::stats::Stats;
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What a reload may change; read once per batch.
+/// What a reload may change and the threads off the packet path read: once per batch.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// First block's timeout; `None` = permanent.
-    pub timeout: Option<Duration>,
-    /// Each further block of the same address lasts this many times longer (1 = off).
-    pub repeat_factor: u32,
-    pub max_timeout: Option<Duration>,
-    /// Most addresses blocked at once (spoofed floods cannot fill the kernel).
-    pub max_blocked: usize,
-    /// Most new blocks per second.
-    pub max_per_second: u32,
     pub resolve_host: bool,
     /// 1.2's $MODE$ per protocol.
     pub tcp_mode: &'static str,
     pub udp_mode: &'static str,
     /// Any command, hosts.deny line or route configured.
     pub actions: bool,
-}
-
-impl Settings {
-    /// The timeout for the `count`-th block of an address.
-    pub fn timeout_for(&self, count: u32) -> Option<Duration> {
-        let base = self.timeout?;
-        let factor =
-            u64::from(self.repeat_factor.max(1)).saturating_pow(count.saturating_sub(1).min(32));
-        let t = Duration::from_secs(base.as_secs().saturating_mul(factor));
-        Some(match self.max_timeout {
-            Some(max) if self.repeat_factor > 1 => t.min(max.max(base)),
-            _ => t,
-        })
-    }
+    /// IPv6 blocks cover this prefix.
+    pub ipv6_prefix: u8,
 }
 
 pub struct Shared {
     pub settings: Arc<RwLock<Settings>>,
-    pub state: Arc<Mutex<BlockState>>,
+    pub blocks: Arc<Mutex<Blocks>>,
     pub stats: Arc<Stats>,
     pub control: Sender<Control>,
 }
@@ -65,8 +47,6 @@ pub struct Responder<F: Firewall> {
     /// To the reporter thread: never waited on (a full queue drops and counts).
     reports: ReportSender,
     actions: Option<SyncSender<Job>>,
-    /// Start of the current one-second window and the new blocks made in it.
-    rate: (Option<Instant>, u32),
     last_cap_log: Option<Instant>,
     /// Whether any action is configured (read once per batch): no job, no wake-up otherwise.
     actions_enabled: bool,
@@ -76,6 +56,8 @@ pub struct Responder<F: Firewall> {
 const MAX_BATCH: usize = 100_000;
 /// Longest a block waits for others to share its transaction.
 const MAX_WAIT: Duration = Duration::from_millis(2);
+/// How often refused blocks are looked at while some wait for a retry.
+const RETRY_TICK: Duration = Duration::from_secs(1);
 
 impl<F: Firewall> Responder<F> {
     pub fn new(
@@ -89,7 +71,6 @@ impl<F: Firewall> Responder<F> {
             shared,
             reports,
             actions,
-            rate: (None, 0),
             last_cap_log: None,
             actions_enabled: true,
         }
@@ -98,14 +79,20 @@ impl<F: Firewall> Responder<F> {
     /// Sleeps until woken, takes every waiting event, handles them as one batch: a lone
     /// scanner is blocked at once, a flood in large transactions. After a busy round it
     /// looks again within MAX_WAIT even without a wake, so events that came in under a
-    /// never-empty queue do not wait for the next WAKE_EVERY.
+    /// never-empty queue do not wait for the next WAKE_EVERY. While refused blocks wait,
+    /// it wakes every RETRY_TICK to retry those that are due.
     pub fn run(mut self, handoff: Arc<Handoff>, wake: Receiver<()>) {
         let mut batch = Vec::with_capacity(1024);
         let mut busy = false;
         loop {
-            if busy {
-                let _ = wake.recv_timeout(MAX_WAIT);
-            } else if wake.recv().is_err() {
+            let wait = if busy {
+                MAX_WAIT
+            } else if self.lock().pending() > 0 {
+                RETRY_TICK
+            } else {
+                Duration::MAX
+            };
+            if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(wait) {
                 return; // the packet thread is gone
             }
             while batch.len() < MAX_BATCH {
@@ -115,10 +102,8 @@ impl<F: Firewall> Responder<F> {
                 }
             }
             busy = !batch.is_empty();
-            if busy {
-                self.handle(&batch, Instant::now(), epoch_now());
-                batch.clear();
-            }
+            self.handle(&batch, Instant::now(), epoch_now());
+            batch.clear();
         }
     }
 
@@ -130,85 +115,71 @@ impl<F: Firewall> Responder<F> {
             .clone()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.shared.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn handle(&mut self, batch: &[Event], now: Instant, epoch: u64) {
         let settings = self.settings();
         self.actions_enabled = settings.actions;
 
-        // 1. Blocks first: protection before paperwork.
-        let mut blocks: Vec<Block> = Vec::new();
-        let mut counts: HashMap<IpAddr, u32> = HashMap::new();
-        let mut refused = 0u64;
-        if self
-            .rate
-            .0
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
-        {
-            self.rate = (Some(now), 0);
-        }
-        {
-            let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            let mut room = settings.max_blocked.saturating_sub(state.len());
-            for e in batch {
-                if !matches!(
-                    e.decision,
-                    Decision::Act {
-                        action: Action::Block,
-                        ..
-                    }
-                ) || counts.contains_key(&e.probe.src)
-                {
-                    continue;
+        // 1. Blocks first: protection before paperwork. One want per network.
+        let blocks = self.shared.blocks.clone();
+        let mut book = blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wants: Vec<Want> = Vec::new();
+        let mut want_of: HashMap<IpNet, usize> = HashMap::new();
+        let mut keys: Vec<Option<IpNet>> = vec![None; batch.len()];
+        for (e, k) in batch.iter().zip(&mut keys) {
+            if !matches!(
+                e.decision,
+                Decision::Act {
+                    action: Action::Block,
+                    ..
                 }
-                let known = state.get(e.probe.src);
-                // A re-block of a recorded address takes no new room under the cap.
-                if known.is_none() {
-                    if room == 0 || self.rate.1 >= settings.max_per_second {
-                        refused += 1;
-                        let _ = self.shared.control.send(Control::Forget(e.probe.src));
-                        continue;
-                    }
-                    room -= 1;
-                    self.rate.1 += 1;
-                }
-                let count = known.map_or(1, |r| r.count.saturating_add(1));
-                counts.insert(e.probe.src, count);
-                blocks.push(Block {
-                    addr: e.probe.src,
-                    timeout: settings.timeout_for(count),
-                });
+            ) {
+                continue;
             }
+            let key = block_key(e.probe.src, settings.ipv6_prefix, book.protected());
+            *k = Some(key);
+            want_of.entry(key).or_insert_with(|| {
+                wants.push(Want {
+                    key,
+                    origin: Origin::Scan,
+                    timeout: None,
+                    reason: reason(&e.probe),
+                    probe: Some(e.probe),
+                });
+                wants.len() - 1
+            });
         }
-        if refused > 0
-            && self
-                .last_cap_log
-                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_cap_log = Some(now);
-            tracing::error!(
-                "adminalert: ERROR: {refused} blocks refused by the caps (max_blocked {}, max_per_second {}); their next probes are looked at again",
-                settings.max_blocked,
-                settings.max_per_second
-            );
-        }
-        let mut failed: HashMap<IpAddr, std::io::Error> = HashMap::new();
-        if !blocks.is_empty() {
-            let report = self.fw.add_blocks(&blocks);
-            self.shared
-                .stats
-                .blocks_written
-                .fetch_add(report.written as u64, Relaxed);
-            self.shared
-                .stats
-                .block_failures
-                .fetch_add(report.failed.len() as u64, Relaxed);
-            failed.extend(report.failed);
-        }
+        let fresh = wants.len();
+        wants.extend(book.due(epoch));
+        let done = if wants.is_empty() {
+            Vec::new()
+        } else {
+            self.write(&mut book, &wants, epoch)
+        };
+        let pending = book.pending();
+        drop(book);
+        let stats = self.shared.stats.clone();
 
-        // 2. Remember them, queue the other actions, and tell the reporter.
-        let state_lock = self.shared.state.clone();
-        let mut state = state_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A source that is not blocked must be seen again by detection.
+        let mut refused = 0u64;
+        for (w, d) in wants.iter().zip(&done) {
+            match d {
+                Done::Refused(Refusal::Full | Refusal::Rate) => refused += 1,
+                Done::Refused(Refusal::Protected) | Done::Failed { .. } => {}
+                _ => continue,
+            }
+            let _ = self.shared.control.send(Control::Forget(w.key));
+        }
+        self.log_refusals(refused, now);
+        Stats::set(&stats.blocks_pending, pending as u64);
+
+        // 2. Queue the other actions, and tell the reporter.
         let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
-        for ev in batch {
+        let mut reported: HashMap<IpNet, ()> = HashMap::new();
+        for (ev, key) in batch.iter().zip(&keys) {
             let p = &ev.probe;
             let Decision::Act { action, .. } = ev.decision else {
                 if ev.decision == Decision::Repeat {
@@ -233,27 +204,17 @@ impl<F: Firewall> Responder<F> {
                     self.queue_job(job);
                     Outcome::Command
                 }
-                Action::Block => match (counts.get(&p.src), failed.get(&p.src)) {
-                    (None, _) => Outcome::Refused,
-                    (Some(_), Some(e)) => Outcome::Failed(e.to_string()),
-                    (Some(&count), None) => {
-                        let timeout = settings.timeout_for(count);
-                        state.upsert(Record {
-                            addr: p.src,
-                            since: epoch,
-                            expires: timeout.map(|t| epoch + t.as_secs()),
-                            count,
-                            reason: format!(
-                                "{} to {} port {}",
-                                alert::scan_description(p.kind).trim(),
-                                p.proto.name(),
-                                p.dst_port
-                            ),
-                        });
-                        self.queue_job(job);
-                        Outcome::Blocked { timeout, count }
+                Action::Block => {
+                    let Some((key, &i)) = key.and_then(|k| Some((k, want_of.get(&k)?))) else {
+                        continue;
+                    };
+                    if reported.insert(key, ()).is_some() {
+                        // A second source of one network in the same batch: a repeat.
+                        *repeats.entry(p.src).or_default() += 1;
+                        continue;
                     }
-                },
+                    self.outcome(&done[i], job)
+                }
             };
             self.report(Report::Act {
                 probe: *p,
@@ -261,10 +222,107 @@ impl<F: Firewall> Responder<F> {
                 at: epoch,
             });
         }
-        for (addr, n) in repeats {
-            let blocked = state.get(addr).is_some();
-            self.report(Report::Repeats { addr, n, blocked });
+        // Retried blocks that have now been written: their lines were not written before.
+        for (w, d) in wants[fresh..].iter().zip(&done[fresh..]) {
+            if let (Some(p), Done::Blocked { .. }) = (w.probe, d) {
+                let mode = match p.proto {
+                    Proto::Tcp => settings.tcp_mode,
+                    Proto::Udp => settings.udp_mode,
+                };
+                let job = Job {
+                    addr: p.src,
+                    port: p.dst_port,
+                    proto: p.proto,
+                    mode,
+                    block: true,
+                };
+                let outcome = self.outcome(d, job);
+                self.report(Report::Act {
+                    probe: p,
+                    outcome,
+                    at: epoch,
+                });
+            }
         }
+        if !repeats.is_empty() {
+            let book = self.lock();
+            let reports: Vec<Report> = repeats
+                .into_iter()
+                .map(|(addr, n)| Report::Repeats {
+                    addr,
+                    n,
+                    blocked: book
+                        .covering(block_key(addr, settings.ipv6_prefix, book.protected()))
+                        .is_some(),
+                })
+                .collect();
+            drop(book);
+            for r in reports {
+                self.report(r);
+            }
+        }
+    }
+
+    /// Plans, writes and records `wants`.
+    fn write(&mut self, book: &mut Blocks, wants: &[Want], epoch: u64) -> Vec<Done> {
+        let plan = book.plan(wants, epoch);
+        if !plan.remove.is_empty() {
+            if let Err(e) = self.fw.remove_blocks(&plan.remove) {
+                tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
+            }
+        }
+        let report = self.fw.add_blocks(&plan.add);
+        let stats = &self.shared.stats;
+        stats
+            .blocks_written
+            .fetch_add(report.written as u64, Relaxed);
+        stats
+            .block_failures
+            .fetch_add(report.failed.len() as u64, Relaxed);
+        let failed: HashMap<IpNet, String> = report
+            .failed
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect();
+        book.commit(wants, &plan, &failed, epoch)
+    }
+
+    /// The reporter's view of a block decision; a written block also runs the actions.
+    fn outcome(&self, d: &Done, job: Job) -> Outcome {
+        match d {
+            Done::Blocked {
+                key,
+                timeout,
+                count,
+            } => {
+                self.queue_job(job);
+                Outcome::Blocked {
+                    key: *key,
+                    timeout: *timeout,
+                    count: *count,
+                }
+            }
+            Done::Covered(k) => Outcome::Covered(*k),
+            Done::Refused(_) => Outcome::Refused,
+            Done::Failed { error, .. } => Outcome::Failed(error.clone()),
+        }
+    }
+
+    fn log_refusals(&mut self, refused: u64, now: Instant) {
+        if refused == 0
+            || self
+                .last_cap_log
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_cap_log = Some(now);
+        let cfg = self.lock().config().clone();
+        tracing::error!(
+            "adminalert: ERROR: {refused} blocks refused by the caps (max_blocked {}, max_per_second {}); their next probes are looked at again",
+            cfg.max_blocked,
+            cfg.max_per_second
+        );
     }
 
     fn report(&self, r: Report) {
@@ -283,6 +341,17 @@ impl<F: Firewall> Responder<F> {
             }
         }
     }
+}
+
+/// Why a network was blocked, as `list` shows it.
+fn reason(p: &crate::probe::Probe) -> String {
+    format!(
+        "{} to {} port {} from {}",
+        alert::scan_description(p.kind).trim(),
+        p.proto.name(),
+        p.dst_port,
+        p.src
+    )
 }
 
 pub fn epoch_now() -> u64 {
@@ -318,33 +387,57 @@ pub fn run_actions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::BlockReport;
+    use crate::firewall::memory::Memory;
+    use crate::ignore::IgnoreList;
+    use crate::policy::PolicyConfig;
     use crate::probe::{Probe, ScanKind, TcpFlags};
     use crate::reporter::Reporter;
     use std::io::Write;
 
-    /// Records what it is asked to block; the kernel path is covered by the namespace tests.
-    struct Recorder(Arc<Mutex<Vec<Block>>>);
-    impl Firewall for Recorder {
-        fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport {
-            self.0.lock().unwrap().extend_from_slice(blocks);
-            BlockReport {
-                written: blocks.len(),
-                failed: vec![],
-            }
+    fn policy() -> PolicyConfig {
+        PolicyConfig {
+            timeout: Some(Duration::from_secs(3600)),
+            repeat_factor: 4,
+            max_timeout: Some(Duration::from_secs(86400)),
+            max_blocked: 2,
+            max_per_second: 1000,
         }
     }
 
-    /// Fresh shared state with `settings`, and where the responder's Forget requests go.
-    fn shared(settings: Settings) -> (Shared, Receiver<Control>) {
+    /// Fresh shared state with `policy`, and where the responder's Forget requests go.
+    fn shared(policy: PolicyConfig) -> (Shared, Receiver<Control>) {
         let (control, forgotten) = std::sync::mpsc::channel();
         let shared = Shared {
-            settings: Arc::new(RwLock::new(settings)),
-            state: Arc::new(Mutex::new(BlockState::default())),
+            settings: Arc::new(RwLock::new(settings())),
+            blocks: Arc::new(Mutex::new(Blocks::new(
+                policy,
+                IgnoreList::new(["192.0.2.1/32".parse().unwrap()]),
+            ))),
             stats: Arc::new(Stats::default()),
             control,
         };
         (shared, forgotten)
+    }
+
+    /// A firewall with its table in place.
+    fn firewall() -> Memory {
+        let mut fw = Memory::default();
+        fw.build(&crate::firewall::TableSpec {
+            queue: 0,
+            queues: 1,
+            steering: None,
+            log: None,
+        })
+        .unwrap();
+        fw
+    }
+
+    fn blocked(fw: &Memory) -> Vec<String> {
+        fw.state()
+            .table
+            .as_ref()
+            .map(|t| t.blocked.keys().map(|k| crate::ignore::net_text(*k)).collect())
+            .unwrap_or_default()
     }
 
     /// A report channel nobody reads (these tests look at blocks and state).
@@ -354,15 +447,11 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            timeout: Some(Duration::from_secs(3600)),
-            repeat_factor: 4,
-            max_timeout: Some(Duration::from_secs(86400)),
-            max_blocked: 2,
-            max_per_second: 1000,
             resolve_host: false,
             tcp_mode: "atcp",
             udp_mode: "audp",
             actions: false,
+            ipv6_prefix: 64,
         }
     }
 
@@ -387,21 +476,21 @@ mod tests {
 
     #[test]
     fn new_blocks_per_second_are_capped() {
-        let blocked = Arc::new(Mutex::new(Vec::new()));
-        let (shared, _forgotten) = shared(Settings {
+        let fw = firewall();
+        let (shared, _forgotten) = shared(PolicyConfig {
             max_blocked: 100,
             max_per_second: 3,
-            ..settings()
+            ..policy()
         });
-        let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
         let t0 = Instant::now();
         let batch: Vec<Event> = (1..=5).map(|i| act(&format!("198.18.0.{i}"))).collect();
         r.handle(&batch, t0, 1000);
-        assert_eq!(blocked.lock().unwrap().len(), 3);
+        assert_eq!(blocked(&fw).len(), 3);
         r.handle(&[act("198.18.1.1")], t0 + Duration::from_millis(500), 1000);
-        assert_eq!(blocked.lock().unwrap().len(), 3);
+        assert_eq!(blocked(&fw).len(), 3);
         r.handle(&[act("198.18.1.1")], t0 + Duration::from_millis(1001), 1001);
-        assert_eq!(blocked.lock().unwrap().len(), 4);
+        assert_eq!(blocked(&fw).len(), 4);
     }
 
     /// The lines the code under `f` writes through tracing.
@@ -438,12 +527,12 @@ mod tests {
     #[test]
     fn a_blocked_sources_repeats_get_one_line_then_a_count_a_period_later() {
         let lines = lines_of(|| {
-            let (shared, _) = shared(settings());
+            let (shared, _) = shared(policy());
             // The responder decides, the reporter writes: both halves, through the channel.
             let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
             let (tx, rx) = crate::reporter::report_queue(1024);
-            let mut r = Responder::new(Recorder(Default::default()), shared, tx, None);
-            let mut round = |r: &mut Responder<Recorder>, batch: &[Event], now: Instant| {
+            let mut r = Responder::new(firewall(), shared, tx, None);
+            let mut round = |r: &mut Responder<Memory>, batch: &[Event], now: Instant| {
                 r.handle(batch, now, 1000);
                 let mut reports = Vec::new();
                 rx.recv_batch(Duration::ZERO, 1024, &mut reports).unwrap();
@@ -472,22 +561,15 @@ mod tests {
     }
 
     #[test]
-    fn repeat_offenders_get_longer_blocks_up_to_the_maximum() {
-        let s = settings();
-        assert_eq!(s.timeout_for(1), Some(Duration::from_secs(3600)));
-        assert_eq!(s.timeout_for(2), Some(Duration::from_secs(4 * 3600)));
-        assert_eq!(s.timeout_for(3), Some(Duration::from_secs(16 * 3600)));
-        assert_eq!(s.timeout_for(4), Some(Duration::from_secs(86400)));
-        assert_eq!(s.timeout_for(40), Some(Duration::from_secs(86400)));
-        assert_eq!(Settings { timeout: None, ..s }.timeout_for(3), None);
-    }
-
-    #[test]
     fn one_block_per_source_per_batch_and_the_cap_holds() {
-        let blocked = Arc::new(Mutex::new(Vec::new()));
-        let (shared, forgotten) = shared(settings());
-        let state = shared.state.clone();
-        let mut r = Responder::new(Recorder(blocked.clone()), shared, unread(), None);
+        let fw = firewall();
+        let (shared, forgotten) = shared(PolicyConfig {
+            max_per_second: 2,
+            max_blocked: 100,
+            ..policy()
+        });
+        let blocks = shared.blocks.clone();
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
         let batch = [
             act("198.18.0.1"),
             act("198.18.0.1"),
@@ -495,26 +577,59 @@ mod tests {
             act("198.18.0.3"),
         ];
         r.handle(&batch, Instant::now(), 1000);
-        let got: Vec<String> = blocked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.addr.to_string())
-            .collect();
-        assert_eq!(got, vec!["198.18.0.1", "198.18.0.2"]);
-        assert_eq!(state.lock().unwrap().len(), 2);
+        assert_eq!(blocked(&fw), vec!["198.18.0.1", "198.18.0.2"]);
+        assert_eq!(blocks.lock().unwrap().len(), 2);
         // The refused source is handed back to the detector so a later probe can act.
         assert!(
-            matches!(forgotten.try_recv(), Ok(Control::Forget(a)) if a.to_string() == "198.18.0.3")
+            matches!(forgotten.try_recv(), Ok(Control::Forget(a)) if a.to_string() == "198.18.0.3/32")
         );
         // A second block of the same address counts as a repeat.
         r.handle(&[act("198.18.0.1")], Instant::now(), 5000);
-        let rec = state
+        let rec = blocks
             .lock()
             .unwrap()
-            .get("198.18.0.1".parse().unwrap())
+            .get("198.18.0.1/32".parse().unwrap())
             .cloned()
             .unwrap();
         assert_eq!((rec.count, rec.expires), (2, Some(5000 + 4 * 3600)));
+    }
+
+    /// A block the kernel refuses (its set was missing) hands the source back to
+    /// detection, and is written as soon as it is retried.
+    #[test]
+    fn a_refused_block_is_retried_and_detection_sees_the_source_again() {
+        let fw = firewall();
+        fw.state().refuse = Some(libc::ENOENT);
+        let (shared, forgotten) = shared(policy());
+        let blocks = shared.blocks.clone();
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
+        r.handle(&[act("198.18.0.9")], Instant::now(), 1000);
+        assert!(blocked(&fw).is_empty());
+        assert!(matches!(forgotten.try_recv(), Ok(Control::Forget(_))));
+        assert_eq!(blocks.lock().unwrap().pending(), 1);
+        // Still refused at the first retry; then the set is back.
+        r.handle(&[], Instant::now(), 1001);
+        assert!(blocked(&fw).is_empty());
+        fw.state().refuse = None;
+        r.handle(&[], Instant::now(), 1003);
+        assert_eq!(blocked(&fw), vec!["198.18.0.9"]);
+        assert_eq!(blocks.lock().unwrap().pending(), 0);
+    }
+
+    #[test]
+    fn ipv6_scanners_are_blocked_by_prefix_unless_it_holds_a_protected_address() {
+        let fw = firewall();
+        let (shared, _) = shared(PolicyConfig {
+            max_blocked: 100,
+            ..policy()
+        });
+        shared
+            .blocks
+            .lock()
+            .unwrap()
+            .reconfigure(policy(), IgnoreList::new(["2001:db8::1/128".parse().unwrap()]));
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
+        r.handle(&[act("2001:db8:5::7"), act("2001:db8::2")], Instant::now(), 1000);
+        assert_eq!(blocked(&fw), vec!["2001:db8::2", "2001:db8:5::/64"]);
     }
 }

@@ -1,28 +1,9 @@
 //! Who is blocked, since when, until when and why: the daemon's memory across restarts and
 //! ruleset reloads. The kernel sets are the enforcement; this is what puts them back.
 
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+pub use crate::policy::Record;
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub addr: IpAddr,
-    /// Epoch seconds.
-    pub since: u64,
-    /// Epoch seconds; `None` = permanent.
-    pub expires: Option<u64>,
-    /// How many times this address has been blocked (repeat offenders get longer blocks).
-    #[serde(default = "one")]
-    pub count: u32,
-    pub reason: String,
-}
-
-fn one() -> u32 {
-    1
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -37,73 +18,6 @@ pub enum StateError {
         aside: String,
         source: serde_json::Error,
     },
-}
-
-#[derive(Debug, Default)]
-pub struct BlockState {
-    records: HashMap<IpAddr, Record>,
-    dirty: bool,
-}
-
-impl BlockState {
-    pub fn upsert(&mut self, rec: Record) {
-        self.records.insert(rec.addr, rec);
-        self.dirty = true;
-    }
-
-    pub fn remove(&mut self, addr: IpAddr) -> Option<Record> {
-        let r = self.records.remove(&addr);
-        self.dirty |= r.is_some();
-        r
-    }
-
-    pub fn get(&self, addr: IpAddr) -> Option<&Record> {
-        self.records.get(&addr)
-    }
-
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Drops records that have expired at `now` (epoch seconds).
-    pub fn prune(&mut self, now: u64) {
-        let before = self.records.len();
-        self.records
-            .retain(|_, r| r.expires.is_none_or(|e| e > now));
-        self.dirty |= self.records.len() != before;
-    }
-
-    /// Unexpired records, oldest first.
-    pub fn active(&self, now: u64) -> Vec<Record> {
-        let mut v: Vec<Record> = self
-            .records
-            .values()
-            .filter(|r| r.expires.is_none_or(|e| e > now))
-            .cloned()
-            .collect();
-        v.sort_by_key(|r| (r.since, r.addr));
-        v
-    }
-
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
-    }
-
-    pub fn to_json(&self, now: u64) -> String {
-        records_json(&self.active(now))
-    }
-
-    pub fn from_json(text: &str) -> Result<BlockState, serde_json::Error> {
-        let list: Vec<Record> = serde_json::from_str(text)?;
-        Ok(BlockState {
-            records: list.into_iter().map(|r| (r.addr, r)).collect(),
-            dirty: false,
-        })
-    }
 }
 
 /// One record per line: compact to write, still readable with `jq` or an editor.
@@ -135,12 +49,12 @@ impl StateFile {
         &self.path
     }
 
-    /// Loads the state; a missing file is an empty state, a corrupt one is moved aside.
-    pub fn load(&self) -> Result<BlockState, StateError> {
+    /// Loads the records; a missing file is none, a corrupt one is moved aside.
+    pub fn load(&self) -> Result<Vec<Record>, StateError> {
         let shown = self.path.display().to_string();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BlockState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
                 return Err(StateError::Io {
                     path: shown,
@@ -148,7 +62,7 @@ impl StateFile {
                 })
             }
         };
-        BlockState::from_json(&text).map_err(|source| {
+        serde_json::from_str::<Vec<Record>>(&text).map_err(|source| {
             let aside = format!("{shown}.corrupt");
             let _ = std::fs::rename(&self.path, &aside);
             StateError::Corrupt {
@@ -157,10 +71,6 @@ impl StateFile {
                 source,
             }
         })
-    }
-
-    pub fn save(&self, state: &BlockState, now: u64) -> Result<(), StateError> {
-        self.save_records(&state.active(now))
     }
 
     /// Writes a snapshot taken earlier, so the caller need not hold the state's lock while
@@ -189,30 +99,17 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Origin;
 
     fn rec(addr: &str, since: u64, expires: Option<u64>) -> Record {
         Record {
-            addr: addr.parse().unwrap(),
+            key: crate::ignore::parse_net(addr).unwrap(),
             since,
             expires,
             count: 1,
             reason: "TCP SYN/Normal scan to TCP port 111".into(),
+            origin: Origin::Scan,
         }
-    }
-
-    #[test]
-    fn round_trips_and_prunes_expired() {
-        let mut s = BlockState::default();
-        s.upsert(rec("192.0.2.2", 100, Some(200)));
-        s.upsert(rec("2001:db8::2", 150, None));
-        s.upsert(rec("192.0.2.9", 50, Some(120)));
-        let json = s.to_json(130);
-        let back = BlockState::from_json(&json).unwrap();
-        assert_eq!(back.len(), 2);
-        assert_eq!(back.active(130)[0].addr.to_string(), "192.0.2.2");
-        let mut back = back;
-        back.prune(250);
-        assert_eq!(back.len(), 1);
     }
 
     #[test]
@@ -221,10 +118,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = StateFile::new(dir.join("blocks.json"));
         assert!(f.load().unwrap().is_empty());
-        let mut s = BlockState::default();
-        s.upsert(rec("192.0.2.2", 100, None));
-        f.save(&s, 100).unwrap();
-        assert_eq!(f.load().unwrap().len(), 1);
+        let records = vec![rec("192.0.2.2", 100, None), rec("2001:db8::/64", 150, Some(200))];
+        f.save_records(&records).unwrap();
+        assert_eq!(f.load().unwrap(), records);
         assert!(!dir.join("blocks.tmp").exists());
         std::fs::write(f.path(), "[{\"addr\": \"192.0.2.2\", \"sin").unwrap();
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));

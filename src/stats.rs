@@ -45,6 +45,8 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     pub blocks_written: AtomicU64,
     pub block_failures: AtomicU64,
+    /// Blocks the kernel refused that wait for a retry (a gauge).
+    pub blocks_pending: AtomicU64,
     pub unblocks: AtomicU64,
     pub commands_run: AtomicU64,
     pub commands_failed: AtomicU64,
@@ -61,6 +63,10 @@ impl Stats {
     #[inline]
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    pub fn set(c: &AtomicU64, v: u64) {
+        c.store(v, Relaxed);
     }
 
     pub fn get(c: &AtomicU64) -> u64 {

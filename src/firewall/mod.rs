@@ -1,18 +1,21 @@
 //! The firewall seam: our nftables table, its sets and the steering rule, written through
-//! nftnl/mnl in batched transactions. The names here are a contract with users' scripts.
+//! nftnl/mnl in transactions, and checked against what it should be. The names here are a
+//! contract with users' scripts. `Firewall` is the seam; `Nft` the kernel, `memory::Memory`
+//! a stand-in for tests.
 
+pub mod memory;
 pub mod netlink;
 pub mod raw;
 
+pub use crate::policy::Block;
 use crate::ports::PortSet;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Subnets};
 use netlink::{MsgError, Netlink};
-use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table};
-use raw::{Elem, SetElems, ELEM_INTERVAL_END, MAX_ELEMS_PER_MSG};
+use nftnl::{Chain, MsgType, ProtoFamily, Rule, Table};
+use raw::{Elem, Get, SetElems, Tx, ELEM_INTERVAL_END, MAX_ELEMS_PER_MSG};
 use std::ffi::CStr;
-use std::io;
+use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 pub const TABLE: &CStr = c"portsentry";
@@ -24,9 +27,15 @@ pub const WATCH_TCP: &CStr = c"watch_tcp";
 pub const WATCH_UDP: &CStr = c"watch_udp";
 pub const STEER: &CStr = c"steer";
 
+/// The table's definition, the same text as the shipped include: the daemon can put its
+/// table back whatever happened to the file.
+pub const DEFINITION: &str = include_str!("../../nft/portsentry.nft");
+
 /// Messages per transaction: 8 × 500 elements keeps the kernel's answer within the socket
 /// buffer (a single 100,000-element transaction fails with ENOBUFS).
 const MSGS_PER_TX: usize = 8;
+/// The newest blocks looked up in the kernel at each check after a ruleset change.
+pub const SPOT_CHECK: usize = 16;
 
 /// How probes reach the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,11 +55,57 @@ impl Steering {
     }
 }
 
+/// A rate-limited nft `log` of the packets dropped because their source is blocked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRule {
+    /// Printable ASCII without `"` or `\\` (checked by the configuration).
+    pub prefix: String,
+    pub rate: u32,
+    /// "second", "minute", "hour" or "day".
+    pub per: &'static str,
+    pub burst: u32,
+}
+
+/// What the table should hold beyond its definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    pub queue: u16,
+    pub queues: u16,
+    /// `None`: whichever the kernel has, native first.
+    pub steering: Option<Steering>,
+    pub log: Option<LogRule>,
+}
+
+impl TableSpec {
+    /// The definition, with the log rule when there is one, as `nft -f` reads it.
+    pub fn text(&self) -> String {
+        let mut t = DEFINITION.to_string();
+        if let Some(l) = &self.log {
+            t.push_str(&format!(
+                "\ninsert rule inet portsentry blocked limit rate {}/{} burst {} packets log prefix \"{}\"\n",
+                l.rate, l.per, l.burst, l.prefix
+            ));
+        }
+        t
+    }
+}
+
+/// What a check of the table found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Intact,
+    /// No table inet portsentry.
+    Missing,
+    /// Something differs from what was put in place; says what.
+    Damaged(String),
+}
+
+/// What `build` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
-    pub addr: IpAddr,
-    /// `None`: permanent.
-    pub timeout: Option<Duration>,
+pub struct Built {
+    pub steering: Steering,
+    /// The table was missing, or had to be replaced whole (its elements are gone).
+    pub recreated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,104 +122,226 @@ pub enum FirewallError {
         native: io::Error,
         compat: io::Error,
     },
-    #[error("loading {path} with nft failed: {message}")]
-    Include { path: String, message: String },
+    #[error("loading the table definition with nft failed: {0}")]
+    Definition(String),
 }
 
 /// What a batch of blocks came to.
 #[derive(Debug, Default)]
 pub struct BlockReport {
     pub written: usize,
-    pub failed: Vec<(IpAddr, io::Error)>,
+    pub failed: Vec<(IpNet, io::Error)>,
 }
 
-/// Where decisions turn into kernel state. The daemon uses `Nft`; the seam keeps the
-/// responder's logic testable on its own.
+/// A block the kernel holds, and the time it has left (`None`: permanent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub net: IpNet,
+    pub left: Option<Duration>,
+}
+
+/// Where decisions turn into kernel state. One trait for everything the daemon asks of the
+/// firewall, so its logic (heal, restore, unblock, the block policy) runs against the
+/// in-memory stand-in in unit tests, and against the kernel in namespace tests.
 pub trait Firewall: Send {
+    /// Adds blocks, or refreshes their timeouts.
     fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport;
+    /// Removes blocks; absent ones are not an error.
+    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
+    fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError>;
+    /// Those of `nets` the kernel does not hold.
+    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError>;
+    fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
+    fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError>;
+    /// Puts the table, its rules and the steering rule in place (sets keep their elements
+    /// unless the table had to be replaced).
+    fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError>;
+    /// Remembers the table as it is now as the state to check against.
+    fn seal(&mut self) -> Result<(), FirewallError>;
+    /// Compares the table with what was sealed.
+    fn check(&mut self) -> Result<Health, FirewallError>;
+    /// Empties chain `steer`: probes are no longer queued (a clean stop).
+    fn remove_steering(&mut self) -> Result<(), FirewallError>;
+}
+
+/// The table as the kernel describes it: sets, chains and rules (message bodies), and the
+/// elements of the allow and watch sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    sets: Vec<Vec<u8>>,
+    chains: Vec<Vec<u8>>,
+    rules: Vec<Vec<u8>>,
+    elems: Vec<(&'static CStr, Vec<KeyFlags>)>,
+}
+
+/// A set element as compared: its key and flags.
+type KeyFlags = (Vec<u8>, u32);
+
+impl Fingerprint {
+    /// What differs from `want`, for the log.
+    fn diff(&self, want: &Fingerprint) -> String {
+        let mut parts = Vec::new();
+        for (name, now, then) in [
+            ("sets", &self.sets, &want.sets),
+            ("chains", &self.chains, &want.chains),
+            ("rules", &self.rules, &want.rules),
+        ] {
+            if now != then {
+                parts.push(format!("{name} changed ({} now, {} expected)", now.len(), then.len()));
+            }
+        }
+        for ((set, now), (_, then)) in self.elems.iter().zip(&want.elems) {
+            if now != then {
+                parts.push(format!(
+                    "set {} changed ({} elements now, {} expected)",
+                    set.to_string_lossy(),
+                    now.len(),
+                    then.len()
+                ));
+            }
+        }
+        if parts.is_empty() {
+            "changed".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 pub struct Nft {
     nl: Netlink,
-    /// Sequence numbers for requests outside batches.
-    seq: u32,
+    /// The ruleset generation and fingerprint sealed last: a check with the same
+    /// generation costs one small request.
+    sealed: Option<(u32, Fingerprint)>,
 }
+
+const INET: u16 = ProtoFamily::Inet as u16;
 
 impl Nft {
     pub fn open() -> Result<Nft, FirewallError> {
         Ok(Nft {
             nl: Netlink::open()?,
-            seq: 1_000_000,
+            sealed: None,
         })
     }
 
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
         let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
-        let len = raw::get_table_msg(&mut buf, TABLE, ProtoFamily::Inet as u16, 1);
-        match self.nl.request(&buf[..len], 1)? {
+        let seq = self.nl.next_seq();
+        let len = raw::get_table_msg(&mut buf, TABLE, INET, seq);
+        match self.nl.request(&buf[..len], seq)? {
             None => Ok(true),
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Some(e) => Err(e.into()),
         }
     }
 
-    /// Loads the include with `nft -f` (argv, no shell). The include is idempotent.
-    pub fn load_include(path: &Path) -> Result<(), FirewallError> {
-        let out = std::process::Command::new("nft")
-            .arg("-f")
-            .arg(path)
-            .output()
-            .map_err(|e| FirewallError::Include {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(FirewallError::Include {
-                path: path.display().to_string(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+    /// The ruleset generation: it changes with every committed transaction.
+    fn generation(&mut self) -> Result<u32, FirewallError> {
+        let msgs = self.get(Get::Gen)?;
+        msgs.iter()
+            .find_map(|m| raw::parse_gen(m))
+            .ok_or_else(|| io::Error::other("no generation in the kernel's answer").into())
     }
 
-    /// Replaces the contents of the watched-port sets in one transaction.
-    pub fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError> {
-        let tcp: Vec<Elem> = tcp.iter().map(Elem::port).collect();
-        let udp: Vec<Elem> = udp.iter().map(Elem::port).collect();
-        self.replace_sets("watched-port sets", &[(WATCH_TCP, &tcp), (WATCH_UDP, &udp)])
+    fn get(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.nl.next_seq();
+        let len = raw::get_msg(&mut buf, what, TABLE, INET, seq);
+        Ok(self.nl.dump(&buf[..len], seq)?)
     }
 
-    /// Replaces the allow sets (interval sets) with `nets`, merged.
-    pub fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
-        let (v4, v6) = interval_elems(nets);
-        self.replace_sets("allow sets", &[(ALLOW4, &v4), (ALLOW6, &v6)])
+    /// Our table's objects of one kind, in the kernel's order, as the attributes that say
+    /// what they are: counts and counters, which change as the table is used, are left out.
+    fn ours(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
+        let volatile: &[u16] = match what {
+            // NFTA_SET_TYPE (the backend), NFTA_SET_COUNT (elements held)
+            Get::Sets => &[19, 20],
+            // NFTA_CHAIN_COUNTERS
+            Get::Chains => &[8],
+            Get::Rules | Get::Gen => &[],
+        };
+        Ok(self
+            .get(what)?
+            .iter()
+            .filter(|m| {
+                raw::family(m) == Some(libc::NFPROTO_INET as u8)
+                    && raw::table_of(m) == Some(TABLE.to_bytes())
+            })
+            .map(|m| {
+                raw::attrs(m)
+                    .filter(|(ty, _)| !volatile.contains(ty))
+                    .flat_map(|(ty, p)| [&ty.to_ne_bytes()[..], &(p.len() as u32).to_ne_bytes(), p].concat())
+                    .collect()
+            })
+            .collect())
     }
 
-    fn replace_sets(
-        &mut self,
-        what: &'static str,
-        sets: &[(&CStr, &[Elem])],
-    ) -> Result<(), FirewallError> {
-        let mut batch = Batch::new();
-        for (set, elems) in sets {
-            let flush = SetElems {
-                table: TABLE,
-                set,
-                family: ProtoFamily::Inet as u16,
-                elems: &[],
+    fn fingerprint(&mut self) -> Result<Fingerprint, FirewallError> {
+        let mut f = Fingerprint {
+            sets: self.ours(Get::Sets)?,
+            chains: self.ours(Get::Chains)?,
+            rules: self.ours(Get::Rules)?,
+            elems: Vec::new(),
+        };
+        for set in [ALLOW4, ALLOW6, WATCH_TCP, WATCH_UDP] {
+            let mut e: Vec<KeyFlags> = match self.elements(set) {
+                Ok(list) => list.into_iter().map(|e| (e.key, e.flags)).collect(),
+                Err(FirewallError::Io(e)) if e.raw_os_error() == Some(libc::ENOENT) => Vec::new(),
+                Err(e) => return Err(e),
             };
-            batch.add(&flush, MsgType::Del);
-            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
-                let msg = SetElems {
-                    table: TABLE,
-                    set,
-                    family: ProtoFamily::Inet as u16,
-                    elems: chunk,
-                };
-                batch.add(&msg, MsgType::Add);
-            }
+            e.sort();
+            f.elems.push((set, e));
         }
-        self.commit(what, batch)
+        Ok(f)
+    }
+
+    fn elements(&mut self, set: &CStr) -> Result<Vec<raw::ListedElem>, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.nl.next_seq();
+        let len = raw::get_set_elems_msg(&mut buf, TABLE, set, INET, seq);
+        let mut out = Vec::new();
+        for msg in self.nl.dump(&buf[..len], seq)? {
+            out.extend(raw::parse_set_elems(&msg));
+        }
+        Ok(out)
+    }
+
+    /// Runs `nft -f -` with `text` (argv, no shell; the text is ours and the log prefix is
+    /// checked by the configuration).
+    fn load(text: &str) -> Result<(), FirewallError> {
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| FirewallError::Definition(format!("cannot run nft: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| FirewallError::Definition(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| FirewallError::Definition(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // nft prints a warning about the compat target; the error is the rest.
+            let err: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("managed by iptables-nft") && !l.contains("libxtables"))
+                .collect();
+            Err(FirewallError::Definition(err.join(" ").trim().to_string()))
+        }
+    }
+
+    fn delete_table(&mut self) -> Result<(), FirewallError> {
+        let mut tx = self.nl.tx();
+        tx.add(&Table::new(TABLE, ProtoFamily::Inet), MsgType::Del);
+        self.commit("table removal", tx)
     }
 
     /// Installs the one rule of chain `steer` (replacing whatever is there), choosing
@@ -179,8 +356,8 @@ impl Nft {
         let try_one = |nft: &mut Nft, s: Steering| -> Result<(), FirewallError> {
             let table = Table::new(TABLE, ProtoFamily::Inet);
             let chain = Chain::new(STEER, &table);
-            let mut batch = Batch::new();
-            batch.add(&Rule::new(&chain), MsgType::Del); // flush the chain
+            let mut tx = nft.nl.tx();
+            tx.add(&Rule::new(&chain), MsgType::Del); // flush the chain
             let mut rule = Rule::new(&chain);
             match s {
                 Steering::Native => rule.add_expr(&raw::QueueExpr {
@@ -194,8 +371,8 @@ impl Nft {
                     flags,
                 }),
             }
-            batch.add(&rule, MsgType::Add);
-            nft.commit("steering rule", batch)
+            tx.add(&rule, MsgType::Add);
+            nft.commit("steering rule", tx)
         };
         match prefer {
             Some(s) => try_one(self, s).map(|()| s),
@@ -212,79 +389,35 @@ impl Nft {
         }
     }
 
-    /// Whether chain `steer` still holds a rule (an nftables reload empties it).
-    pub fn steering_present(&mut self) -> Result<bool, FirewallError> {
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
-        let seq = self.next_seq();
-        let len = raw::get_rules_msg(&mut buf, TABLE, STEER, ProtoFamily::Inet as u16, seq);
-        match self.nl.dump(&buf[..len], seq) {
-            Ok(rules) => Ok(!rules.is_empty()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The blocked addresses the kernel holds now, with the time each has left.
-    pub fn list_blocks(&mut self) -> Result<Vec<(IpAddr, Option<Duration>)>, FirewallError> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
-        for set in [BLOCKED4, BLOCKED6] {
-            let seq = self.next_seq();
-            let len = raw::get_set_elems_msg(&mut buf, TABLE, set, ProtoFamily::Inet as u16, seq);
-            for msg in self.nl.dump(&buf[..len], seq)? {
-                for e in raw::parse_set_elems(&msg) {
-                    let addr = match e.key.len() {
-                        4 => IpAddr::from(<[u8; 4]>::try_from(&e.key[..]).expect("4 bytes")),
-                        16 => IpAddr::from(<[u8; 16]>::try_from(&e.key[..]).expect("16 bytes")),
-                        _ => continue,
-                    };
-                    out.push((addr, e.expires_ms.map(Duration::from_millis)));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes addresses from the block sets. Absent ones are not an error.
-    pub fn remove_blocks(&mut self, addrs: &[IpAddr]) -> Result<(), FirewallError> {
-        for addr in addrs {
-            let set = if addr.is_ipv4() { BLOCKED4 } else { BLOCKED6 };
-            let elems = [Elem::addr(*addr)];
-            let mut batch = Batch::new();
-            batch.add(
-                &SetElems {
+    fn replace_sets(
+        &mut self,
+        what: &'static str,
+        sets: &[(&CStr, &[Elem])],
+    ) -> Result<(), FirewallError> {
+        let mut tx = self.nl.tx();
+        for (set, elems) in sets {
+            let flush = SetElems {
+                table: TABLE,
+                set,
+                family: INET,
+                elems: &[],
+            };
+            tx.add(&flush, MsgType::Del);
+            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
+                let msg = SetElems {
                     table: TABLE,
                     set,
-                    family: ProtoFamily::Inet as u16,
-                    elems: &elems,
-                },
-                MsgType::Del,
-            );
-            match self.commit("unblock", batch) {
-                Err(FirewallError::Rejected { error, .. })
-                    if error.raw_os_error() == Some(libc::ENOENT) => {}
-                other => other?,
+                    family: INET,
+                    elems: chunk,
+                };
+                tx.add(&msg, MsgType::Add);
             }
         }
-        Ok(())
+        self.commit(what, tx)
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
-    }
-
-    /// Empties chain `steer`: probes are no longer queued (used on a clean stop).
-    pub fn remove_steering(&mut self) -> Result<(), FirewallError> {
-        let table = Table::new(TABLE, ProtoFamily::Inet);
-        let chain = Chain::new(STEER, &table);
-        let mut batch = Batch::new();
-        batch.add(&Rule::new(&chain), MsgType::Del);
-        self.commit("steering flush", batch)
-    }
-
-    fn commit(&mut self, what: &'static str, batch: Batch) -> Result<(), FirewallError> {
-        let errors = self.nl.transact(&batch.finalize())?;
+    fn commit(&mut self, what: &'static str, tx: Tx) -> Result<(), FirewallError> {
+        let errors = self.nl.transact(tx)?;
         match errors.into_iter().next() {
             None => Ok(()),
             Some(MsgError { error, .. }) => Err(FirewallError::Rejected { what, error }),
@@ -292,49 +425,91 @@ impl Nft {
     }
 
     /// Writes blocks in as few transactions as fit; a rejected transaction is retried
-    /// element by element so one bad element cannot cost the others their block.
+    /// block by block so one bad element cannot cost the others their block.
     fn write_blocks(&mut self, blocks: &[Block]) -> BlockReport {
         let mut report = BlockReport::default();
-        let (v4, v6): (Vec<Block>, Vec<Block>) = blocks.iter().partition(|b| b.addr.is_ipv4());
+        let (v4, v6): (Vec<Block>, Vec<Block>) = blocks.iter().partition(|b| b.net.addr().is_ipv4());
         for (set, list) in [(BLOCKED4, v4), (BLOCKED6, v6)] {
-            for tx in list.chunks(MAX_ELEMS_PER_MSG * MSGS_PER_TX) {
-                match self.send_blocks(set, tx) {
+            // An interval block is two elements: keep a whole block in one message.
+            let per_msg = if set == BLOCKED6 { MAX_ELEMS_PER_MSG / 2 } else { MAX_ELEMS_PER_MSG };
+            for tx in list.chunks(per_msg * MSGS_PER_TX) {
+                match self.send_blocks(set, tx, per_msg) {
                     Ok(()) => report.written += tx.len(),
                     Err(_) if tx.len() > 1 => {
                         for b in tx {
-                            match self.send_blocks(set, std::slice::from_ref(b)) {
+                            match self.send_blocks(set, std::slice::from_ref(b), per_msg) {
                                 Ok(()) => report.written += 1,
-                                Err(e) => report.failed.push((b.addr, e)),
+                                Err(e) => report.failed.push((b.net, e)),
                             }
                         }
                     }
-                    Err(e) => report.failed.push((tx[0].addr, e)),
+                    Err(e) => report.failed.push((tx[0].net, e)),
                 }
             }
         }
         report
     }
 
-    fn send_blocks(&mut self, set: &CStr, blocks: &[Block]) -> io::Result<()> {
-        let elems: Vec<Elem> = blocks
-            .iter()
-            .map(|b| Elem::addr(b.addr).with_timeout_ms(b.timeout.map(|t| t.as_millis() as u64)))
-            .collect();
-        let mut batch = Batch::new();
-        for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
+    fn send_blocks(&mut self, set: &CStr, blocks: &[Block], per_msg: usize) -> io::Result<()> {
+        if let Some(b) = blocks.iter().find(|b| set == BLOCKED4 && b.net.prefix_len() != 32) {
+            return Err(io::Error::other(format!(
+                "{}: IPv4 blocks are single addresses",
+                b.net
+            )));
+        }
+        let mut tx = self.nl.tx();
+        for chunk in blocks.chunks(per_msg) {
+            let elems: Vec<Elem> = chunk
+                .iter()
+                .flat_map(|b| {
+                    let ms = b.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                    let mut e = Elem::net(b.net, set == BLOCKED6);
+                    e[0] = e[0].with_timeout_ms(ms);
+                    e
+                })
+                .collect();
             let msg = SetElems {
                 table: TABLE,
                 set,
-                family: ProtoFamily::Inet as u16,
-                elems: chunk,
+                family: INET,
+                elems: &elems,
             };
-            batch.add(&msg, MsgType::Add);
+            tx.add(&msg, MsgType::Add);
         }
-        let errors = self.nl.transact(&batch.finalize())?;
+        let errors = self.nl.transact(tx)?;
         match errors.into_iter().next() {
             None => Ok(()),
             Some(e) => Err(e.error),
         }
+    }
+
+    fn delete_elems(&mut self, set: &CStr, elems: &[Elem]) -> Result<(), FirewallError> {
+        let mut tx = self.nl.tx();
+        tx.add(
+            &SetElems {
+                table: TABLE,
+                set,
+                family: INET,
+                elems,
+            },
+            MsgType::Del,
+        );
+        match self.commit("unblock", tx) {
+            Err(FirewallError::Rejected { error, .. })
+                if error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+fn set_of(net: &IpNet) -> &'static CStr {
+    if net.addr().is_ipv4() {
+        BLOCKED4
+    } else {
+        BLOCKED6
     }
 }
 
@@ -342,6 +517,167 @@ impl Firewall for Nft {
     fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport {
         self.write_blocks(blocks)
     }
+
+    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        // One transaction for all; an absent element aborts it, so then one by one.
+        let mut tx = self.nl.tx();
+        for n in nets {
+            tx.add(
+                &SetElems {
+                    table: TABLE,
+                    set: set_of(n),
+                    family: INET,
+                    elems: &Elem::net(*n, set_of(n) == BLOCKED6),
+                },
+                MsgType::Del,
+            );
+        }
+        if tx.is_empty() || self.commit("unblock", tx).is_ok() {
+            return Ok(());
+        }
+        for n in nets {
+            self.delete_elems(set_of(n), &Elem::net(*n, set_of(n) == BLOCKED6))?;
+        }
+        Ok(())
+    }
+
+    fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError> {
+        let mut out = Vec::new();
+        for e in self.elements(BLOCKED4)? {
+            if let Ok(k) = <[u8; 4]>::try_from(&e.key[..]) {
+                out.push(Listed {
+                    net: IpNet::from(IpAddr::from(k)),
+                    left: e.expires_ms.map(Duration::from_millis),
+                });
+            }
+        }
+        out.extend(intervals(&self.elements(BLOCKED6)?));
+        Ok(out)
+    }
+
+    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
+        let mut missing = Vec::new();
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        for n in nets {
+            let seq = self.nl.next_seq();
+            let len = raw::get_elem_msg(&mut buf, TABLE, set_of(n), INET, &Elem::addr(n.network()), seq);
+            match self.nl.dump(&buf[..len], seq) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => missing.push(*n),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Replaces the allow sets (interval sets) with `nets`, merged.
+    fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        let (v4, v6) = interval_elems(nets);
+        self.replace_sets("allow sets", &[(ALLOW4, &v4), (ALLOW6, &v6)])
+    }
+
+    /// Replaces the contents of the watched-port sets in one transaction.
+    fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError> {
+        let tcp: Vec<Elem> = tcp.iter().map(Elem::port).collect();
+        let udp: Vec<Elem> = udp.iter().map(Elem::port).collect();
+        self.replace_sets("watched-port sets", &[(WATCH_TCP, &tcp), (WATCH_UDP, &udp)])
+    }
+
+    fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError> {
+        self.sealed = None;
+        let existed = self.table_exists()?;
+        let text = spec.text();
+        let mut recreated = !existed;
+        if let Err(first) = Nft::load(&text) {
+            if !existed {
+                return Err(first);
+            }
+            // A set or chain of ours changed shape (an older definition, or someone's
+            // hand): nft cannot redefine it in place, so the table is replaced whole.
+            tracing::warn!("adminalert: table inet portsentry could not be updated in place ({first}); replacing it");
+            self.delete_table()?;
+            Nft::load(&text)?;
+            recreated = true;
+        }
+        let steering = self.install_steering(spec.steering, spec.queue, spec.queues)?;
+        Ok(Built {
+            steering,
+            recreated,
+        })
+    }
+
+    fn seal(&mut self) -> Result<(), FirewallError> {
+        let gen = self.generation()?;
+        let print = self.fingerprint()?;
+        self.sealed = Some((gen, print));
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<Health, FirewallError> {
+        let gen = self.generation()?;
+        if self.sealed.as_ref().is_some_and(|(g, _)| *g == gen) {
+            return Ok(Health::Intact);
+        }
+        if !self.table_exists()? {
+            return Ok(Health::Missing);
+        }
+        let now = self.fingerprint()?;
+        match &mut self.sealed {
+            Some((g, want)) if *want == now => {
+                *g = gen;
+                Ok(Health::Intact)
+            }
+            Some((_, want)) => Ok(Health::Damaged(now.diff(want))),
+            None => Ok(Health::Damaged("not checked yet".into())),
+        }
+    }
+
+    fn remove_steering(&mut self) -> Result<(), FirewallError> {
+        let table = Table::new(TABLE, ProtoFamily::Inet);
+        let chain = Chain::new(STEER, &table);
+        let mut tx = self.nl.tx();
+        tx.add(&Rule::new(&chain), MsgType::Del);
+        self.sealed = None;
+        self.commit("steering flush", tx)
+    }
+}
+
+/// Blocks of an interval set as listed: start elements and end markers, in any order.
+fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
+    let mut points: Vec<(u128, bool, Option<u64>)> = elems
+        .iter()
+        .filter_map(|e| {
+            let k = <[u8; 16]>::try_from(&e.key[..]).ok()?;
+            Some((u128::from_be_bytes(k), e.flags & ELEM_INTERVAL_END != 0, e.expires_ms))
+        })
+        .collect();
+    points.sort_by_key(|p| (p.0, !p.1));
+    let mut out = Vec::new();
+    let mut open: Option<(u128, Option<u64>)> = None;
+    let close = |start: u128, last: u128, left: Option<u64>, out: &mut Vec<Listed>| {
+        for net in Ipv6Subnets::new(start.into(), last.into(), 0) {
+            out.push(Listed {
+                net: IpNet::V6(net),
+                left: left.map(Duration::from_millis),
+            });
+        }
+    };
+    for (k, end, left) in points {
+        match (end, open.take()) {
+            (true, Some((s, l))) if k > s => close(s, k - 1, l, &mut out),
+            (true, other) => open = other,
+            (false, prev) => {
+                if let Some((s, l)) = prev {
+                    close(s, s, l, &mut out);
+                }
+                open = Some((k, left));
+            }
+        }
+    }
+    if let Some((s, l)) = open {
+        close(s, u128::MAX, l, &mut out);
+    }
+    out
 }
 
 fn into_io(e: FirewallError) -> io::Error {
@@ -432,6 +768,49 @@ mod tests {
             ]
         );
         assert_eq!(v6.len(), 3);
+    }
+
+    #[test]
+    fn listed_intervals_become_networks() {
+        let e = |k: u128, end: bool, left: Option<u64>| raw::ListedElem {
+            key: k.to_be_bytes().to_vec(),
+            expires_ms: left,
+            flags: if end { ELEM_INTERVAL_END } else { 0 },
+        };
+        let p64 = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+        let one = u128::from("2001:db8:1::7".parse::<std::net::Ipv6Addr>().unwrap());
+        // The kernel lists an rbtree set highest first.
+        let listed = intervals(&[
+            e(one + 1, true, None),
+            e(one, false, Some(5000)),
+            e(p64 + (1 << 64), true, None),
+            e(p64, false, Some(1000)),
+        ]);
+        let shown: Vec<String> = listed.iter().map(|l| l.net.to_string()).collect();
+        assert_eq!(shown, ["2001:db8::/64", "2001:db8:1::7/128"]);
+        assert_eq!(listed[1].left, Some(Duration::from_secs(5)));
+        // A block reaching the top of the space has no end marker.
+        let top = intervals(&[e(u128::MAX - 255, false, None)]);
+        assert_eq!(top[0].net.to_string(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120");
+    }
+
+    #[test]
+    fn the_log_rule_goes_before_the_drop() {
+        let spec = TableSpec {
+            queue: 0,
+            queues: 1,
+            steering: None,
+            log: Some(LogRule {
+                prefix: "Portsentry: dropping: ".into(),
+                rate: 3,
+                per: "minute",
+                burst: 5,
+            }),
+        };
+        assert!(spec.text().ends_with(
+            "insert rule inet portsentry blocked limit rate 3/minute burst 5 packets log prefix \"Portsentry: dropping: \"\n"
+        ));
+        assert_eq!(TableSpec { log: None, ..spec }.text(), DEFINITION);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One netfilter netlink socket: send a transaction, collect the answer to every message.
 
-use nftnl::FinalizedBatch;
+use super::raw::Tx;
 use std::io;
 use std::ops::Range;
 use std::time::Duration;
@@ -49,6 +49,9 @@ pub struct MsgError {
 pub struct Netlink {
     sock: mnl::Socket,
     portid: u32,
+    /// The next sequence number: unique over the socket's life, so an answer that arrives
+    /// after its request timed out is never taken for a later request's.
+    seq: u32,
     /// u32 storage keeps nlmsghdr reads aligned.
     buf: Vec<u32>,
 }
@@ -91,22 +94,46 @@ impl Netlink {
         Ok(Netlink {
             sock,
             portid,
+            seq: 1,
             buf: vec![0u32; nftnl::nft_nlmsg_maxsize() as usize / 4 + 1],
         })
     }
 
-    /// Sends the batch and waits for the answer to each message. `Ok(errors)`: the
+    /// A transaction numbered from this socket's next sequence number.
+    pub fn tx(&mut self) -> Tx {
+        // Start again long before a transaction could wrap around u32 (answers to
+        // messages two billion numbers ago are long gone).
+        if self.seq > u32::MAX / 2 {
+            self.seq = 1;
+        }
+        Tx::new(self.seq)
+    }
+
+    /// Takes the next sequence number for a request outside a transaction.
+    pub fn next_seq(&mut self) -> u32 {
+        if self.seq > u32::MAX / 2 {
+            self.seq = 1;
+        }
+        let s = self.seq;
+        self.seq += 1;
+        s
+    }
+
+    /// Sends the transaction and waits for the answer to each message. `Ok(errors)`: the
     /// transaction was answered; if `errors` is empty it was committed, otherwise the kernel
     /// aborted all of it.
-    pub fn transact(&mut self, batch: &FinalizedBatch) -> io::Result<Vec<MsgError>> {
-        self.sock.send_all(batch)?;
-        self.collect(batch.sequence_numbers())
+    pub fn transact(&mut self, tx: Tx) -> io::Result<Vec<MsgError>> {
+        let (bytes, seqs) = tx.finish();
+        // Numbers used by this transaction are never handed out again.
+        self.seq = self.seq.max(seqs.end);
+        self.sock.send(&bytes)?;
+        self.collect(seqs)
     }
 
     /// Sends one request message (e.g. a GET) and returns its error, if any.
     pub fn request(&mut self, msg: &[u8], seq: u32) -> io::Result<Option<io::Error>> {
         self.sock.send(msg)?;
-        let mut errors = self.collect(seq..seq + 1)?;
+        let mut errors = self.collect(seq..seq.wrapping_add(1))?;
         Ok(errors.pop().map(|e| e.error))
     }
 
@@ -116,7 +143,7 @@ impl Netlink {
         let mut out = Vec::new();
         loop {
             let n = self.recv()?;
-            for m in messages(self.received(n)).filter(|m| m.seq == seq) {
+            for m in messages(self.received(n)).filter(|m| m.seq == seq && m.pid == self.portid) {
                 match (m.ty, m.error) {
                     (NLMSG_DONE, _) | (NLMSG_ERROR, Some(0)) => return Ok(out),
                     (NLMSG_ERROR, Some(code)) => return Err(io::Error::from_raw_os_error(-code)),

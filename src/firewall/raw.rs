@@ -8,8 +8,10 @@
 use nftnl::expr::Expression;
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{MsgType, NlMsg, Rule};
+use ipnet::IpNet;
 use std::ffi::{c_void, CStr};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::os::raw::c_char;
 use std::ptr::NonNull;
 
@@ -60,6 +62,26 @@ impl Elem {
             timeout_ms: None,
             flags: 0,
         }
+    }
+
+    /// The elements of a block: one for a set of single addresses, and for an interval set
+    /// the first address plus an end marker one past the last (none past the top).
+    pub fn net(net: IpNet, interval: bool) -> Vec<Elem> {
+        let start = Elem::addr(net.network());
+        if !interval {
+            return vec![start];
+        }
+        let end = match net {
+            IpNet::V4(n) => u32::from(n.broadcast())
+                .checked_add(1)
+                .map(|e| IpAddr::from(e.to_be_bytes())),
+            IpNet::V6(n) => u128::from(n.broadcast())
+                .checked_add(1)
+                .map(|e| IpAddr::from(e.to_be_bytes())),
+        };
+        let mut v = vec![start];
+        v.extend(end.map(|e| Elem::addr(e).with_flags(ELEM_INTERVAL_END)));
+        v
     }
 
     pub fn with_timeout_ms(mut self, ms: Option<u64>) -> Elem {
@@ -284,6 +306,8 @@ pub struct ListedElem {
     pub key: Vec<u8>,
     /// Time left, when the element has a timeout.
     pub expires_ms: Option<u64>,
+    /// ELEM_INTERVAL_END marks the first address past an interval.
+    pub flags: u32,
 }
 
 /// Parses one NEWSETELEM message of a dump. `msg` must hold a whole netlink message.
@@ -303,8 +327,13 @@ pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
         if sys::nftnl_set_elems_nlmsg_parse(aligned.as_ptr().cast(), s) >= 0 {
             let it = sys::nftnl_set_elems_iter_create(s);
             if !it.is_null() {
-                let mut e = sys::nftnl_set_elems_iter_cur(it);
-                while !e.is_null() {
+                // `iter_next` returns the current element, then moves on: starting from
+                // `iter_cur` as well listed the first element twice.
+                loop {
+                    let e = sys::nftnl_set_elems_iter_next(it);
+                    if e.is_null() {
+                        break;
+                    }
                     let mut len: u32 = 0;
                     let key = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
                     if !key.is_null() {
@@ -320,9 +349,17 @@ pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
                             } else {
                                 None
                             };
-                        out.push(ListedElem { key, expires_ms });
+                        let flags = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
+                            sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
+                        } else {
+                            0
+                        };
+                        out.push(ListedElem {
+                            key,
+                            expires_ms,
+                            flags,
+                        });
                     }
-                    e = sys::nftnl_set_elems_iter_next(it);
                 }
                 sys::nftnl_set_elems_iter_destroy(it);
             }
@@ -330,4 +367,199 @@ pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
         sys::nftnl_set_free(s);
     }
     out
+}
+
+/// A transaction under construction: the batch begin and end messages around our own, with
+/// sequence numbers from `first` on. nftnl's `Batch` numbers from 1 every time; the socket
+/// needs numbers unique over its life, or a late answer could be taken for a new one.
+pub struct Tx {
+    buf: Vec<u8>,
+    scratch: Vec<u32>,
+    first: u32,
+    next: u32,
+    messages: usize,
+}
+
+impl Tx {
+    pub fn new(first: u32) -> Tx {
+        let mut tx = Tx {
+            buf: Vec::with_capacity(4096),
+            scratch: vec![0u32; nftnl::nft_nlmsg_maxsize() as usize / 4 + 1],
+            first,
+            next: first,
+            messages: 0,
+        };
+        tx.control(sys::nftnl_batch_begin);
+        tx
+    }
+
+    pub fn add(&mut self, msg: &impl NlMsg, ty: MsgType) {
+        let seq = self.next;
+        // SAFETY: `scratch` holds nft_nlmsg_maxsize() bytes, what `write` may use.
+        unsafe { msg.write(self.scratch.as_mut_ptr().cast(), seq, ty) };
+        self.take_written();
+        self.messages += 1;
+    }
+
+    /// Messages added (begin and end not counted).
+    pub fn len(&self) -> usize {
+        self.messages
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// The bytes to send and the sequence numbers that expect an answer.
+    pub fn finish(mut self) -> (Vec<u8>, Range<u32>) {
+        self.control(sys::nftnl_batch_end);
+        (self.buf, self.first..self.next)
+    }
+
+    fn control(&mut self, f: unsafe extern "C" fn(*mut c_char, u32) -> *mut libc::nlmsghdr) {
+        let seq = self.next;
+        // SAFETY: as in `add`; the batch header is a few bytes.
+        unsafe {
+            let h = f(self.scratch.as_mut_ptr().cast(), seq);
+            (*h).nlmsg_flags |= libc::NLM_F_ACK as u16;
+        }
+        self.take_written();
+    }
+
+    /// Appends the message in `scratch` (length from its header, padded to 4 bytes).
+    fn take_written(&mut self) {
+        let len = self.scratch[0] as usize; // nlmsg_len, native endian, first field
+        let bytes = len.min(self.scratch.len() * 4);
+        // SAFETY: u32 storage viewed as bytes, within its length.
+        let msg = unsafe { std::slice::from_raw_parts(self.scratch.as_ptr().cast::<u8>(), bytes) };
+        self.buf.extend_from_slice(msg);
+        self.buf.resize(self.buf.len().next_multiple_of(4), 0);
+        self.next = self.next.wrapping_add(1);
+    }
+}
+
+/// A request with a table, chain or set name filter, built by libnftnl: GETRULE dump,
+/// GETSET dump, GETCHAIN dump of a family, or GETGEN.
+pub fn get_msg(buf: &mut [u8], what: Get, table: &CStr, family: u16, seq: u32) -> usize {
+    assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
+    let dump = (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
+    unsafe {
+        let mut hdr = |ty: i32, flags: u16, family: u16| {
+            sys::nftnl_nlmsg_build_hdr(
+                buf.as_mut_ptr().cast::<c_char>(),
+                ty as u16,
+                family,
+                flags,
+                seq,
+            )
+        };
+        let nlh = match what {
+            Get::Gen => hdr(libc::NFT_MSG_GETGEN, libc::NLM_F_ACK as u16, 0),
+            Get::Chains => hdr(libc::NFT_MSG_GETCHAIN, dump, family),
+            Get::Rules => {
+                let r = sys::nftnl_rule_alloc();
+                if r.is_null() {
+                    std::process::abort();
+                }
+                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, u32::from(family));
+                let nlh = hdr(libc::NFT_MSG_GETRULE, dump, family);
+                sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+                sys::nftnl_rule_free(r);
+                nlh
+            }
+            Get::Sets => {
+                let s = sys::nftnl_set_alloc();
+                if s.is_null() {
+                    std::process::abort();
+                }
+                sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(family));
+                let nlh = hdr(libc::NFT_MSG_GETSET, dump, family);
+                sys::nftnl_set_nlmsg_build_payload(nlh, s);
+                sys::nftnl_set_free(s);
+                nlh
+            }
+        };
+        (*nlh).nlmsg_len as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Get {
+    Gen,
+    Chains,
+    Rules,
+    Sets,
+}
+
+/// GETSETELEM (not a dump) of one element: answered with it, or ENOENT.
+pub fn get_elem_msg(buf: &mut [u8], table: &CStr, set: &CStr, family: u16, e: &Elem, seq: u32) -> usize {
+    assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
+    unsafe {
+        let s = sys::nftnl_set_alloc();
+        if s.is_null() {
+            std::process::abort();
+        }
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, set.as_ptr());
+        sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(family));
+        let el = sys::nftnl_set_elem_alloc();
+        if el.is_null() {
+            std::process::abort();
+        }
+        sys::nftnl_set_elem_set(
+            el,
+            sys::NFTNL_SET_ELEM_KEY as u16,
+            e.key.as_ptr().cast(),
+            u32::from(e.key_len),
+        );
+        sys::nftnl_set_elem_add(s, el);
+        let nlh = sys::nftnl_nlmsg_build_hdr(
+            buf.as_mut_ptr().cast::<c_char>(),
+            libc::NFT_MSG_GETSETELEM as u16,
+            family,
+            libc::NLM_F_ACK as u16,
+            seq,
+        );
+        sys::nftnl_set_elems_nlmsg_build_payload(nlh, s);
+        sys::nftnl_set_free(s);
+        (*nlh).nlmsg_len as usize
+    }
+}
+
+/// nlmsghdr (16 bytes) and nfgenmsg (4): what every nftables message starts with.
+const NFT_HDR: usize = 20;
+
+/// The attributes of an nftables message: (type without flags, payload). Stops at the first
+/// malformed length.
+pub fn attrs(msg: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = NFT_HDR;
+    std::iter::from_fn(move || {
+        let h = msg.get(at..at + 4)?;
+        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
+        let ty = u16::from_ne_bytes([h[2], h[3]]) & 0x3fff;
+        let payload = msg.get(at + 4..at + len.max(4))?;
+        at += len.max(4).next_multiple_of(4);
+        Some((ty, payload))
+    })
+}
+
+/// The nfgenmsg family of a message.
+pub fn family(msg: &[u8]) -> Option<u8> {
+    msg.get(16).copied()
+}
+
+/// NFTA_GEN_ID of a NEWGEN message.
+pub fn parse_gen(msg: &[u8]) -> Option<u32> {
+    attrs(msg)
+        .find(|(ty, _)| *ty == 1)
+        .and_then(|(_, p)| Some(u32::from_be_bytes(p.get(..4)?.try_into().ok()?)))
+}
+
+/// The table name of a chain, set or rule message (attribute 1 in all three).
+pub fn table_of(msg: &[u8]) -> Option<&[u8]> {
+    attrs(msg)
+        .find(|(ty, _)| *ty == 1)
+        .map(|(_, p)| p.split(|b| *b == 0).next().unwrap_or(p))
 }

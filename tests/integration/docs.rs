@@ -90,7 +90,10 @@ fn shipped_example_uses_only_known_documented_keys() {
         // Keys, including the commented-out examples (`#run = [...]`).
         let l = l.strip_prefix('#').unwrap_or(l);
         if let Some((key, _)) = l.split_once(" = ") {
-            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            if key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 let pair = (section.clone(), key.to_string());
                 assert!(
                     known.contains(&pair),

@@ -113,7 +113,7 @@ fn an_nftables_reload_or_flush_is_healed_within_3_seconds() {
                 .contains("queue num 0")
     });
     assert!(healed, "not restored within 3 s:\n{}", d.log_text());
-    assert!(d.wait_log("the nftables ruleset was reloaded; restored sets, steering and 1 blocks"));
+    assert!(d.wait_log("restored its sets, rules, steering and 1 blocks"));
 
     // The table gone altogether: re-created.
     target.ok(&["nft", "flush", "ruleset"]);
@@ -196,12 +196,18 @@ resolve_host = true
         .exists()));
     assert!(!target.nft_set("blocked4").contains("192.0.2.3"));
 
-    // The history line, as fail2ban's stock filter reads it.
+    // The history lines, as fail2ban's stock filter reads them: one for the blocked TCP
+    // scanner, and, as 1.2 wrote it, one for the UDP scanner acted on by command only.
     let history = lab.dir.join("portsentry.history");
     let text = std::fs::read_to_string(&history).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
     assert!(
-        text.trim_end()
-            .ends_with("Host: evil.example/192.0.2.2 Port: 111 TCP Blocked"),
+        lines[0].ends_with("Host: evil.example/192.0.2.2 Port: 111 TCP Blocked"),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("Host: 192.0.2.3/192.0.2.3 Port: 161 UDP Blocked"),
         "{text}"
     );
     let out = run(&[
@@ -212,7 +218,7 @@ resolve_host = true
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(
-        report.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"),
+        report.contains("Lines: 2 lines, 0 ignored, 2 matched, 0 missed"),
         "{report}"
     );
 }

@@ -1,0 +1,930 @@
+//! The block policy, pure: what a block covers, how long it lasts, what the caps allow, what
+//! a full table gives up, and what becomes of a block the kernel refused. State + requests +
+//! `now` (epoch seconds) in, what to write out; the caller writes it and reports back.
+//!
+//! Rules (portsentry.toml(5) says the same to administrators):
+//! - Expired blocks never count against `max_blocked`.
+//! - A full table still blocks the next scanner: the scan block that would end soonest makes
+//!   room. Blocks made by the administrator are never evicted.
+//! - A block the kernel refused is retried (1 s, 2 s, 4 s … 60 s apart) until it is written
+//!   or would have ended anyway; the caller lets detection see the source again meanwhile.
+//! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
+//!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
+
+use crate::ignore::IgnoreList;
+use crate::probe::Probe;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+/// The longest timeout accepted: a century. The kernel's own limit is about 584 years of
+/// milliseconds; anything longer is meant as "permanent", which is written "0".
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// Least time a block lasts.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Blocks waiting for a retry at most; past it the oldest is given up.
+const MAX_PENDING: usize = 65_536;
+/// Offence counts remembered after their block ended (for `repeat_factor`).
+const MAX_PAST: usize = 131_072;
+/// Longest wait between two tries of a refused block.
+const MAX_BACKOFF: u64 = 60;
+
+/// A block to write: a network (an address is a /32 or /128) and its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Block {
+    pub net: IpNet,
+    /// `None`: permanent.
+    pub timeout: Option<Duration>,
+}
+
+/// Who asked for a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Detection: a scan reached the trigger.
+    #[default]
+    Scan,
+    /// `portsentry block`.
+    Admin,
+}
+
+/// What is remembered of a block: what puts it back after a restart or a flush.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The blocked network; written as a plain address for a single host.
+    #[serde(rename = "addr", with = "net_serde")]
+    pub key: IpNet,
+    /// Epoch seconds.
+    pub since: u64,
+    /// Epoch seconds; `None` = permanent.
+    pub expires: Option<u64>,
+    /// How many times this network has been blocked (repeat offenders get longer blocks).
+    #[serde(default = "one")]
+    pub count: u32,
+    pub reason: String,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+fn one() -> u32 {
+    1
+}
+
+mod net_serde {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::ignore::net_text(*net))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::ignore::parse_net(&text)
+            .map(|n| n.trunc())
+            .map_err(|e| serde::de::Error::custom(format!("{e}: '{text}'")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// First block's timeout; `None` = permanent.
+    pub timeout: Option<Duration>,
+    /// Each further block of the same network lasts this many times longer (1 = off).
+    pub repeat_factor: u32,
+    pub max_timeout: Option<Duration>,
+    /// Most networks blocked at once.
+    pub max_blocked: usize,
+    /// Most new blocks per second (detection only; the administrator is not limited).
+    pub max_per_second: u32,
+}
+
+impl PolicyConfig {
+    /// The timeout of the `count`-th block of a network.
+    pub fn timeout_for(&self, count: u32) -> Option<Duration> {
+        let base = clamp_timeout(self.timeout?);
+        if self.repeat_factor <= 1 || count <= 1 {
+            return Some(base);
+        }
+        let cap = clamp_timeout(self.max_timeout.unwrap_or(MAX_TIMEOUT)).max(base);
+        let factor = u32::try_from(u64::from(self.repeat_factor).saturating_pow(count - 1))
+            .unwrap_or(u32::MAX);
+        Some(base.checked_mul(factor).map_or(cap, |t| t.min(cap)))
+    }
+}
+
+/// Whole seconds within MIN_TIMEOUT..=MAX_TIMEOUT (configuration checks this already;
+/// the policy does not rely on it).
+pub fn clamp_timeout(t: Duration) -> Duration {
+    let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+    Duration::from_secs(secs).clamp(MIN_TIMEOUT, MAX_TIMEOUT)
+}
+
+/// A request for a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub key: IpNet,
+    pub origin: Origin,
+    /// An explicit timeout (`Some(None)`: permanent); `None`: the policy's.
+    pub timeout: Option<Option<Duration>>,
+    pub reason: String,
+    /// The probe that asked, for the caller's report.
+    pub probe: Option<Probe>,
+}
+
+/// Why a block was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_blocked` networks are blocked and none may make room.
+    Full,
+    /// `max_per_second` new blocks were made this second.
+    Rate,
+    /// The host's own address, gateway, resolver or ignore list.
+    Protected,
+}
+
+/// The plan for one want.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Write { block: Block, count: u32 },
+    /// Already blocked by a wider block.
+    Covered(IpNet),
+    /// The same network is already being written in this plan.
+    Duplicate,
+    Refused(Refusal),
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// To write (add, or refresh the timeout).
+    pub add: Vec<Block>,
+    /// To delete: evicted, or inside a wider block being added.
+    pub remove: Vec<IpNet>,
+    /// One step per want, in order.
+    pub steps: Vec<Step>,
+}
+
+/// What became of one want.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Blocked {
+        key: IpNet,
+        timeout: Option<Duration>,
+        count: u32,
+    },
+    Covered(IpNet),
+    Refused(Refusal),
+    /// The kernel refused it; it will be retried.
+    Failed { key: IpNet, error: String },
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    want: Want,
+    first: u64,
+    attempts: u32,
+    next_at: u64,
+}
+
+/// Every block the daemon made and still stands, with what is needed to retry the ones
+/// the kernel refused.
+#[derive(Debug)]
+pub struct Blocks {
+    cfg: PolicyConfig,
+    protected: IgnoreList,
+    records: HashMap<IpNet, Record>,
+    /// Records with an expiry, soonest first: pruning is a pop, not a scan.
+    expiry: BTreeSet<(u64, IpNet)>,
+    /// Scan records in eviction order: soonest to end first, permanent last, oldest first.
+    evictable: BTreeSet<(u64, u64, IpNet)>,
+    /// IPv6 keys by network, for "inside" and "around" queries, and how many of each length.
+    v6: BTreeSet<(u128, u8)>,
+    v6_lens: [u32; 129],
+    pending: HashMap<IpNet, Pending>,
+    pending_order: VecDeque<IpNet>,
+    /// Offence counts of ended blocks: (count, ended at).
+    past: HashMap<IpNet, (u32, u64)>,
+    past_order: VecDeque<IpNet>,
+    /// Epoch second and new blocks made in it.
+    window: (u64, u32),
+    dirty: bool,
+    /// Blocks given up (retry queue full, or ended before they could be written).
+    pub given_up: u64,
+}
+
+impl Blocks {
+    pub fn new(cfg: PolicyConfig, protected: IgnoreList) -> Blocks {
+        Blocks {
+            cfg,
+            protected,
+            records: HashMap::new(),
+            expiry: BTreeSet::new(),
+            evictable: BTreeSet::new(),
+            v6: BTreeSet::new(),
+            v6_lens: [0; 129],
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            past: HashMap::new(),
+            past_order: VecDeque::new(),
+            window: (0, 0),
+            dirty: false,
+            given_up: 0,
+        }
+    }
+
+    /// Takes records remembered from an earlier run; ended ones are dropped.
+    pub fn load(&mut self, records: Vec<Record>, now: u64) {
+        for r in records {
+            if r.expires.is_none_or(|e| e > now) {
+                let key = r.key.trunc();
+                self.insert(Record { key, ..r });
+            }
+        }
+        self.dirty = false;
+    }
+
+    pub fn reconfigure(&mut self, cfg: PolicyConfig, protected: IgnoreList) {
+        self.cfg = cfg;
+        self.protected = protected;
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    pub fn protected(&self) -> &IgnoreList {
+        &self.protected
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn get(&self, key: IpNet) -> Option<&Record> {
+        self.records.get(&key)
+    }
+
+    /// The block that covers `addr`, if any: exact, or a wider IPv6 block.
+    pub fn covering(&self, net: IpNet) -> Option<&Record> {
+        self.records
+            .get(&net)
+            .or_else(|| self.wider(net).and_then(|k| self.records.get(&k)))
+    }
+
+    /// Drops the records that ended at `now`.
+    pub fn prune(&mut self, now: u64) {
+        while let Some(&(e, key)) = self.expiry.first() {
+            if e > now {
+                break;
+            }
+            self.expiry.pop_first();
+            if let Some(r) = self.remove_record(key) {
+                self.remember(r.key, r.count, e);
+            }
+        }
+    }
+
+    /// Standing records, oldest first.
+    pub fn active(&mut self, now: u64) -> Vec<Record> {
+        self.prune(now);
+        let mut v: Vec<Record> = self.records.values().cloned().collect();
+        v.sort_by_key(|r| (r.since, r.key));
+        v
+    }
+
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Decides what to write for `wants`. Evictions take effect now; blocks are recorded by
+    /// `commit` once written.
+    pub fn plan(&mut self, wants: &[Want], now: u64) -> Plan {
+        self.prune(now);
+        if self.window.0 != now {
+            self.window = (now, 0);
+        }
+        let mut plan = Plan::default();
+        let mut planned: HashMap<IpNet, ()> = HashMap::new();
+        // New blocks planned but not yet recorded take room too.
+        let mut new = 0usize;
+        for w in wants {
+            let key = w.key.trunc();
+            let step = if self.protected.overlaps(key) {
+                Step::Refused(Refusal::Protected)
+            } else if planned.contains_key(&key) {
+                Step::Duplicate
+            } else if let Some(r) = self.records.get(&key) {
+                // A re-block takes no new room: refresh it, one count more.
+                let count = r.count.saturating_add(1);
+                Step::Write {
+                    block: Block {
+                        net: key,
+                        timeout: self.timeout(w, count),
+                    },
+                    count,
+                }
+            } else if let Some(wider) = self.wider(key) {
+                Step::Covered(wider)
+            } else {
+                let step = self.plan_new(w, key, new, &planned, &mut plan.remove);
+                new += usize::from(matches!(step, Step::Write { .. }));
+                step
+            };
+            if let Step::Write { block, .. } = &step {
+                planned.insert(key, ());
+                plan.add.push(*block);
+            }
+            plan.steps.push(step);
+        }
+        plan
+    }
+
+    fn plan_new(
+        &mut self,
+        w: &Want,
+        key: IpNet,
+        new: usize,
+        planned: &HashMap<IpNet, ()>,
+        remove: &mut Vec<IpNet>,
+    ) -> Step {
+        if w.origin == Origin::Scan && self.window.1 >= self.cfg.max_per_second {
+            return Step::Refused(Refusal::Rate);
+        }
+        let inside = self.narrower(key);
+        let taken = self.records.len() + new - inside.len();
+        if taken >= self.cfg.max_blocked.max(1) {
+            let victim = self
+                .evictable
+                .iter()
+                .find(|(.., k)| !inside.contains(k) && !planned.contains_key(k));
+            match victim {
+                Some(&(.., victim)) => {
+                    self.remove_record(victim);
+                    remove.push(victim);
+                }
+                None => return Step::Refused(Refusal::Full),
+            }
+        }
+        // Narrower blocks inside this one go: the kernel's interval set holds no overlaps.
+        for k in inside {
+            self.remove_record(k);
+            remove.push(k);
+        }
+        if w.origin == Origin::Scan {
+            self.window.1 += 1;
+        }
+        let count = self
+            .past
+            .get(&key)
+            .map_or(1, |(c, _)| c.saturating_add(1));
+        Step::Write {
+            block: Block {
+                net: key,
+                timeout: self.timeout(w, count),
+            },
+            count,
+        }
+    }
+
+    fn timeout(&self, w: &Want, count: u32) -> Option<Duration> {
+        match w.timeout {
+            Some(t) => t.map(clamp_timeout),
+            None => self.cfg.timeout_for(count),
+        }
+    }
+
+    /// Records what was written. `failed` holds the networks the kernel refused.
+    pub fn commit(
+        &mut self,
+        wants: &[Want],
+        plan: &Plan,
+        failed: &HashMap<IpNet, String>,
+        now: u64,
+    ) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(wants.len());
+        for (w, step) in wants.iter().zip(&plan.steps) {
+            out.push(match step {
+                Step::Write { block, count } => match failed.get(&block.net) {
+                    Some(e) => {
+                        self.retry_later(w, now);
+                        Outcome::Failed {
+                            key: block.net,
+                            error: e.clone(),
+                        }
+                    }
+                    None => {
+                        self.drop_pending(block.net);
+                        self.past.remove(&block.net);
+                        let expires = block
+                            .timeout
+                            .map(|t| now.saturating_add(t.as_secs().max(1)));
+                        let since = self.records.get(&block.net).map_or(now, |r| r.since);
+                        self.insert(Record {
+                            key: block.net,
+                            since: if w.origin == Origin::Admin { now } else { since },
+                            expires,
+                            count: *count,
+                            reason: w.reason.clone(),
+                            origin: w.origin,
+                        });
+                        Outcome::Blocked {
+                            key: block.net,
+                            timeout: block.timeout,
+                            count: *count,
+                        }
+                    }
+                },
+                Step::Covered(k) => Outcome::Covered(*k),
+                Step::Duplicate => Outcome::Covered(w.key.trunc()),
+                Step::Refused(r) => Outcome::Refused(*r),
+            });
+        }
+        out
+    }
+
+    /// Blocks refused earlier whose time to try again has come.
+    pub fn due(&mut self, now: u64) -> Vec<Want> {
+        let mut due = Vec::new();
+        let mut ended = Vec::new();
+        for (key, p) in &self.pending {
+            let lasts = p.want.timeout.unwrap_or(self.cfg.timeout);
+            if lasts.is_some_and(|t| p.first.saturating_add(t.as_secs()) <= now) {
+                ended.push(*key);
+            } else if p.next_at <= now {
+                due.push(p.want.clone());
+            }
+        }
+        for k in ended {
+            self.drop_pending(k);
+            self.given_up += 1;
+        }
+        due
+    }
+
+    /// Makes every refused block due now (the firewall was just repaired).
+    pub fn retry_now(&mut self) {
+        for p in self.pending.values_mut() {
+            p.next_at = 0;
+        }
+    }
+
+    fn retry_later(&mut self, w: &Want, now: u64) {
+        let key = w.key.trunc();
+        if let Some(p) = self.pending.get_mut(&key) {
+            p.attempts = p.attempts.saturating_add(1);
+            p.next_at = now.saturating_add(backoff(p.attempts));
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            while let Some(old) = self.pending_order.pop_front() {
+                if self.pending.remove(&old).is_some() {
+                    self.given_up += 1;
+                    break;
+                }
+            }
+        }
+        compact(&mut self.pending_order, &self.pending);
+        self.pending.insert(
+            key,
+            Pending {
+                want: w.clone(),
+                first: now,
+                attempts: 1,
+                next_at: now.saturating_add(backoff(1)),
+            },
+        );
+        self.pending_order.push_back(key);
+    }
+
+    fn drop_pending(&mut self, key: IpNet) {
+        self.pending.remove(&key);
+    }
+
+    /// Removes the block covering `net` (exact, wider, or narrower ones inside it); returns
+    /// the networks to delete from the kernel.
+    pub fn unblock(&mut self, net: IpNet) -> Vec<IpNet> {
+        let net = net.trunc();
+        let mut keys: Vec<IpNet> = self.narrower(net);
+        if self.records.contains_key(&net) {
+            keys.push(net);
+        }
+        if let Some(w) = self.wider(net) {
+            keys.push(w);
+        }
+        keys.sort();
+        keys.dedup();
+        for k in &keys {
+            self.remove_record(*k);
+            self.past.remove(k);
+        }
+        let pending: Vec<IpNet> = self
+            .pending
+            .keys()
+            .filter(|k| k.contains(&net.addr()) || net.contains(&k.addr()))
+            .copied()
+            .collect();
+        for k in pending {
+            self.drop_pending(k);
+        }
+        keys
+    }
+
+    /// Every standing block with the time it has left. A clock set back must not stretch a
+    /// block: the time left is never more than the block's own length.
+    pub fn restore(&mut self, now: u64) -> Vec<Block> {
+        self.prune(now);
+        self.records
+            .values()
+            .map(|r| Block {
+                net: r.key,
+                timeout: r.expires.map(|e| {
+                    let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
+                    clamp_timeout(Duration::from_secs(left))
+                }),
+            })
+            .collect()
+    }
+
+    /// The `n` newest records (a spot check that the kernel still holds them).
+    pub fn newest(&self, n: usize) -> Vec<IpNet> {
+        let mut v: Vec<(u64, IpNet)> = self.records.values().map(|r| (r.since, r.key)).collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.into_iter().take(n).map(|(_, k)| k).collect()
+    }
+
+    fn insert(&mut self, r: Record) {
+        let key = r.key;
+        self.remove_record(key);
+        if let Some(e) = r.expires {
+            self.expiry.insert((e, key));
+        }
+        if r.origin == Origin::Scan {
+            self.evictable
+                .insert((r.expires.unwrap_or(u64::MAX), r.since, key));
+        }
+        if let IpNet::V6(n) = key {
+            self.v6.insert((u128::from(n.network()), n.prefix_len()));
+            self.v6_lens[usize::from(n.prefix_len())] += 1;
+        }
+        self.records.insert(key, r);
+        self.dirty = true;
+    }
+
+    fn remove_record(&mut self, key: IpNet) -> Option<Record> {
+        let r = self.records.remove(&key)?;
+        if let Some(e) = r.expires {
+            self.expiry.remove(&(e, key));
+        }
+        self.evictable
+            .remove(&(r.expires.unwrap_or(u64::MAX), r.since, key));
+        if let IpNet::V6(n) = key {
+            self.v6.remove(&(u128::from(n.network()), n.prefix_len()));
+            self.v6_lens[usize::from(n.prefix_len())] -= 1;
+        }
+        self.dirty = true;
+        Some(r)
+    }
+
+    /// Keeps the offence count of an ended block (bounded, oldest forgotten first).
+    fn remember(&mut self, key: IpNet, count: u32, at: u64) {
+        if self.cfg.repeat_factor <= 1 {
+            return;
+        }
+        if self.past.len() >= MAX_PAST {
+            while let Some(old) = self.past_order.pop_front() {
+                if self.past.remove(&old).is_some() {
+                    break;
+                }
+            }
+        }
+        compact(&mut self.past_order, &self.past);
+        if self.past.insert(key, (count, at)).is_none() {
+            self.past_order.push_back(key);
+        }
+    }
+
+    /// A standing IPv6 block wider than `net` that contains it.
+    fn wider(&self, net: IpNet) -> Option<IpNet> {
+        let IpNet::V6(n) = net else { return None };
+        (0..n.prefix_len())
+            .filter(|&len| self.v6_lens[usize::from(len)] > 0)
+            .filter_map(|len| ipnet::Ipv6Net::new(n.network(), len).ok())
+            .map(|w| IpNet::V6(w.trunc()))
+            .find(|w| self.records.contains_key(w))
+    }
+
+    /// Standing IPv6 blocks strictly inside `net`.
+    fn narrower(&self, net: IpNet) -> Vec<IpNet> {
+        let IpNet::V6(n) = net else { return Vec::new() };
+        let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+        self.v6
+            .range((lo, 0)..=(hi, 128))
+            .filter(|(_, len)| *len > n.prefix_len())
+            .filter_map(|&(a, len)| ipnet::Ipv6Net::new(a.into(), len).ok().map(IpNet::V6))
+            .collect()
+    }
+}
+
+/// Drops keys that left `map` from its age order once they outnumber the live ones, so
+/// the order stays bounded by twice the map's cap.
+fn compact<V>(order: &mut VecDeque<IpNet>, map: &HashMap<IpNet, V>) {
+    if order.len() > 2 * map.len() + 64 {
+        order.retain(|k| map.contains_key(k));
+    }
+}
+
+fn backoff(attempts: u32) -> u64 {
+    (1u64 << attempts.saturating_sub(1).min(6)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg() -> PolicyConfig {
+        PolicyConfig {
+            timeout: Some(Duration::from_secs(3600)),
+            repeat_factor: 1,
+            max_timeout: Some(Duration::from_secs(30 * 86400)),
+            max_blocked: 3,
+            max_per_second: 1000,
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        crate::ignore::parse_net(s).unwrap()
+    }
+
+    fn scan(s: &str) -> Want {
+        Want {
+            key: net(s),
+            origin: Origin::Scan,
+            timeout: None,
+            reason: "test".into(),
+            probe: None,
+        }
+    }
+
+    fn admin(s: &str, t: Option<Option<Duration>>) -> Want {
+        Want {
+            origin: Origin::Admin,
+            timeout: t,
+            ..scan(s)
+        }
+    }
+
+    /// Plans and commits as if the kernel took everything but `refuse`.
+    fn apply(b: &mut Blocks, wants: &[Want], now: u64, refuse: &[&str]) -> (Plan, Vec<Outcome>) {
+        let plan = b.plan(wants, now);
+        let failed: HashMap<IpNet, String> = refuse
+            .iter()
+            .map(|s| (net(s), "No such file or directory".to_string()))
+            .collect();
+        let out = b.commit(wants, &plan, &failed, now);
+        (plan, out)
+    }
+
+    fn book(c: PolicyConfig) -> Blocks {
+        Blocks::new(c, IgnoreList::new([net("192.0.2.1"), net("2001:db8::1")]))
+    }
+
+    #[test]
+    fn expired_blocks_never_count_against_the_cap() {
+        let mut b = book(cfg());
+        let wants: Vec<Want> = (1..=3).map(|i| scan(&format!("198.18.0.{i}"))).collect();
+        apply(&mut b, &wants, 1000, &[]);
+        assert_eq!(b.len(), 3);
+        // An hour later they have all ended: the next scanner takes room freely.
+        let (_, out) = apply(&mut b, &[scan("198.18.1.1")], 1000 + 3600, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_scan_block_that_ends_soonest_never_the_admins() {
+        let mut b = book(cfg());
+        apply(&mut b, &[admin("198.51.100.7", Some(None))], 1000, &[]);
+        apply(&mut b, &[scan("198.18.0.1")], 1000, &[]);
+        apply(&mut b, &[scan("198.18.0.2")], 1010, &[]);
+        let (plan, out) = apply(&mut b, &[scan("198.18.0.3")], 1020, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }));
+        assert_eq!(plan.remove, vec![net("198.18.0.1")]);
+        assert!(b.get(net("198.51.100.7")).is_some());
+        assert_eq!(b.len(), 3);
+        // Only admin blocks left to evict: refused.
+        let mut b = book(PolicyConfig {
+            max_blocked: 1,
+            ..cfg()
+        });
+        apply(&mut b, &[admin("198.51.100.7", None)], 1000, &[]);
+        let (_, out) = apply(&mut b, &[scan("198.18.0.3")], 1020, &[]);
+        assert_eq!(out, vec![Outcome::Refused(Refusal::Full)]);
+    }
+
+    #[test]
+    fn new_blocks_per_second_are_capped_for_scans_only() {
+        let mut b = book(PolicyConfig {
+            max_per_second: 2,
+            max_blocked: 100,
+            ..cfg()
+        });
+        let wants: Vec<Want> = (1..=3).map(|i| scan(&format!("198.18.0.{i}"))).collect();
+        let (_, out) = apply(&mut b, &wants, 1000, &[]);
+        assert_eq!(out[2], Outcome::Refused(Refusal::Rate));
+        let (_, out) = apply(&mut b, &[admin("198.18.0.9", None)], 1000, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }));
+        let (_, out) = apply(&mut b, &[scan("198.18.0.3")], 1001, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }));
+    }
+
+    #[test]
+    fn protected_networks_are_refused() {
+        let mut b = book(cfg());
+        let (_, out) = apply(
+            &mut b,
+            &[admin("192.0.2.1", None), scan("2001:db8::/64")],
+            1000,
+            &[],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Refused(Refusal::Protected),
+                Outcome::Refused(Refusal::Protected)
+            ]
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_refused_write_is_retried_with_backoff_until_it_lands() {
+        let mut b = book(cfg());
+        let (_, out) = apply(&mut b, &[scan("198.18.0.1")], 1000, &["198.18.0.1"]);
+        assert!(matches!(out[0], Outcome::Failed { .. }));
+        assert!(b.is_empty());
+        assert!(b.due(1000).is_empty());
+        let due = b.due(1001);
+        assert_eq!(due.len(), 1);
+        apply(&mut b, &due, 1001, &["198.18.0.1"]);
+        assert!(b.due(1002).is_empty(), "second wait is 2 s");
+        // The firewall is repaired: retried at once, and it lands.
+        b.retry_now();
+        let due = b.due(1002);
+        let (_, out) = apply(&mut b, &due, 1002, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { count: 1, .. }));
+        assert_eq!(b.pending(), 0);
+        assert_eq!(b.get(net("198.18.0.1")).unwrap().expires, Some(1002 + 3600));
+    }
+
+    #[test]
+    fn a_block_that_could_not_be_written_in_its_time_is_given_up() {
+        let mut b = book(cfg());
+        apply(&mut b, &[scan("198.18.0.1")], 1000, &["198.18.0.1"]);
+        assert!(b.due(1000 + 3600).is_empty());
+        assert_eq!((b.pending(), b.given_up), (0, 1));
+    }
+
+    #[test]
+    fn timeouts_stay_in_range_whatever_the_arithmetic() {
+        let c = PolicyConfig {
+            repeat_factor: 4,
+            max_timeout: Some(Duration::from_secs(86400)),
+            ..cfg()
+        };
+        assert_eq!(c.timeout_for(1), Some(Duration::from_secs(3600)));
+        assert_eq!(c.timeout_for(2), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(c.timeout_for(3), Some(Duration::from_secs(16 * 3600)));
+        assert_eq!(c.timeout_for(4), Some(Duration::from_secs(86400)));
+        assert_eq!(c.timeout_for(u32::MAX), Some(Duration::from_secs(86400)));
+        let huge = PolicyConfig {
+            timeout: Some(Duration::from_secs(u64::MAX)),
+            repeat_factor: u32::MAX,
+            max_timeout: None,
+            ..cfg()
+        };
+        assert_eq!(huge.timeout_for(u32::MAX), Some(MAX_TIMEOUT));
+        let tiny = PolicyConfig {
+            timeout: Some(Duration::from_millis(500)),
+            ..cfg()
+        };
+        assert_eq!(tiny.timeout_for(1), Some(Duration::from_secs(1)));
+        assert_eq!(PolicyConfig { timeout: None, ..c }.timeout_for(3), None);
+    }
+
+    #[test]
+    fn repeat_offenders_are_remembered_after_their_block_ends() {
+        let mut b = book(PolicyConfig {
+            repeat_factor: 4,
+            ..cfg()
+        });
+        apply(&mut b, &[scan("198.18.0.1")], 1000, &[]);
+        let (_, out) = apply(&mut b, &[scan("198.18.0.1")], 1000 + 3601, &[]);
+        assert_eq!(
+            out[0],
+            Outcome::Blocked {
+                key: net("198.18.0.1"),
+                timeout: Some(Duration::from_secs(4 * 3600)),
+                count: 2
+            }
+        );
+    }
+
+    #[test]
+    fn restore_never_trusts_a_clock_set_back() {
+        let mut b = book(cfg());
+        apply(&mut b, &[scan("198.18.0.1")], 1_800_000_000, &[]);
+        // The machine boots with its clock a year behind.
+        let back = b.restore(1_800_000_000 - 365 * 86400);
+        assert_eq!(back[0].timeout, Some(Duration::from_secs(3600)));
+        let later = b.restore(1_800_000_000 + 600);
+        assert_eq!(later[0].timeout, Some(Duration::from_secs(3000)));
+    }
+
+    #[test]
+    fn ipv6_prefixes_swallow_narrower_blocks_and_cover_later_ones() {
+        let mut b = book(cfg());
+        apply(&mut b, &[admin("2001:db8:5::7", None)], 1000, &[]);
+        let (plan, out) = apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }));
+        assert_eq!(plan.remove, vec![net("2001:db8:5::7")]);
+        let (_, out) = apply(&mut b, &[admin("2001:db8:5::9", None)], 1001, &[]);
+        assert_eq!(out[0], Outcome::Covered(net("2001:db8:5::/64")));
+        assert_eq!(
+            b.covering(net("2001:db8:5::9")).map(|r| r.key),
+            Some(net("2001:db8:5::/64"))
+        );
+        assert_eq!(b.unblock(net("2001:db8:5::9")), vec![net("2001:db8:5::/64")]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn one_write_per_network_per_plan() {
+        let mut b = book(cfg());
+        let (plan, out) = apply(&mut b, &[scan("198.18.0.1"), scan("198.18.0.1")], 1000, &[]);
+        assert_eq!(plan.add.len(), 1);
+        assert_eq!(out[1], Outcome::Covered(net("198.18.0.1")));
+    }
+
+    #[test]
+    fn records_read_back_old_and_new_forms() {
+        let old = r#"{"addr":"192.0.2.2","since":1,"expires":null,"reason":"x"}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert_eq!((r.key, r.count, r.origin), (net("192.0.2.2"), 1, Origin::Scan));
+        let r = Record {
+            key: net("2001:db8::/64"),
+            ..r
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"addr\":\"2001:db8::/64\""), "{text}");
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
+        assert!(serde_json::from_str::<Record>(&old.replace("192.0.2.2", "nope")).is_err());
+    }
+
+    proptest! {
+        /// Whatever the requests and the clock, the standing blocks never exceed the cap,
+        /// the kernel is never asked to hold two overlapping blocks, and every key the plan
+        /// writes is either recorded or pending after commit.
+        #[test]
+        fn invariants_hold_under_any_sequence(
+            ops in proptest::collection::vec((0u8..4, 0u16..40, 0u64..5000, any::<bool>()), 1..200),
+            cap in 1usize..8,
+        ) {
+            let mut b = book(PolicyConfig { max_blocked: cap, max_per_second: 5, ..cfg() });
+            let mut now = 1000u64;
+            for (op, n, dt, fail) in ops {
+                now += dt;
+                let key = match op {
+                    0 => format!("198.18.0.{}", n % 20),
+                    1 => format!("2001:db8:{:x}::/64", n % 5),
+                    2 => format!("2001:db8:{:x}::{:x}", n % 5, n),
+                    _ => format!("2001:db8:{:x}::/48", n % 3),
+                };
+                let w = if n % 7 == 0 { admin(&key, None) } else { scan(&key) };
+                let refuse: Vec<&str> = if fail { vec![key.as_str()] } else { vec![] };
+                apply(&mut b, &[w], now, &refuse);
+                let due = b.due(now);
+                apply(&mut b, &due, now, &[]);
+                b.prune(now);
+                prop_assert!(b.len() <= cap);
+                let keys: Vec<IpNet> = b.records.keys().copied().collect();
+                for a in &keys {
+                    for c in &keys {
+                        prop_assert!(a == c || !(a.contains(&c.network()) || c.contains(&a.network())),
+                            "{} overlaps {}", a, c);
+                    }
+                }
+                prop_assert_eq!(b.expiry.len(), b.records.values().filter(|r| r.expires.is_some()).count());
+            }
+        }
+    }
+}
