@@ -248,7 +248,10 @@ pub fn trusted(path: &Path) -> Result<(), ConfigError> {
         owner: m.uid(),
     };
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(unsafe_file("is not owned by root or the user running portsentry", &meta));
+        return Err(unsafe_file(
+            "is not owned by root or the user running portsentry",
+            &meta,
+        ));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(unsafe_file("is writable by group or others", &meta));
@@ -656,9 +659,8 @@ pub fn parse_duration(text: &str, zero_is_never: bool) -> Result<Option<Duration
             Err("a duration of 0 is not allowed here".into())
         };
     }
-    let d = humantime::parse_duration(text).map_err(|e| {
-        format!("'{text}' is not a duration like \"90s\", \"5m\" or \"1h\": {e}")
-    })?;
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like \"90s\", \"5m\" or \"1h\": {e}"))?;
     let zero = if zero_is_never {
         " (\"0\" alone means permanent)"
     } else {
@@ -668,7 +670,9 @@ pub fn parse_duration(text: &str, zero_is_never: bool) -> Result<Option<Duration
         return Err(format!("'{text}' is shorter than 1s{zero}"));
     }
     if d > MAX_TIMEOUT {
-        return Err(format!("'{text}' is longer than the 100 years allowed{zero}"));
+        return Err(format!(
+            "'{text}' is longer than the 100 years allowed{zero}"
+        ));
     }
     if d.subsec_nanos() != 0 {
         return Err(format!("'{text}' is not a whole number of seconds"));

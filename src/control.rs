@@ -176,12 +176,10 @@ impl<F: Firewall + 'static> Server<F> {
                 );
                 for l in kernel {
                     let rec = book.get(l.net);
-                    let left = l.left.map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
-                    let why = match rec {
-                        None => "added outside portsentry".to_string(),
-                        Some(r) if r.origin == Origin::Admin => r.reason.clone(),
-                        Some(r) => r.reason.clone(),
-                    };
+                    let left = l
+                        .left
+                        .map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
+                    let why = rec.map_or("added outside portsentry", |r| r.reason.as_str());
                     let _ = writeln!(
                         out,
                         "{:<40} {:>12} {:>6}  {}",
@@ -261,6 +259,8 @@ impl<F: Firewall + 'static> Server<F> {
                     let key = block_key(addr, prefix, book.protected());
                     let mut keys = book.unblock(exact);
                     keys.extend(book.unblock(key));
+                    // Room was made: blocks the kernel refused (a full set) go now.
+                    book.retry_now();
                     (keys, key)
                 };
                 let was = !keys.is_empty();

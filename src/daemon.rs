@@ -79,7 +79,11 @@ struct Running {
     heal_error: Option<(String, Instant)>,
 }
 
-pub fn run(cfg: Config, ignore_file: Option<IgnoreFile>, logging: &Logging) -> Result<(), DaemonError> {
+pub fn run(
+    cfg: Config,
+    ignore_file: Option<IgnoreFile>,
+    logging: &Logging,
+) -> Result<(), DaemonError> {
     tracing::warn!(
         "adminalert: PortSentry {} is starting.",
         env!("CARGO_PKG_VERSION")
@@ -120,7 +124,10 @@ pub fn run(cfg: Config, ignore_file: Option<IgnoreFile>, logging: &Logging) -> R
     let built = fw.build(&spec)?;
     apply_sets(&mut fw, &cfg, &protected)?;
     let restored = restore(&mut fw, &mut book);
-    fw.seal()?;
+    if let Err(e) = fw.seal() {
+        // The first check will put it right.
+        tracing::warn!("adminalert: {e}");
+    }
     if restored > 0 {
         tracing::warn!(
             "adminalert: restored {restored} blocks from {}",
@@ -362,7 +369,7 @@ impl Running {
             }
             None => {
                 // Rules intact, but set elements can go on their own (`nft flush set`).
-                let newest = self.book().newest(SPOT_CHECK);
+                let newest = self.book().newest(SPOT_CHECK, epoch_now());
                 match self.fw.missing_blocks(&newest) {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
@@ -393,7 +400,11 @@ impl Running {
 
     /// Puts the table back from the definition, then the sets, the blocks, and seals it;
     /// blocks the kernel refused meanwhile are retried at once.
-    fn repair(&mut self, cfg: &Config, protected: &IgnoreList) -> Result<(Built, usize), FirewallError> {
+    fn repair(
+        &mut self,
+        cfg: &Config,
+        protected: &IgnoreList,
+    ) -> Result<(Built, usize), FirewallError> {
         let built = self.fw.build(&self.spec)?;
         self.steering = built.steering;
         apply_sets(&mut self.fw, cfg, protected)?;
@@ -537,7 +548,11 @@ fn restore(fw: &mut impl Firewall, book: &mut Blocks) -> usize {
     report.written
 }
 
-fn apply_sets(fw: &mut impl Firewall, cfg: &Config, protected: &IgnoreList) -> Result<(), FirewallError> {
+fn apply_sets(
+    fw: &mut impl Firewall,
+    cfg: &Config,
+    protected: &IgnoreList,
+) -> Result<(), FirewallError> {
     fw.sync_allow(protected.nets())?;
     fw.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
     tracing::info!(

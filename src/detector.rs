@@ -425,7 +425,12 @@ mod tests {
     fn broadcast_and_multicast_packets_are_not_probes() {
         let mut d = Detector::new(cfg(0), ignore());
         let now = Instant::now();
-        for dst in ["255.255.255.255", "224.0.0.1", "ff02::1", "::ffff:224.0.0.9"] {
+        for dst in [
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:224.0.0.9",
+        ] {
             let p = Probe {
                 dst: dst.parse().unwrap(),
                 ..probe("192.0.2.2", 9, ScanKind::Udp)
@@ -439,7 +444,10 @@ mod tests {
     fn rotating_through_an_ipv6_prefix_is_one_source_and_mapped_is_v4() {
         let mut d = Detector::new(cfg(3), ignore());
         let now = Instant::now();
-        for (i, a) in ["2001:db8:7::1", "2001:db8:7::2", "2001:db8:7::3"].iter().enumerate() {
+        for (i, a) in ["2001:db8:7::1", "2001:db8:7::2", "2001:db8:7::3"]
+            .iter()
+            .enumerate()
+        {
             let dec = d.observe(&probe(a, 10 + i as u16, ScanKind::Syn), now);
             assert_eq!(matches!(dec, Decision::Act { .. }), i == 2, "{a}: {dec:?}");
         }

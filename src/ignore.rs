@@ -56,7 +56,8 @@ impl IgnoreList {
 
     /// Adds networks; duplicates and overlaps are merged (n log n, not n²).
     pub fn extend(&mut self, nets: impl IntoIterator<Item = IpNet>) {
-        self.nets.extend(nets.into_iter().map(|n| canonical_net(n).trunc()));
+        self.nets
+            .extend(nets.into_iter().map(|n| canonical_net(n).trunc()));
         self.nets.sort_unstable();
         self.nets.dedup();
         let mut v4 = Vec::new();

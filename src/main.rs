@@ -26,7 +26,11 @@ fn main() -> ExitCode {
                             eprintln!("ignore file: {why}");
                         }
                         bad = !f.errors.is_empty() || f.unreadable.is_some();
-                        println!("  ignore file: {} entries, {} bad lines", f.nets.len(), f.errors.len());
+                        println!(
+                            "  ignore file: {} entries, {} bad lines",
+                            f.nets.len(),
+                            f.errors.len()
+                        );
                     }
                     if bad {
                         ExitCode::from(EX_CONFIG)

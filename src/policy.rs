@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-/// The longest timeout accepted: a century. The kernel's own limit is about 584 years of
+/// The longest timeout accepted: a century ("100y", years of 365.25 days as humantime
+/// counts them). The kernel's own limit is about 584 years of
 /// milliseconds; anything longer is meant as "permanent", which is written "0".
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_155_760_000);
 /// Least time a block lasts.
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Blocks waiting for a retry at most; past it the oldest is given up.
@@ -147,7 +148,10 @@ pub enum Refusal {
 /// The plan for one want.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    Write { block: Block, count: u32 },
+    Write {
+        block: Block,
+        count: u32,
+    },
     /// Already blocked by a wider block.
     Covered(IpNet),
     /// The same network is already being written in this plan.
@@ -176,7 +180,10 @@ pub enum Outcome {
     Covered(IpNet),
     Refused(Refusal),
     /// The kernel refused it; it will be retried.
-    Failed { key: IpNet, error: String },
+    Failed {
+        key: IpNet,
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -382,10 +389,7 @@ impl Blocks {
         if w.origin == Origin::Scan {
             self.window.1 += 1;
         }
-        let count = self
-            .past
-            .get(&key)
-            .map_or(1, |(c, _)| c.saturating_add(1));
+        let count = self.past.get(&key).map_or(1, |(c, _)| c.saturating_add(1));
         Step::Write {
             block: Block {
                 net: key,
@@ -430,7 +434,11 @@ impl Blocks {
                         let since = self.records.get(&block.net).map_or(now, |r| r.since);
                         self.insert(Record {
                             key: block.net,
-                            since: if w.origin == Origin::Admin { now } else { since },
+                            since: if w.origin == Origin::Admin {
+                                now
+                            } else {
+                                since
+                            },
                             expires,
                             count: *count,
                             reason: w.reason.clone(),
@@ -554,9 +562,16 @@ impl Blocks {
             .collect()
     }
 
-    /// The `n` newest records (a spot check that the kernel still holds them).
-    pub fn newest(&self, n: usize) -> Vec<IpNet> {
-        let mut v: Vec<(u64, IpNet)> = self.records.values().map(|r| (r.since, r.key)).collect();
+    /// The `n` newest standing records, leaving out those about to end (the kernel counts
+    /// milliseconds, the records seconds): what a spot check looks for in the kernel.
+    pub fn newest(&mut self, n: usize, now: u64) -> Vec<IpNet> {
+        self.prune(now);
+        let mut v: Vec<(u64, IpNet)> = self
+            .records
+            .values()
+            .filter(|r| r.expires.is_none_or(|e| e > now.saturating_add(1)))
+            .map(|r| (r.since, r.key))
+            .collect();
         v.sort_unstable_by(|a, b| b.cmp(a));
         v.into_iter().take(n).map(|(_, k)| k).collect()
     }
@@ -863,7 +878,10 @@ mod tests {
             b.covering(net("2001:db8:5::9")).map(|r| r.key),
             Some(net("2001:db8:5::/64"))
         );
-        assert_eq!(b.unblock(net("2001:db8:5::9")), vec![net("2001:db8:5::/64")]);
+        assert_eq!(
+            b.unblock(net("2001:db8:5::9")),
+            vec![net("2001:db8:5::/64")]
+        );
         assert!(b.is_empty());
     }
 
@@ -879,7 +897,10 @@ mod tests {
     fn records_read_back_old_and_new_forms() {
         let old = r#"{"addr":"192.0.2.2","since":1,"expires":null,"reason":"x"}"#;
         let r: Record = serde_json::from_str(old).unwrap();
-        assert_eq!((r.key, r.count, r.origin), (net("192.0.2.2"), 1, Origin::Scan));
+        assert_eq!(
+            (r.key, r.count, r.origin),
+            (net("192.0.2.2"), 1, Origin::Scan)
+        );
         let r = Record {
             key: net("2001:db8::/64"),
             ..r

@@ -436,7 +436,12 @@ mod tests {
         fw.state()
             .table
             .as_ref()
-            .map(|t| t.blocked.keys().map(|k| crate::ignore::net_text(*k)).collect())
+            .map(|t| {
+                t.blocked
+                    .keys()
+                    .map(|k| crate::ignore::net_text(*k))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -623,13 +628,16 @@ mod tests {
             max_blocked: 100,
             ..policy()
         });
-        shared
-            .blocks
-            .lock()
-            .unwrap()
-            .reconfigure(policy(), IgnoreList::new(["2001:db8::1/128".parse().unwrap()]));
+        shared.blocks.lock().unwrap().reconfigure(
+            policy(),
+            IgnoreList::new(["2001:db8::1/128".parse().unwrap()]),
+        );
         let mut r = Responder::new(fw.clone(), shared, unread(), None);
-        r.handle(&[act("2001:db8:5::7"), act("2001:db8::2")], Instant::now(), 1000);
+        r.handle(
+            &[act("2001:db8:5::7"), act("2001:db8::2")],
+            Instant::now(),
+            1000,
+        );
         assert_eq!(blocked(&fw), vec!["2001:db8::2", "2001:db8:5::/64"]);
     }
 }

@@ -118,7 +118,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = StateFile::new(dir.join("blocks.json"));
         assert!(f.load().unwrap().is_empty());
-        let records = vec![rec("192.0.2.2", 100, None), rec("2001:db8::/64", 150, Some(200))];
+        let records = vec![
+            rec("192.0.2.2", 100, None),
+            rec("2001:db8::/64", 150, Some(200)),
+        ];
         f.save_records(&records).unwrap();
         assert_eq!(f.load().unwrap(), records);
         assert!(!dir.join("blocks.tmp").exists());

@@ -124,6 +124,8 @@ pub enum FirewallError {
     },
     #[error("loading the table definition with nft failed: {0}")]
     Definition(String),
+    #[error("the table changed while it was being put back ({0}); trying again")]
+    Unsettled(String),
 }
 
 /// What a batch of blocks came to.
@@ -178,6 +180,10 @@ struct Fingerprint {
 type KeyFlags = (Vec<u8>, u32);
 
 impl Fingerprint {
+    fn same_structure(&self, other: &Fingerprint) -> bool {
+        (&self.sets, &self.chains, &self.rules) == (&other.sets, &other.chains, &other.rules)
+    }
+
     /// What differs from `want`, for the log.
     fn diff(&self, want: &Fingerprint) -> String {
         let mut parts = Vec::new();
@@ -187,7 +193,11 @@ impl Fingerprint {
             ("rules", &self.rules, &want.rules),
         ] {
             if now != then {
-                parts.push(format!("{name} changed ({} now, {} expected)", now.len(), then.len()));
+                parts.push(format!(
+                    "{name} changed ({} now, {} expected)",
+                    now.len(),
+                    then.len()
+                ));
             }
         }
         for ((set, now), (_, then)) in self.elems.iter().zip(&want.elems) {
@@ -213,6 +223,11 @@ pub struct Nft {
     /// The ruleset generation and fingerprint sealed last: a check with the same
     /// generation costs one small request.
     sealed: Option<(u32, Fingerprint)>,
+    /// The spec last built, and the table as it was last sealed for it: a later build of
+    /// the same spec must give the same table, or something changed it while we sealed.
+    built: Option<(TableSpec, Fingerprint)>,
+    /// The allow and watch elements last written, as the kernel lists them.
+    written: Vec<(&'static CStr, Vec<KeyFlags>)>,
 }
 
 const INET: u16 = ProtoFamily::Inet as u16;
@@ -222,6 +237,8 @@ impl Nft {
         Ok(Nft {
             nl: Netlink::open()?,
             sealed: None,
+            built: None,
+            written: Vec::new(),
         })
     }
 
@@ -254,12 +271,16 @@ impl Nft {
     /// Our table's objects of one kind, in the kernel's order, as the attributes that say
     /// what they are: counts and counters, which change as the table is used, are left out.
     fn ours(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
+        // Handles change when an object is put back; counts and counters change as the
+        // table is used: neither says what the object is.
         let volatile: &[u16] = match what {
-            // NFTA_SET_TYPE (the backend), NFTA_SET_COUNT (elements held)
-            Get::Sets => &[19, 20],
-            // NFTA_CHAIN_COUNTERS
-            Get::Chains => &[8],
-            Get::Rules | Get::Gen => &[],
+            // NFTA_SET_HANDLE, NFTA_SET_TYPE (the backend), NFTA_SET_COUNT
+            Get::Sets => &[16, 19, 20],
+            // NFTA_CHAIN_HANDLE, NFTA_CHAIN_COUNTERS
+            Get::Chains => &[2, 8],
+            // NFTA_RULE_HANDLE
+            Get::Rules => &[3],
+            Get::Gen => &[],
         };
         Ok(self
             .get(what)?
@@ -271,7 +292,9 @@ impl Nft {
             .map(|m| {
                 raw::attrs(m)
                     .filter(|(ty, _)| !volatile.contains(ty))
-                    .flat_map(|(ty, p)| [&ty.to_ne_bytes()[..], &(p.len() as u32).to_ne_bytes(), p].concat())
+                    .flat_map(|(ty, p)| {
+                        [&ty.to_ne_bytes()[..], &(p.len() as u32).to_ne_bytes(), p].concat()
+                    })
                     .collect()
             })
             .collect())
@@ -392,8 +415,14 @@ impl Nft {
     fn replace_sets(
         &mut self,
         what: &'static str,
-        sets: &[(&CStr, &[Elem])],
+        sets: &[(&'static CStr, &[Elem])],
     ) -> Result<(), FirewallError> {
+        for (set, elems) in sets {
+            let mut e: Vec<KeyFlags> = elems.iter().map(|e| (e.key().to_vec(), e.flags)).collect();
+            e.sort();
+            self.written.retain(|(s, _)| s != set);
+            self.written.push((set, e));
+        }
         let mut tx = self.nl.tx();
         for (set, elems) in sets {
             let flush = SetElems {
@@ -428,10 +457,15 @@ impl Nft {
     /// block by block so one bad element cannot cost the others their block.
     fn write_blocks(&mut self, blocks: &[Block]) -> BlockReport {
         let mut report = BlockReport::default();
-        let (v4, v6): (Vec<Block>, Vec<Block>) = blocks.iter().partition(|b| b.net.addr().is_ipv4());
+        let (v4, v6): (Vec<Block>, Vec<Block>) =
+            blocks.iter().partition(|b| b.net.addr().is_ipv4());
         for (set, list) in [(BLOCKED4, v4), (BLOCKED6, v6)] {
             // An interval block is two elements: keep a whole block in one message.
-            let per_msg = if set == BLOCKED6 { MAX_ELEMS_PER_MSG / 2 } else { MAX_ELEMS_PER_MSG };
+            let per_msg = if set == BLOCKED6 {
+                MAX_ELEMS_PER_MSG / 2
+            } else {
+                MAX_ELEMS_PER_MSG
+            };
             for tx in list.chunks(per_msg * MSGS_PER_TX) {
                 match self.send_blocks(set, tx, per_msg) {
                     Ok(()) => report.written += tx.len(),
@@ -451,7 +485,10 @@ impl Nft {
     }
 
     fn send_blocks(&mut self, set: &CStr, blocks: &[Block], per_msg: usize) -> io::Result<()> {
-        if let Some(b) = blocks.iter().find(|b| set == BLOCKED4 && b.net.prefix_len() != 32) {
+        if let Some(b) = blocks
+            .iter()
+            .find(|b| set == BLOCKED4 && b.net.prefix_len() != 32)
+        {
             return Err(io::Error::other(format!(
                 "{}: IPv4 blocks are single addresses",
                 b.net
@@ -462,7 +499,9 @@ impl Nft {
             let elems: Vec<Elem> = chunk
                 .iter()
                 .flat_map(|b| {
-                    let ms = b.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                    let ms = b
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
                     let mut e = Elem::net(b.net, set == BLOCKED6);
                     e[0] = e[0].with_timeout_ms(ms);
                     e
@@ -560,7 +599,14 @@ impl Firewall for Nft {
         let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         for n in nets {
             let seq = self.nl.next_seq();
-            let len = raw::get_elem_msg(&mut buf, TABLE, set_of(n), INET, &Elem::addr(n.network()), seq);
+            let len = raw::get_elem_msg(
+                &mut buf,
+                TABLE,
+                set_of(n),
+                INET,
+                &Elem::addr(n.network()),
+                seq,
+            );
             match self.nl.dump(&buf[..len], seq) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => missing.push(*n),
@@ -585,6 +631,9 @@ impl Firewall for Nft {
 
     fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError> {
         self.sealed = None;
+        if self.built.as_ref().is_some_and(|(s, _)| s != spec) {
+            self.built = None;
+        }
         let existed = self.table_exists()?;
         let text = spec.text();
         let mut recreated = !existed;
@@ -600,6 +649,10 @@ impl Firewall for Nft {
             recreated = true;
         }
         let steering = self.install_steering(spec.steering, spec.queue, spec.queues)?;
+        self.built = Some((
+            spec.clone(),
+            self.built.take().map(|(_, f)| f).unwrap_or_default(),
+        ));
         Ok(Built {
             steering,
             recreated,
@@ -609,6 +662,30 @@ impl Firewall for Nft {
     fn seal(&mut self) -> Result<(), FirewallError> {
         let gen = self.generation()?;
         let print = self.fingerprint()?;
+        // What we wrote must be what is there, and a rebuild of the same spec must give
+        // the same table as before: otherwise someone changed it while we worked, and
+        // sealing now would take their change for ours.
+        let mut wrong = Vec::new();
+        for (set, now) in &print.elems {
+            let wrote = self.written.iter().find(|(s, _)| s == set).map(|(_, e)| e);
+            if wrote.is_some_and(|w| w != now) {
+                wrong.push(format!(
+                    "set {} changed while it was written",
+                    set.to_string_lossy()
+                ));
+            }
+        }
+        if let Some((_, before)) = &self.built {
+            if *before != Fingerprint::default() && !before.same_structure(&print) {
+                wrong.push(print.diff(before));
+            }
+        }
+        if !wrong.is_empty() {
+            return Err(FirewallError::Unsettled(wrong.join(", ")));
+        }
+        if let Some((_, before)) = &mut self.built {
+            *before = print.clone();
+        }
         self.sealed = Some((gen, print));
         Ok(())
     }
@@ -648,7 +725,11 @@ fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
         .iter()
         .filter_map(|e| {
             let k = <[u8; 16]>::try_from(&e.key[..]).ok()?;
-            Some((u128::from_be_bytes(k), e.flags & ELEM_INTERVAL_END != 0, e.expires_ms))
+            Some((
+                u128::from_be_bytes(k),
+                e.flags & ELEM_INTERVAL_END != 0,
+                e.expires_ms,
+            ))
         })
         .collect();
     points.sort_by_key(|p| (p.0, !p.1));
@@ -791,7 +872,10 @@ mod tests {
         assert_eq!(listed[1].left, Some(Duration::from_secs(5)));
         // A block reaching the top of the space has no end marker.
         let top = intervals(&[e(u128::MAX - 255, false, None)]);
-        assert_eq!(top[0].net.to_string(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120");
+        assert_eq!(
+            top[0].net.to_string(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"
+        );
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //!
 //! All `unsafe` of the firewall lives here.
 
+use ipnet::IpNet;
 use nftnl::expr::Expression;
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{MsgType, NlMsg, Rule};
-use ipnet::IpNet;
 use std::ffi::{c_void, CStr};
 use std::net::IpAddr;
 use std::ops::Range;
@@ -349,11 +349,12 @@ pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
                             } else {
                                 None
                             };
-                        let flags = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
-                            sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
-                        } else {
-                            0
-                        };
+                        let flags =
+                            if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
+                                sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
+                            } else {
+                                0
+                            };
                         out.push(ListedElem {
                             key,
                             expires_ms,
@@ -494,7 +495,14 @@ pub enum Get {
 }
 
 /// GETSETELEM (not a dump) of one element: answered with it, or ENOENT.
-pub fn get_elem_msg(buf: &mut [u8], table: &CStr, set: &CStr, family: u16, e: &Elem, seq: u32) -> usize {
+pub fn get_elem_msg(
+    buf: &mut [u8],
+    table: &CStr,
+    set: &CStr,
+    family: u16,
+    e: &Elem,
+    seq: u32,
+) -> usize {
     assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
     unsafe {
         let s = sys::nftnl_set_alloc();

@@ -6,6 +6,8 @@ documentation range 2001:db8:ff::/48 (IPv6); every run is bounded by --count.
 
   craft.py hostile DST4 DST6 PORT --count N   malformed TCP/UDP/IPv6 chains
   craft.py syn DST4 PORT --count N [--pace-ms MS]   well-formed SYNs, one new source each
+  craft.py syn6 DST6 PORT SRC6...    one well-formed SYN from each IPv6 source given
+  craft.py udp6 DST6 PORT SRC6...    one UDP datagram from each IPv6 source given
 """
 import random
 import socket
@@ -106,6 +108,25 @@ def syn(dst4, port, count, pace_ms=0):
     print("sent %d" % count)
 
 
+def ipv6_probe(dst6, port, sources, proto):
+    """One SYN (proto 6) or UDP datagram (17) from each source, checksums right."""
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    d6 = socket.inet_pton(socket.AF_INET6, dst6)
+    for i, a in enumerate(sources):
+        src6 = socket.inet_pton(socket.AF_INET6, a)
+        if proto == 6:
+            seg = tcp(40000 + i, port, 0x02)
+        else:
+            seg = struct.pack("!HHHH", 40000 + i, port, 8 + 4, 0) + b"ping"
+        pseudo = src6 + d6 + struct.pack("!IxxxB", len(seg), proto)
+        c = csum(pseudo + seg)
+        at = 16 if proto == 6 else 6
+        seg = seg[:at] + struct.pack("!H", c) + seg[at + 2:]
+        pkt6 = struct.pack("!IHBB16s16s", 0x60000000, len(seg), proto, 64, src6, d6) + seg
+        s6.sendto(pkt6, (dst6, 0))
+    print("sent %d" % len(sources))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     count = int(args[args.index("--count") + 1]) if "--count" in args else 1000
@@ -115,5 +136,7 @@ if __name__ == "__main__":
     elif cmd == "syn":
         pace = float(args[args.index("--pace-ms") + 1]) if "--pace-ms" in args else 0
         syn(args[0], int(args[1]), count, pace)
+    elif cmd in ("syn6", "udp6"):
+        ipv6_probe(args[0], int(args[1]), args[2:], 6 if cmd == "syn6" else 17)
     else:
         sys.exit("unknown command " + cmd)

@@ -6,6 +6,7 @@ mod docs;
 mod lab;
 mod reliability;
 mod scans;
+mod trust;
 mod world;
 
 use lab::*;
@@ -106,7 +107,11 @@ fn include_loads_twice_keeping_elements_and_rules_single() {
     host.ok(&["nft", "-f", inc]);
     assert!(host.nft_set("blocked4").contains("192.0.2.99"));
     let rules = host.ok(&["nft", "list", "chain", "inet", "portsentry", "input"]);
-    assert_eq!(rules.matches("@blocked4 goto blocked").count(), 1, "{rules}");
+    assert_eq!(
+        rules.matches("@blocked4 goto blocked").count(),
+        1,
+        "{rules}"
+    );
 }
 
 #[test]

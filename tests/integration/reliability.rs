@@ -5,62 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn craft() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/integration/craft.py").to_string()
-}
-
-/// (waiting, queue_dropped, user_dropped) of queue 0 inside `host`.
-fn queue_counters(host: &Host) -> (u64, u64, u64) {
-    let text = host.ok(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
-    portsentry::control::parse_queue_counters(&text, 0).unwrap_or_default()
-}
-
-/// A counter from `portsentry status` output.
-fn counter(status: &str, name: &str) -> u64 {
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")));
-    line.and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {status}"))
-}
-
-/// Spoofed sources from 198.18.0.0/15 must reach the target: a route back and no
-/// reverse-path filter.
-/// SYNs to watched port 111 of the target from `count` spoofed sources (198.18.0.1, …),
-/// `pace_ms` apart.
-fn spoofed_syns(attacker: &Host, count: u32, pace_ms: u32) {
-    attacker.ok(&[
-        "python3",
-        &craft(),
-        "syn",
-        TARGET4,
-        "111",
-        "--count",
-        &count.to_string(),
-        "--pace-ms",
-        &pace_ms.to_string(),
-    ]);
-}
-
-fn accept_spoofed(target: &Host) {
-    target.ok(&[
-        "sysctl",
-        "-qw",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.eth0.rp_filter=0",
-    ]);
-    target.ok(&["ip", "route", "add", "198.18.0.0/15", "dev", "eth0"]);
-    target.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "2001:db8:ff::/48",
-        "dev",
-        "eth0",
-    ]);
-}
-
 #[test]
 fn kill_9_fails_open_for_clients_and_blocks_come_back() {
     let mut lab = Lab::new();
