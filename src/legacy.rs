@@ -333,7 +333,7 @@ PORT_BANNER="** UNAUTHORIZED ACCESS PROHIBITED **"
         );
         assert_eq!(
             cfg.actions.route,
-            vec!["/sbin/route", "add", "-host", "$TARGET$", "reject"]
+            vec![vec!["/sbin/route", "add", "-host", "$TARGET$", "reject"]]
         );
         assert_eq!(
             cfg.actions.hosts_deny.as_ref().unwrap().0,

@@ -185,4 +185,32 @@ fn print_summary(cfg: &Config) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let a = &cfg.actions;
+    let mut actions = Vec::new();
+    if !a.run.is_empty() {
+        actions.push(format!(
+            "run ({} command{})",
+            a.run.len(),
+            if a.run.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some((_, file)) = &a.hosts_deny {
+        actions.push(format!("hosts.deny line ({})", file.display()));
+    }
+    if !a.route.is_empty() {
+        actions.push(format!(
+            "route ({} command{})",
+            a.route.len(),
+            if a.route.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !actions.is_empty() {
+        println!("  actions: {}", actions.join(", "));
+    }
+    if let Some(log) = &cfg.block_log {
+        println!(
+            "  log of blocked sources' dropped packets: prefix \"{}\", {}/{}, burst {}",
+            log.prefix, log.rate, log.per, log.burst
+        );
+    }
 }
