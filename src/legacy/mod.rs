@@ -536,17 +536,21 @@ pub fn import(
     out.line("");
 
     out.line("[ignore]");
-    let mut addrs: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    let mut addrs: Vec<ipnet::IpNet> = vec![
+        "127.0.0.0/8".parse().expect("net"),
+        "::1/128".parse().expect("net"),
+    ];
     if let Some((path, text)) = ignore {
         let nets = parse_ignore_file(path, text).map_err(|e| LegacyError {
             path: e.path,
             line: e.line,
             message: format!("{}: '{}'", e.message, e.text),
         })?;
+        // 0.0.0.0 is in every 1.2 ignore file "to keep people from playing games"; it
+        // is never blocked here anyway. Entries already covered are left out.
         for n in nets {
-            let s = n.to_string();
-            if s != "0.0.0.0/32" && !addrs.contains(&s) {
-                addrs.push(s);
+            if n.to_string() != "0.0.0.0/32" && !addrs.iter().any(|a| a.contains(&n)) {
+                addrs.push(n);
             }
         }
     } else if let Some(f) = get("IGNORE_FILE") {
@@ -555,7 +559,11 @@ pub fn import(
     used.push("IGNORE_FILE");
     out.line(&format!(
         "addresses = [{}]\n",
-        addrs.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
+        addrs
+            .iter()
+            .map(|a| q(&a.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
 
     out.line("[files]");
