@@ -36,9 +36,14 @@ pub struct ActionsConfig {
 }
 
 impl ActionsConfig {
+    /// Nothing to do beyond the nft set (an empty command counts as none).
     pub fn is_empty(&self) -> bool {
-        self.run.is_empty() && self.hosts_deny.is_none() && self.route.is_empty()
+        !has_command(&self.run) && self.hosts_deny.is_none() && !has_command(&self.route)
     }
+}
+
+fn has_command(commands: &[Vec<String>]) -> bool {
+    commands.iter().any(|c| !c.is_empty())
 }
 
 /// Replaces $TARGET$, $PORT$ and $MODE$.
@@ -66,9 +71,9 @@ fn steps(cfg: &ActionsConfig, job: &Job) -> Vec<Step> {
         vec![Step::HostsDeny, Step::Route, Step::Run]
     };
     s.retain(|st| match st {
-        Step::Run => !cfg.run.is_empty(),
+        Step::Run => has_command(&cfg.run),
         Step::HostsDeny => cfg.hosts_deny.is_some(),
-        Step::Route => !cfg.route.is_empty(),
+        Step::Route => has_command(&cfg.route),
     });
     s
 }
@@ -128,6 +133,7 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
 fn run_sequence(commands: &[Vec<String>], job: &Job, limit: Duration) -> Result<String, String> {
     let start = Instant::now();
     let mut shown = Vec::with_capacity(commands.len());
+    let commands: Vec<&Vec<String>> = commands.iter().filter(|c| !c.is_empty()).collect();
     for (i, cmd) in commands.iter().enumerate() {
         let argv: Vec<String> = cmd.iter().map(|a| substitute(a, job)).collect();
         let left = limit.saturating_sub(start.elapsed());
@@ -243,6 +249,13 @@ mod tests {
             vec![Step::Run, Step::HostsDeny, Step::Route]
         );
         assert_eq!(steps(&cfg, &job(false)), vec![Step::Run]);
+        // An empty command is no command (the configuration never gives one).
+        let cfg = ActionsConfig {
+            run: vec![vec![]],
+            route: vec![],
+            ..Default::default()
+        };
+        assert!(cfg.is_empty() && steps(&cfg, &job(true)).is_empty());
     }
 
     #[test]
