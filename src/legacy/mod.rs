@@ -178,10 +178,10 @@ impl Commands<'_> {
     fn program(&self, key: &str, argv: &[String], out: &mut Out) -> Result<Vec<String>, String> {
         let prog = argv[0].as_str();
         let base = prog.rsplit('/').next().unwrap_or(prog);
-        let flags = argv[1..]
+        let mut flags = argv[1..]
             .iter()
             .take_while(|a| a.starts_with('-') && *a != "--");
-        if SHELLS.contains(&base) && flags.into_iter().any(|f| f[1..].contains('c')) {
+        if SHELLS.contains(&base) && flags.any(|f| f[1..].contains('c')) {
             return Err(format!(
                 "'{prog} -c' runs a shell on text holding the scanner's address; put the commands in a script that takes $TARGET$ as an argument"
             ));
@@ -235,6 +235,8 @@ impl Commands<'_> {
         let mut kept: Vec<Vec<String>> = Vec::new();
         let mut problems: Vec<String> = Vec::new();
         let mut kept_idioms = false;
+        // Said only if the key is converted.
+        let mut resolved = Out::default();
         for cmd in &script.commands {
             let argv = match &cmd.argv {
                 Ok(a) => a,
@@ -282,7 +284,7 @@ impl Commands<'_> {
                 (Some(_), Err(_)) => kept_idioms = true,
                 (None, _) => {}
             }
-            match self.program(key, argv, out) {
+            match self.program(key, argv, &mut resolved) {
                 Ok(a) => kept.push(a),
                 Err(p) => problems.push(p),
             }
@@ -303,6 +305,7 @@ impl Commands<'_> {
         if kept.is_empty() {
             return;
         }
+        out.0.push_str(&resolved.0);
         if let (true, Err(why)) = (kept_idioms, covered) {
             out.comment(&format!("{key}: {why}."));
         }
@@ -886,7 +889,7 @@ PORT_BANNER="** UNAUTHORIZED ACCESS PROHIBITED **"
         // One command a shell is needed for: none of the sequence runs.
         let toml = import(
             "p.conf",
-            "KILL_RUN_CMD=\"/bin/a $TARGET$ && echo $TARGET$ | mail root\"\n",
+            "KILL_RUN_CMD=\"logger $TARGET$ && echo $TARGET$ | mail root\"\n",
             None,
             None,
             &which,
@@ -897,6 +900,8 @@ PORT_BANNER="** UNAUTHORIZED ACCESS PROHIBITED **"
             "{toml}"
         );
         assert!(Config::parse("t", &toml).unwrap().actions.run.is_empty());
+        // Nor is a name said to be resolved for a command that does not run.
+        assert!(!toml.contains("resolved"), "{toml}");
     }
 
     #[test]
