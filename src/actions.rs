@@ -23,18 +23,27 @@ pub struct Job {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActionsConfig {
-    pub run: Vec<String>,
+    /// The external command (KILL_RUN_CMD): argv commands run in order, stopping at the
+    /// first that fails (1.2's `a && b`). Empty: none. No command is itself empty.
+    pub run: Vec<Vec<String>>,
     pub run_first: bool,
+    /// For the whole sequence of a step.
     pub run_timeout: Duration,
     /// hosts.deny line template and the file it goes to.
     pub hosts_deny: Option<(String, PathBuf)>,
-    pub route: Vec<String>,
+    /// The route command (KILL_ROUTE), as `run`.
+    pub route: Vec<Vec<String>>,
 }
 
 impl ActionsConfig {
+    /// Nothing to do beyond the nft set (an empty command counts as none).
     pub fn is_empty(&self) -> bool {
-        self.run.is_empty() && self.hosts_deny.is_none() && self.route.is_empty()
+        !has_command(&self.run) && self.hosts_deny.is_none() && !has_command(&self.route)
     }
+}
+
+fn has_command(commands: &[Vec<String>]) -> bool {
+    commands.iter().any(|c| !c.is_empty())
 }
 
 /// Replaces $TARGET$, $PORT$ and $MODE$.
@@ -62,9 +71,9 @@ fn steps(cfg: &ActionsConfig, job: &Job) -> Vec<Step> {
         vec![Step::HostsDeny, Step::Route, Step::Run]
     };
     s.retain(|st| match st {
-        Step::Run => !cfg.run.is_empty(),
+        Step::Run => has_command(&cfg.run),
         Step::HostsDeny => cfg.hosts_deny.is_some(),
-        Step::Route => !cfg.route.is_empty(),
+        Step::Route => has_command(&cfg.route),
     });
     s
 }
@@ -82,16 +91,12 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
     let mut out = Outcome::default();
     for step in steps(cfg, job) {
         let result = match step {
-            Step::Run => {
-                let argv: Vec<String> = cfg.run.iter().map(|a| substitute(a, job)).collect();
-                run_argv(&argv, cfg.run_timeout).map(|()| {
-                    format!(
-                        "attackalert: External command run for host: {} using command: \"{}\"",
-                        job.addr,
-                        argv.join(" ")
-                    )
-                })
-            }
+            Step::Run => run_sequence(&cfg.run, job, cfg.run_timeout).map(|cmd| {
+                format!(
+                    "attackalert: External command run for host: {} using command: \"{cmd}\"",
+                    job.addr
+                )
+            }),
             Step::HostsDeny => {
                 let (template, path) = cfg.hosts_deny.as_ref().expect("step filtered");
                 // tcp_wrappers writes an IPv6 address in brackets.
@@ -104,16 +109,12 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
                     format!("attackalert: Host {} has been blocked via wrappers with string: \"{line}\"", job.addr)
                 })
             }
-            Step::Route => {
-                let argv: Vec<String> = cfg.route.iter().map(|a| substitute(a, job)).collect();
-                run_argv(&argv, cfg.run_timeout).map(|()| {
-                    format!(
-                        "attackalert: Host {} has been blocked via dropped route using command: \"{}\"",
-                        job.addr,
-                        argv.join(" ")
-                    )
-                })
-            }
+            Step::Route => run_sequence(&cfg.route, job, cfg.run_timeout).map(|cmd| {
+                format!(
+                    "attackalert: Host {} has been blocked via dropped route using command: \"{cmd}\"",
+                    job.addr
+                )
+            }),
         };
         match result {
             Ok(line) => {
@@ -130,6 +131,31 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
         }
     }
     out
+}
+
+/// Runs `commands` (tokens replaced) one after the other until one fails, all within
+/// `limit`; returns them as 1.2 showed its command line, joined with " && ".
+fn run_sequence(commands: &[Vec<String>], job: &Job, limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let mut shown = Vec::with_capacity(commands.len());
+    let commands: Vec<&Vec<String>> = commands.iter().filter(|c| !c.is_empty()).collect();
+    for (i, cmd) in commands.iter().enumerate() {
+        let argv: Vec<String> = cmd.iter().map(|a| substitute(a, job)).collect();
+        let left = limit.saturating_sub(start.elapsed());
+        if let Err(e) = run_argv(&argv, left) {
+            return Err(if commands.len() > 1 {
+                format!(
+                    "{e} (command {} of {}; the rest not run)",
+                    i + 1,
+                    commands.len()
+                )
+            } else {
+                e
+            });
+        }
+        shown.push(argv.join(" "));
+    }
+    Ok(shown.join(" && "))
 }
 
 /// Runs `argv` with no shell, no stdin, and kills it at `limit`.
@@ -233,9 +259,9 @@ mod tests {
     #[test]
     fn order_follows_portsentry() {
         let mut cfg = ActionsConfig {
-            run: vec!["true".into()],
+            run: vec![vec!["true".into()]],
             hosts_deny: Some(("x".into(), "/dev/null".into())),
-            route: vec!["true".into()],
+            route: vec![vec!["true".into()]],
             ..Default::default()
         };
         assert_eq!(
@@ -248,6 +274,13 @@ mod tests {
             vec![Step::Run, Step::HostsDeny, Step::Route]
         );
         assert_eq!(steps(&cfg, &job(false)), vec![Step::Run]);
+        // An empty command is no command (the configuration never gives one).
+        let cfg = ActionsConfig {
+            run: vec![vec![]],
+            route: vec![],
+            ..Default::default()
+        };
+        assert!(cfg.is_empty() && steps(&cfg, &job(true)).is_empty());
     }
 
     #[test]
@@ -284,5 +317,52 @@ mod tests {
             "ALL: 192.0.2.2 : DENY\n"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A sequence runs in order, with the tokens replaced in every command, and stops at
+    /// the first command that fails (what `&&` meant in 1.2).
+    #[test]
+    fn a_sequence_runs_in_order_and_stops_at_the_first_failure() {
+        let dir = std::env::temp_dir().join(format!("ps-seq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let touch = |name: &str| {
+            vec![
+                "/usr/bin/touch".to_string(),
+                format!("{}/{name}", dir.display()),
+            ]
+        };
+        let mut cfg = ActionsConfig {
+            run: vec![touch("a-$TARGET$"), touch("b-$PORT$")],
+            run_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        assert_eq!(perform(&cfg, &job(true)), Outcome { ok: 1, failed: 0 });
+        assert!(dir.join("a-192.0.2.2").exists() && dir.join("b-111").exists());
+        assert_eq!(
+            run_sequence(&cfg.run, &job(true), cfg.run_timeout).unwrap(),
+            format!(
+                "/usr/bin/touch {0}/a-192.0.2.2 && /usr/bin/touch {0}/b-111",
+                dir.display()
+            )
+        );
+
+        cfg.run = vec![touch("c"), vec!["/usr/bin/false".into()], touch("d")];
+        assert_eq!(perform(&cfg, &job(false)), Outcome { ok: 0, failed: 1 });
+        let err = run_sequence(&cfg.run, &job(false), cfg.run_timeout).unwrap_err();
+        assert!(err.contains("(command 2 of 3; the rest not run)"), "{err}");
+        assert!(dir.join("c").exists() && !dir.join("d").exists());
+
+        // The time limit is for the whole sequence.
+        cfg.run = vec![vec!["/usr/bin/sleep".into(), "0.3".into()]; 3];
+        cfg.run_timeout = Duration::from_millis(500);
+        let t = Instant::now();
+        assert_eq!(perform(&cfg, &job(true)).failed, 1);
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -62,7 +62,8 @@ pub enum Command {
     ImportLegacy {
         /// PortSentry 1.2 configuration, e.g. /etc/portsentry/portsentry.conf.
         conf: PathBuf,
-        /// Debian's /etc/default/portsentry (TCP_MODE, UDP_MODE).
+        /// Debian's /etc/default/portsentry (TCP_MODE, UDP_MODE) [default:
+        /// /etc/default/portsentry when it exists, else Debian's packaged tcp and udp].
         #[arg(long, value_name = "FILE")]
         default: Option<PathBuf>,
         /// An ignore file whose entries become [ignore] addresses.

@@ -91,15 +91,103 @@ pub struct RawBlock {
     pub max_per_second: Option<Spanned<u32>>,
     /// IPv6 scanners are blocked by this prefix (a subscriber's /64).
     pub ipv6_prefix: Option<Spanned<u8>>,
-    /// External command as an argv array (KILL_RUN_CMD); never run through a shell.
-    pub run: Option<Spanned<Vec<String>>>,
+    /// External command (KILL_RUN_CMD): one argv array, or an array of them run in order
+    /// until one fails (1.2's `a && b`); never run through a shell.
+    pub run: Option<Spanned<RawCommands>>,
     pub run_first: Option<bool>,
     pub run_timeout: Option<Spanned<String>>,
     /// hosts.deny line (KILL_HOSTS_DENY), e.g. "ALL: $TARGET$ : DENY".
     pub hosts_deny: Option<String>,
     pub hosts_deny_file: Option<PathBuf>,
-    /// Route command as an argv array (KILL_ROUTE).
-    pub route: Option<Spanned<Vec<String>>>,
+    /// Route command (KILL_ROUTE), in the same shapes as `run`.
+    pub route: Option<Spanned<RawCommands>>,
+    /// When set, nftables logs the packets it drops because their source is blocked, with
+    /// this prefix (what 1.2 setups did with an iptables LOG rule per scanner).
+    pub log_prefix: Option<Spanned<String>>,
+    /// "N/second|minute|hour|day": at most this many such log lines.
+    pub log_rate: Option<Spanned<String>>,
+    pub log_burst: Option<Spanned<u32>>,
+}
+
+/// `run`/`route` as written: `["/prog", "arg"]` (one command, the original form) or
+/// `[["/prog", "arg"], ["/other"]]` (a sequence).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawCommands {
+    One(Vec<String>),
+    Many(Vec<Spanned<Vec<String>>>),
+}
+
+impl<'de> Deserialize<'de> for RawCommands {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(CommandsVisitor)
+    }
+}
+
+const COMMANDS_SHAPE: &str =
+    "an argv array like [\"/usr/bin/logger\", \"$TARGET$\"] or an array of them like [[\"/a\", \"$TARGET$\"], [\"/b\"]]";
+
+struct CommandsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CommandsVisitor {
+    type Value = RawCommands;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(COMMANDS_SHAPE)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommands, A::Error> {
+        let mut words = Vec::new();
+        let mut commands = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<WordOrArgv>>()? {
+            let span = item.span();
+            match item.into_inner() {
+                WordOrArgv::Word(w) => words.push(w),
+                WordOrArgv::Argv(a) => commands.push(Spanned::new(span, a)),
+            }
+            if !words.is_empty() && !commands.is_empty() {
+                return Err(serde::de::Error::custom(format!(
+                    "strings and arrays mixed; expected {COMMANDS_SHAPE}"
+                )));
+            }
+        }
+        Ok(if commands.is_empty() {
+            RawCommands::One(words)
+        } else {
+            RawCommands::Many(commands)
+        })
+    }
+}
+
+/// One element of `run`: a word of the single command, or a whole command.
+enum WordOrArgv {
+    Word(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for WordOrArgv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WordOrArgv;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WordOrArgv, E> {
+                Ok(WordOrArgv::Word(s.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WordOrArgv, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(w) = seq.next_element::<String>()? {
+                    argv.push(w);
+                }
+                Ok(WordOrArgv::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +255,89 @@ pub struct Watch {
     pub ports: PortSet,
 }
 
+/// nftables' log of the packets dropped because their source is blocked (`[block]
+/// log_prefix`, `log_rate`, `log_burst`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLog {
+    /// Printable ASCII without `"` or `\`, 1 to 127 bytes: safe to put in an nft rule.
+    pub prefix: String,
+    /// At most `rate` lines per `per`, after a burst of `burst`.
+    pub rate: u32,
+    pub per: RatePer,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RatePer {
+    /// The unit as nft writes it (`limit rate 3/minute`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatePer::Second => "second",
+            RatePer::Minute => "minute",
+            RatePer::Hour => "hour",
+            RatePer::Day => "day",
+        }
+    }
+}
+
+impl fmt::Display for RatePer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub const DEFAULT_LOG_RATE: &str = "3/minute";
+pub const DEFAULT_LOG_BURST: u32 = 5;
+
+/// Why `prefix` cannot be an nft log prefix, if it cannot (shared with import-legacy).
+pub fn log_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return Some("log_prefix must not be empty (leave it out to log nothing)".into());
+    }
+    if prefix.len() > 127 {
+        return Some(format!(
+            "log_prefix is {} bytes; nftables takes at most 127",
+            prefix.len()
+        ));
+    }
+    prefix
+        .chars()
+        .find(|c| !(' '..='~').contains(c) || matches!(c, '"' | '\\'))
+        .map(|c| {
+            format!(
+                "log_prefix may hold printable ASCII except '\"' and '\\', not {:?}",
+                c
+            )
+        })
+}
+
+/// "3/minute" → (3, Minute); the error says what is expected.
+pub fn parse_log_rate(text: &str) -> Result<(u32, RatePer), String> {
+    let bad = || {
+        format!("'{text}' is not a rate like \"3/minute\" (N/second, N/minute, N/hour or N/day, N at least 1)")
+    };
+    let (n, per) = text.trim().split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = match per.trim() {
+        "second" => RatePer::Second,
+        "minute" => RatePer::Minute,
+        "hour" => RatePer::Hour,
+        "day" => RatePer::Day,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok((n, per))
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: Option<PathBuf>,
@@ -198,6 +369,8 @@ pub struct Config {
     /// IPv6 blocks cover this prefix of the scanner's address.
     pub ipv6_prefix: u8,
     pub actions: ActionsConfig,
+    /// Log the packets dropped for a blocked source; `None` = no such log.
+    pub block_log: Option<BlockLog>,
     pub syslog: bool,
     pub resolve_host: bool,
     pub alerts_per_second: u32,
@@ -536,8 +709,13 @@ impl Validator<'_> {
                 Some(p) => p.into_inner(),
                 None => 64,
             },
+            block_log: self.block_log(
+                raw.block.log_prefix,
+                raw.block.log_rate,
+                raw.block.log_burst,
+            )?,
             actions: ActionsConfig {
-                run: self.argv(raw.block.run, "run")?,
+                run: self.commands(raw.block.run, "run")?,
                 run_first: raw.block.run_first.unwrap_or(false),
                 run_timeout: self
                     .duration(raw.block.run_timeout.as_ref(), "10s", false)?
@@ -554,7 +732,7 @@ impl Validator<'_> {
                             .unwrap_or_else(|| "/etc/hosts.deny".into());
                         (t, file)
                     }),
-                route: self.argv(raw.block.route, "route")?,
+                route: self.commands(raw.block.route, "route")?,
             },
             syslog: raw.log.syslog.unwrap_or(false),
             resolve_host: raw.log.resolve_host.unwrap_or(false),
@@ -612,19 +790,76 @@ impl Validator<'_> {
         Ok(Watch { mode, ports })
     }
 
-    fn argv(
+    /// `run`/`route`: every command non-empty, its program an absolute path, no NUL.
+    fn commands(
         &self,
-        raw: Option<Spanned<Vec<String>>>,
+        raw: Option<Spanned<RawCommands>>,
         key: &str,
-    ) -> Result<Vec<String>, ConfigError> {
-        match raw {
-            None => Ok(Vec::new()),
-            Some(v) if v.get_ref().first().is_some_and(|p| !p.starts_with('/')) => Err((self.err)(
-                v.span(),
-                format!("[block] {key}: the program must be an absolute path (it is run without a shell or PATH search)"),
-            )),
-            Some(v) => Ok(v.into_inner()),
+    ) -> Result<Vec<Vec<String>>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let whole = raw.span();
+        let list: Vec<(Range<usize>, Vec<String>)> = match raw.into_inner() {
+            RawCommands::One(argv) if argv.is_empty() => Vec::new(),
+            RawCommands::One(argv) => vec![(whole, argv)],
+            RawCommands::Many(list) => list
+                .into_iter()
+                .map(|c| (c.span(), c.into_inner()))
+                .collect(),
+        };
+        let many = list.len() > 1;
+        list.into_iter()
+            .enumerate()
+            .map(|(i, (span, argv))| {
+                let which = if many {
+                    format!("[block] {key}, command {}", i + 1)
+                } else {
+                    format!("[block] {key}")
+                };
+                let problem = match argv.first() {
+                    None => Some("the command is empty".to_string()),
+                    Some(p) if !p.starts_with('/') => Some(
+                        "the program must be an absolute path (it is run without a shell or PATH search)"
+                            .to_string(),
+                    ),
+                    Some(_) if argv.iter().any(|a| a.contains('\0')) => {
+                        Some("an argument holds a NUL character".to_string())
+                    }
+                    Some(_) => None,
+                };
+                match problem {
+                    Some(p) => Err((self.err)(span, format!("{which}: {p}"))),
+                    None => Ok(argv),
+                }
+            })
+            .collect()
+    }
+
+    fn block_log(
+        &self,
+        prefix: Option<Spanned<String>>,
+        rate: Option<Spanned<String>>,
+        burst: Option<Spanned<u32>>,
+    ) -> Result<Option<BlockLog>, ConfigError> {
+        // Rate and burst are checked even without a prefix, so a typo shows at once.
+        let (rate, per) = match &rate {
+            Some(r) => parse_log_rate(r.get_ref()).map_err(|m| (self.err)(r.span(), m))?,
+            None => parse_log_rate(DEFAULT_LOG_RATE).expect("default rate"),
+        };
+        let burst = positive(burst, DEFAULT_LOG_BURST, "log_burst", self.err)?;
+        let Some(prefix) = prefix else {
+            return Ok(None);
+        };
+        if let Some(m) = log_prefix_problem(prefix.get_ref()) {
+            return Err((self.err)(prefix.span(), m));
         }
+        Ok(Some(BlockLog {
+            prefix: prefix.into_inner(),
+            rate,
+            per,
+            burst,
+        }))
     }
 
     fn port_err(&self, span: Range<usize>, e: PortListError) -> ConfigError {
@@ -825,5 +1060,115 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
     fn zero_timeout_is_permanent() {
         let c = Config::parse("t", "[block]\ntimeout = \"0\"\n").unwrap();
         assert_eq!(c.block_timeout, None);
+    }
+
+    /// The single argv array is the contract; an array of them is a sequence.
+    #[test]
+    fn run_and_route_take_one_command_or_a_sequence() {
+        let c = Config::parse(
+            "t",
+            "[block]\nrun = [\"/usr/local/sbin/report\", \"$TARGET$\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.actions.run,
+            vec![vec!["/usr/local/sbin/report", "$TARGET$"]]
+        );
+        let c = Config::parse(
+            "t",
+            "[block]\nrun = [\n  [\"/usr/sbin/iptables\", \"-I\", \"INPUT\", \"-s\", \"$TARGET$\", \"-j\", \"DROP\"],\n  [\"/usr/bin/logger\", \"blocked $TARGET$\"],\n]\nroute = [[\"/usr/sbin/ip\", \"route\", \"add\", \"blackhole\", \"$TARGET$\"]]\n",
+        )
+        .unwrap();
+        assert_eq!(c.actions.run.len(), 2);
+        assert_eq!(
+            c.actions.run[1],
+            vec!["/usr/bin/logger", "blocked $TARGET$"]
+        );
+        assert_eq!(c.actions.route.len(), 1);
+        for empty in ["run = []", "run = [[]]"] {
+            let text = format!("[block]\n{empty}\n");
+            if empty == "run = []" {
+                assert!(Config::parse("t", &text).unwrap().actions.is_empty());
+            } else {
+                assert!(invalid(&text).message.contains("the command is empty"));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_commands_are_located_at_the_command() {
+        let l = invalid("[block]\nrun = [\n  [\"/bin/true\"],\n  [\"logger\", \"x\"],\n]\n");
+        assert_eq!((l.line, l.column), (4, 3), "{}", l.message);
+        assert!(
+            l.message
+                .starts_with("[block] run, command 2: the program must be an absolute path"),
+            "{}",
+            l.message
+        );
+        let l = invalid("[block]\nroute = [\"ip\", \"route\"]\n");
+        assert_eq!(l.line, 2);
+        assert!(
+            l.message.starts_with("[block] route: the program"),
+            "{}",
+            l.message
+        );
+        let l = invalid("[block]\nrun = [\"/bin/true\", [\"/bin/false\"]]\n");
+        assert!(
+            l.message.contains("strings and arrays mixed"),
+            "{}",
+            l.message
+        );
+        let l = invalid("[block]\nrun = \"/bin/true\"\n");
+        assert!(l.message.contains("an argv array like"), "{}", l.message);
+        let l = invalid("[block]\nrun = [[\"/bin/true\", 3]]\n");
+        assert_eq!(l.line, 2, "{}", l.message);
+        let l = invalid("[block]\nrun = [\"/bin/echo\", \"a\\u0000b\"]\n");
+        assert!(l.message.contains("NUL"), "{}", l.message);
+    }
+
+    #[test]
+    fn block_log_is_validated() {
+        let c = Config::parse("t", "").unwrap();
+        assert_eq!(c.block_log, None);
+        let c = Config::parse("t", "[block]\nlog_prefix = \"Portsentry: dropping: \"\n").unwrap();
+        assert_eq!(
+            c.block_log,
+            Some(BlockLog {
+                prefix: "Portsentry: dropping: ".into(),
+                rate: 3,
+                per: RatePer::Minute,
+                burst: 5
+            })
+        );
+        let c = Config::parse(
+            "t",
+            "[block]\nlog_prefix = \"ps \"\nlog_rate = \"10/hour\"\nlog_burst = 1\n",
+        )
+        .unwrap();
+        let log = c.block_log.unwrap();
+        assert_eq!((log.rate, log.per, log.burst), (10, RatePer::Hour, 1));
+        for (bad, says) in [
+            ("log_prefix = \"\"", "must not be empty"),
+            ("log_prefix = \"a\\\"b\"", "printable ASCII"),
+            ("log_prefix = \"a\\\\b\"", "printable ASCII"),
+            ("log_prefix = \"été\"", "printable ASCII"),
+            ("log_prefix = \"a\\tb\"", "printable ASCII"),
+            ("log_rate = \"0/minute\"", "not a rate"),
+            ("log_rate = \"3/min\"", "not a rate"),
+            ("log_rate = \"3\"", "not a rate"),
+            ("log_burst = 0", "at least 1"),
+        ] {
+            let l = invalid(&format!("[block]\n{bad}\n"));
+            assert_eq!(l.line, 2, "{bad}");
+            assert!(l.message.contains(says), "{bad}: {}", l.message);
+        }
+        let long = "x".repeat(128);
+        let l = invalid(&format!("[block]\nlog_prefix = \"{long}\"\n"));
+        assert!(l.message.contains("at most 127"), "{}", l.message);
+        assert!(Config::parse(
+            "t",
+            &format!("[block]\nlog_prefix = \"{}\"\n", "x".repeat(127))
+        )
+        .is_ok());
     }
 }

@@ -8,7 +8,8 @@ use crate::config::{Config, SteeringChoice, WatchMode};
 use crate::control::{self, StatusInfo};
 use crate::detector::{Detector, DetectorConfig};
 use crate::firewall::{
-    Built, Firewall, FirewallError, Health, Nft, Steering, TableSpec, DEFINITION, SPOT_CHECK,
+    Built, Firewall, FirewallError, Health, LogRule, Nft, Steering, TableSpec, DEFINITION,
+    SPOT_CHECK,
 };
 use crate::host::{Infrastructure, Watch};
 use crate::ignore::{always_protected, IgnoreFile, IgnoreList};
@@ -594,7 +595,12 @@ fn table_spec(cfg: &Config) -> TableSpec {
             SteeringChoice::Native => Some(Steering::Native),
             SteeringChoice::Compat => Some(Steering::Compat),
         },
-        log: None,
+        log: cfg.block_log.as_ref().map(|b| LogRule {
+            prefix: b.prefix.clone(),
+            rate: b.rate,
+            per: b.per.as_str(),
+            burst: b.burst,
+        }),
     }
 }
 

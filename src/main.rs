@@ -120,18 +120,25 @@ fn control(c: &ConfigArg, request: String) -> ExitCode {
     }
 }
 
+/// Where Debian's PortSentry 1.2 kept its modes (TCP_MODE, UDP_MODE).
+const LEGACY_DEFAULT: &str = "/etc/default/portsentry";
+
 fn import_legacy(conf: &Path, default: Option<&Path>, ignore: Option<&Path>) -> ExitCode {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let result = (|| -> Result<String, String> {
         let text = read(conf)?;
-        let default = default.map(read).transpose()?;
+        // Without --default, the file 1.2's init script read, when this host has it.
+        let default = default.or_else(|| Some(Path::new(LEGACY_DEFAULT)).filter(|p| p.exists()));
+        let default_text = default.map(read).transpose()?;
+        let default_path = default.map(|p| p.display().to_string());
         let ignore_text = ignore.map(read).transpose()?;
         let ignore_path = ignore.map(|p| p.display().to_string());
         portsentry::legacy::import(
             &conf.display().to_string(),
             &text,
-            default.as_deref(),
+            default_path.as_deref().zip(default_text.as_deref()),
             ignore_path.as_deref().zip(ignore_text.as_deref()),
+            &which,
         )
         .map_err(|e| e.to_string())
     })();
@@ -145,6 +152,25 @@ fn import_legacy(conf: &Path, default: Option<&Path>, ignore: Option<&Path>) -> 
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// A bare program name as PortSentry 1.2's `sh -c` found it: first on the PATH Debian's init
+/// script gave the daemon, then on ours. Directories are canonicalised (/sbin → /usr/sbin
+/// on merged-/usr systems), never the program: iptables is a symlink that dispatches on
+/// its name.
+fn which(name: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let ours = std::env::var_os("PATH").unwrap_or_default();
+    ["/bin", "/usr/bin", "/sbin", "/usr/sbin"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .chain(std::env::split_paths(&ours))
+        .filter(|d| d.is_absolute())
+        .map(|d| d.canonicalize().unwrap_or(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(|p| p.display().to_string())
 }
 
 fn print_summary(cfg: &Config) {
@@ -185,4 +211,32 @@ fn print_summary(cfg: &Config) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let a = &cfg.actions;
+    let mut actions = Vec::new();
+    if !a.run.is_empty() {
+        actions.push(format!(
+            "run ({} command{})",
+            a.run.len(),
+            if a.run.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some((_, file)) = &a.hosts_deny {
+        actions.push(format!("hosts.deny line ({})", file.display()));
+    }
+    if !a.route.is_empty() {
+        actions.push(format!(
+            "route ({} command{})",
+            a.route.len(),
+            if a.route.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !actions.is_empty() {
+        println!("  actions: {}", actions.join(", "));
+    }
+    if let Some(log) = &cfg.block_log {
+        println!(
+            "  log of blocked sources' dropped packets: prefix \"{}\", {}/{}, burst {}",
+            log.prefix, log.rate, log.per, log.burst
+        );
+    }
 }

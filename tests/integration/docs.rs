@@ -245,6 +245,16 @@ fn import_legacy_output_passes_check_config() {
         summary.contains("tcp: Ports, 5 ports: 1,11,15,79,111"),
         "{summary}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("# - KILL_RUN_CMD uses shell syntax"));
+    // The iptables DROP is the nft set's job; `true` is found on PATH, as 1.2's shell did.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# KILL_RUN_CMD: \"/sbin/iptables -I INPUT -s $TARGET$ -j DROP\" is not run"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# KILL_RUN_CMD: 'true' resolved to /") && text.contains("/true\"]\n"),
+        "{text}"
+    );
+    assert!(summary.contains("actions: run (1 command)"), "{summary}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -241,11 +241,53 @@ impl Lab {
     }
 
     /// Gives `host` its own /etc/`name`, e.g. hosts or resolv.conf (`ip netns exec`
-    /// bind-mounts /etc/netns/NS/NAME over it).
+    /// bind-mounts /etc/netns/NS/NAME over it). With a directory, `default/portsentry`,
+    /// that whole directory of /etc is the host's own.
     pub fn etc_file(&mut self, host: &Host, name: &str, text: &str) {
-        let dir = Path::new("/etc/netns").join(&host.ns);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(name), text).unwrap();
+        let path = Path::new("/etc/netns").join(&host.ns).join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    /// A whole configuration (import-legacy's, say) with the daemon's files, hosts.deny,
+    /// include and socket moved into the lab directory; returns its path.
+    pub fn config_in_lab(&self, toml: &str) -> PathBuf {
+        let mut cfg: toml::Table = toml.parse().unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let dir = self.dir.display().to_string();
+        let set = |cfg: &mut toml::Table, section: &str, key: &str, value: String| {
+            cfg.entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap()
+                .insert(key.into(), toml::Value::String(value));
+        };
+        set(&mut cfg, "files", "state_dir", dir.clone());
+        set(
+            &mut cfg,
+            "files",
+            "history",
+            format!("{dir}/portsentry.history"),
+        );
+        set(
+            &mut cfg,
+            "files",
+            "blocked",
+            format!("{dir}/portsentry.blocked"),
+        );
+        set(
+            &mut cfg,
+            "block",
+            "hosts_deny_file",
+            format!("{dir}/hosts.deny"),
+        );
+        set(
+            &mut cfg,
+            "firewall",
+            "include",
+            nft_include().display().to_string(),
+        );
+        set(&mut cfg, "control", "socket", format!("{dir}/control.sock"));
+        self.write("portsentry.toml", &toml::to_string(&cfg).unwrap())
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
