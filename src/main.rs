@@ -23,9 +23,9 @@ fn main() -> ExitCode {
                             eprintln!("{e}");
                         }
                         if let Some(why) = &f.unreadable {
-                            eprintln!("ignore file: {why}");
+                            eprintln!("warning: ignore file: {why}; portsentry runs without it");
                         }
-                        bad = !f.errors.is_empty() || f.unreadable.is_some();
+                        bad = !f.errors.is_empty();
                         println!(
                             "  ignore file: {} entries, {} bad lines",
                             f.nets.len(),

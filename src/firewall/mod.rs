@@ -228,6 +228,8 @@ pub struct Nft {
     built: Option<(TableSpec, Fingerprint)>,
     /// The allow and watch elements last written, as the kernel lists them.
     written: Vec<(&'static CStr, Vec<KeyFlags>)>,
+    /// A table that could not be sealed because it differed from the last one.
+    unsettled: Option<Fingerprint>,
 }
 
 const INET: u16 = ProtoFamily::Inet as u16;
@@ -239,6 +241,7 @@ impl Nft {
             sealed: None,
             built: None,
             written: Vec::new(),
+            unsettled: None,
         })
     }
 
@@ -278,8 +281,8 @@ impl Nft {
             Get::Sets => &[16, 19, 20],
             // NFTA_CHAIN_HANDLE, NFTA_CHAIN_COUNTERS
             Get::Chains => &[2, 8],
-            // NFTA_RULE_HANDLE
-            Get::Rules => &[3],
+            // NFTA_RULE_HANDLE, NFTA_RULE_POSITION (the handle of the rule before)
+            Get::Rules => &[3, 6],
             Get::Gen => &[],
         };
         Ok(self
@@ -676,13 +679,22 @@ impl Firewall for Nft {
             }
         }
         if let Some((_, before)) = &self.built {
-            if *before != Fingerprint::default() && !before.same_structure(&print) {
+            // Two rebuilds in a row that agree with each other are what the table is now
+            // (someone's lasting addition to it, say): accept that rather than rebuild
+            // forever.
+            let settled = self
+                .unsettled
+                .as_ref()
+                .is_some_and(|u| u.same_structure(&print));
+            if *before != Fingerprint::default() && !before.same_structure(&print) && !settled {
                 wrong.push(print.diff(before));
             }
         }
         if !wrong.is_empty() {
+            self.unsettled = Some(print);
             return Err(FirewallError::Unsettled(wrong.join(", ")));
         }
+        self.unsettled = None;
         if let Some((_, before)) = &mut self.built {
             *before = print.clone();
         }
