@@ -409,6 +409,7 @@ fn pure(args: &[String]) {
         hold: Duration::from_secs(3600),
         max_sources: 131_072,
         score: 0,
+        ipv6_prefix: 64,
     };
     let ignore = IgnoreList::new(portsentry::ignore::always_protected());
     let mut d = Detector::new(cfg, ignore);
