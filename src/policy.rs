@@ -886,6 +886,33 @@ mod tests {
     }
 
     #[test]
+    fn the_block_count_saturates() {
+        let mut b = book(cfg());
+        b.load(
+            vec![Record {
+                key: net("198.18.0.1"),
+                since: 1000,
+                expires: None,
+                count: u32::MAX,
+                reason: "x".into(),
+                origin: Origin::Scan,
+            }],
+            1000,
+        );
+        let (_, out) = apply(&mut b, &[scan("198.18.0.1")], 1001, &[]);
+        assert!(
+            matches!(
+                out[0],
+                Outcome::Blocked {
+                    count: u32::MAX,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn one_write_per_network_per_plan() {
         let mut b = book(cfg());
         let (plan, out) = apply(&mut b, &[scan("198.18.0.1"), scan("198.18.0.1")], 1000, &[]);

@@ -571,3 +571,58 @@ pub fn table_of(msg: &[u8]) -> Option<&[u8]> {
         .find(|(ty, _)| *ty == 1)
         .map(|(_, p)| p.split(|b| *b == 0).next().unwrap_or(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages of a built transaction: (type, flags, seq).
+    fn headers(bytes: &[u8]) -> Vec<(u16, u16, u32)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap());
+            let flags = u16::from_ne_bytes(bytes[at + 6..at + 8].try_into().unwrap());
+            let seq = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            out.push((ty, flags, seq));
+            at += len.next_multiple_of(4);
+        }
+        out
+    }
+
+    #[test]
+    fn a_transaction_numbers_from_where_it_is_told() {
+        let mut tx = Tx::new(1000);
+        let elems = [Elem::addr("192.0.2.9".parse().unwrap())];
+        let msg = SetElems {
+            table: c"portsentry",
+            set: c"blocked4",
+            family: 1,
+            elems: &elems,
+        };
+        tx.add(&msg, MsgType::Add);
+        tx.add(&msg, MsgType::Del);
+        assert_eq!(tx.len(), 2);
+        let (bytes, seqs) = tx.finish();
+        assert_eq!(seqs, 1000..1004);
+        let h = headers(&bytes);
+        assert_eq!(
+            h.iter().map(|m| m.2).collect::<Vec<_>>(),
+            [1000, 1001, 1002, 1003]
+        );
+        // Every message, the batch begin and end included, asks for an answer.
+        assert!(h.iter().all(|m| m.1 & libc::NLM_F_ACK as u16 != 0));
+    }
+
+    #[test]
+    fn attributes_of_a_short_or_hostile_message_end_cleanly() {
+        assert_eq!(attrs(&[0; 10]).count(), 0);
+        let mut m = vec![0u8; 20];
+        m.extend_from_slice(&[200, 0, 1, 0, 1, 2]); // claims 200 bytes, has 2
+        assert_eq!(attrs(&m).count(), 0);
+        let mut m = vec![0u8; 20];
+        m.extend_from_slice(&[8, 0, 1, 0, 0, 0, 0, 7]);
+        assert_eq!(parse_gen(&m), Some(7));
+    }
+}
