@@ -53,6 +53,36 @@ impl Steering {
             Steering::Compat => "xt NFQUEUE compat target",
         }
     }
+
+    /// The kernel module that provides it.
+    pub fn module(self) -> &'static str {
+        match self {
+            Steering::Native => "nft_queue",
+            Steering::Compat => "xt_NFQUEUE",
+        }
+    }
+}
+
+/// Where the package lists the modules steering needs; systemd-modules-load loads them at
+/// boot (the daemon has CAP_NET_ADMIN only and cannot load modules itself).
+pub const MODULES_LOAD_FILE: &str = "/usr/lib/modules-load.d/portsentry.conf";
+
+/// What to do when the kernel rejects a steering rule with ENOENT: the module that provides
+/// it is not loaded (the kernel never autoloads xt_NFQUEUE for an `inet` table).
+fn module_hint(steering: Steering, error: &io::Error) -> String {
+    if error.raw_os_error() != Some(libc::ENOENT) {
+        return String::new();
+    }
+    let m = steering.module();
+    let without = match steering {
+        Steering::Native => "; a kernel without nft_queue needs steering = \"compat\" or \"auto\"",
+        Steering::Compat => "",
+    };
+    format!(
+        ": kernel module {m} is not loaded; load it with `modprobe {m}`, or at every boot with \
+         {MODULES_LOAD_FILE} (shipped by the package; `systemctl restart systemd-modules-load` \
+         applies it now){without}"
+    )
 }
 
 /// A rate-limited nft `log` of the packets dropped because their source is blocked.
@@ -117,7 +147,14 @@ pub enum FirewallError {
         what: &'static str,
         error: io::Error,
     },
-    #[error("cannot steer packets to the queue: native queue: {native}; compat NFQUEUE target: {compat}")]
+    #[error("steering rule ({}) was rejected by the kernel: {error}{}", .steering.name(), module_hint(*.steering, .error))]
+    Steering {
+        steering: Steering,
+        error: io::Error,
+    },
+    /// Neither steering works (`auto`). Where the kernel has no nft_queue, the compat target
+    /// is the way, so only its module is named.
+    #[error("cannot steer packets to the queue: native queue: {native}; compat NFQUEUE target: {compat}{}", module_hint(Steering::Compat, .compat))]
     NoSteering {
         native: io::Error,
         compat: io::Error,
@@ -401,7 +438,12 @@ impl Nft {
             nft.commit("steering rule", tx)
         };
         match prefer {
-            Some(s) => try_one(self, s).map(|()| s),
+            Some(s) => try_one(self, s).map(|()| s).map_err(|e| match e {
+                FirewallError::Rejected { error, .. } => {
+                    FirewallError::Steering { steering: s, error }
+                }
+                other => other,
+            }),
             None => match try_one(self, Steering::Native) {
                 Ok(()) => Ok(Steering::Native),
                 Err(native) => match try_one(self, Steering::Compat) {
@@ -775,7 +817,9 @@ fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
 
 fn into_io(e: FirewallError) -> io::Error {
     match e {
-        FirewallError::Io(e) | FirewallError::Rejected { error: e, .. } => e,
+        FirewallError::Io(e)
+        | FirewallError::Rejected { error: e, .. }
+        | FirewallError::Steering { error: e, .. } => e,
         other => io::Error::other(other.to_string()),
     }
 }
@@ -907,6 +951,49 @@ mod tests {
             "insert rule inet portsentry blocked limit rate 3/minute burst 5 packets log prefix \"Portsentry: dropping: \"\n"
         ));
         assert_eq!(TableSpec { log: None, ..spec }.text(), DEFINITION);
+    }
+
+    #[test]
+    fn a_missing_steering_module_is_named_with_what_to_do() {
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        let compat = FirewallError::Steering {
+            steering: Steering::Compat,
+            error: enoent(),
+        }
+        .to_string();
+        assert!(
+            compat.starts_with(
+                "steering rule (xt NFQUEUE compat target) was rejected by the kernel: "
+            ) && compat.contains(
+                "kernel module xt_NFQUEUE is not loaded; load it with `modprobe xt_NFQUEUE`"
+            ) && compat.contains(MODULES_LOAD_FILE),
+            "{compat}"
+        );
+        let native = FirewallError::Steering {
+            steering: Steering::Native,
+            error: enoent(),
+        }
+        .to_string();
+        assert!(
+            native.contains("`modprobe nft_queue`") && native.contains("steering = \"compat\""),
+            "{native}"
+        );
+        let auto = FirewallError::NoSteering {
+            native: enoent(),
+            compat: enoent(),
+        }
+        .to_string();
+        assert!(
+            auto.contains("`modprobe xt_NFQUEUE`") && !auto.contains("modprobe nft_queue"),
+            "{auto}"
+        );
+        // Another error is not about a module.
+        let other = FirewallError::Steering {
+            steering: Steering::Compat,
+            error: io::Error::from_raw_os_error(libc::EINVAL),
+        }
+        .to_string();
+        assert!(!other.contains("modprobe"), "{other}");
     }
 
     #[test]

@@ -258,3 +258,26 @@ fn import_legacy_output_passes_check_config() {
     assert!(summary.contains("actions: run (1 command)"), "{summary}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn package_loads_the_modules_the_steering_error_names() {
+    use portsentry::firewall::{Steering, MODULES_LOAD_FILE};
+    let asset = format!(
+        "[\"packaging/portsentry.modules\", \"{}\", \"644\"]",
+        MODULES_LOAD_FILE.trim_start_matches('/')
+    );
+    assert!(
+        read("Cargo.toml").contains(&asset),
+        "Cargo.toml's deb assets should hold {asset}"
+    );
+    let listed: Vec<String> = read("packaging/portsentry.modules")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    for s in [Steering::Native, Steering::Compat] {
+        assert!(listed.iter().any(|m| m == s.module()), "{listed:?}");
+    }
+    assert!(listed.iter().any(|m| m == "nfnetlink_queue"), "{listed:?}");
+}
