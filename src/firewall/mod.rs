@@ -435,7 +435,22 @@ impl Nft {
                 }),
             }
             tx.add(&rule, MsgType::Add);
-            nft.commit("steering rule", tx)
+            // The kernel may load the module first (nft_queue is autoloaded): on a slow
+            // machine that outlasts the socket's 5 s wait. Ask again, a few times.
+            let mut waited = 0;
+            loop {
+                match nft.commit("steering rule", tx) {
+                    Err(FirewallError::Io(e))
+                        if e.kind() == io::ErrorKind::WouldBlock && waited < 5 =>
+                    {
+                        waited += 1;
+                        tx = nft.nl.tx();
+                        tx.add(&Rule::new(&chain), MsgType::Del);
+                        tx.add(&rule, MsgType::Add);
+                    }
+                    other => return other,
+                }
+            }
         };
         match prefer {
             Some(s) => try_one(self, s).map(|()| s).map_err(|e| match e {

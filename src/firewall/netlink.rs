@@ -123,9 +123,9 @@ impl Netlink {
     /// transaction was answered; if `errors` is empty it was committed, otherwise the kernel
     /// aborted all of it.
     pub fn transact(&mut self, tx: Tx) -> io::Result<Vec<MsgError>> {
-        let (bytes, seqs) = tx.finish();
+        let (bytes, seqs, next) = tx.finish();
         // Numbers used by this transaction are never handed out again.
-        self.seq = self.seq.max(seqs.end);
+        self.seq = self.seq.max(next);
         self.sock.send(&bytes)?;
         self.collect(seqs)
     }

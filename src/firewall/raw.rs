@@ -373,6 +373,8 @@ pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
 /// A transaction under construction: the batch begin and end messages around our own, with
 /// sequence numbers from `first` on. nftnl's `Batch` numbers from 1 every time; the socket
 /// needs numbers unique over its life, or a late answer could be taken for a new one.
+/// Only our own messages ask for an answer: kernels before 6.10 never answer the batch
+/// begin and end messages, and waiting for them would stall every transaction there.
 pub struct Tx {
     buf: Vec<u8>,
     scratch: Vec<u32>,
@@ -411,19 +413,18 @@ impl Tx {
         self.messages == 0
     }
 
-    /// The bytes to send and the sequence numbers that expect an answer.
-    pub fn finish(mut self) -> (Vec<u8>, Range<u32>) {
+    /// The bytes to send, the sequence numbers that expect an answer (our messages), and
+    /// the first number after the transaction.
+    pub fn finish(mut self) -> (Vec<u8>, Range<u32>, u32) {
+        let answered = self.first.wrapping_add(1)..self.next;
         self.control(sys::nftnl_batch_end);
-        (self.buf, self.first..self.next)
+        (self.buf, answered, self.next)
     }
 
     fn control(&mut self, f: unsafe extern "C" fn(*mut c_char, u32) -> *mut libc::nlmsghdr) {
         let seq = self.next;
         // SAFETY: as in `add`; the batch header is a few bytes.
-        unsafe {
-            let h = f(self.scratch.as_mut_ptr().cast(), seq);
-            (*h).nlmsg_flags |= libc::NLM_F_ACK as u16;
-        }
+        unsafe { f(self.scratch.as_mut_ptr().cast(), seq) };
         self.take_written();
     }
 
@@ -604,15 +605,20 @@ mod tests {
         tx.add(&msg, MsgType::Add);
         tx.add(&msg, MsgType::Del);
         assert_eq!(tx.len(), 2);
-        let (bytes, seqs) = tx.finish();
-        assert_eq!(seqs, 1000..1004);
+        let (bytes, answered, next) = tx.finish();
+        assert_eq!((answered, next), (1001..1003, 1004));
         let h = headers(&bytes);
         assert_eq!(
             h.iter().map(|m| m.2).collect::<Vec<_>>(),
             [1000, 1001, 1002, 1003]
         );
-        // Every message, the batch begin and end included, asks for an answer.
-        assert!(h.iter().all(|m| m.1 & libc::NLM_F_ACK as u16 != 0));
+        // Our messages ask for an answer; the batch begin and end do not (kernels before
+        // 6.10 never give one).
+        let acked: Vec<bool> = h
+            .iter()
+            .map(|m| m.1 & libc::NLM_F_ACK as u16 != 0)
+            .collect();
+        assert_eq!(acked, [false, true, true, false]);
     }
 
     #[test]
