@@ -1,7 +1,7 @@
 use clap::{CommandFactory, Parser};
 use portsentry::cli::{Cli, Command, ConfigArg};
 use portsentry::config::{parse_duration, Config, ConfigError};
-use portsentry::ports::compact;
+use portsentry::core::ports::compact;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(c) => {
-            let _logging = portsentry::logging::init(cli.verbose > 0, false);
+            let _logging = portsentry::output::logging::init(cli.verbose > 0, false);
             match Config::load_trusted(c.config.as_deref()) {
                 Ok((cfg, ignore)) => {
                     print_summary(&cfg);
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(e) => return config_error(&e),
             };
-            let logging = portsentry::logging::init(cli.verbose > 0, cfg.syslog);
+            let logging = portsentry::output::logging::init(cli.verbose > 0, cfg.syslog);
             match portsentry::daemon::run(cfg, ignore, &logging) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -133,7 +133,7 @@ fn import_legacy(conf: &Path, default: Option<&Path>, ignore: Option<&Path>) -> 
         let default_path = default.map(|p| p.display().to_string());
         let ignore_text = ignore.map(read).transpose()?;
         let ignore_path = ignore.map(|p| p.display().to_string());
-        portsentry::legacy::import(
+        portsentry::config::legacy::import(
             &conf.display().to_string(),
             &text,
             default_path.as_deref().zip(default_text.as_deref()),

@@ -389,8 +389,8 @@ fn route_dst(p: &[u8]) -> Option<Vec<u8>> {
 
 /// parse + classify + decide, in process: ns per packet over realistic packets.
 fn pure(args: &[String]) {
-    use portsentry::detector::{Action, Detector, DetectorConfig};
-    use portsentry::ignore::IgnoreList;
+    use portsentry::core::detector::{Action, Detector, DetectorConfig};
+    use portsentry::core::ignore::IgnoreList;
     let n: usize = opt(args, "--packets", 2_000_000);
     let dst4: IpAddr = "192.0.2.1".parse().unwrap();
     let dst6: IpAddr = "2001:db8::1".parse().unwrap();
@@ -411,13 +411,13 @@ fn pure(args: &[String]) {
         score: 0,
         ipv6_prefix: 64,
     };
-    let ignore = IgnoreList::new(portsentry::ignore::always_protected());
+    let ignore = IgnoreList::new(portsentry::core::ignore::always_protected());
     let mut d = Detector::new(cfg, ignore);
     // Parsing alone, for the breakdown.
     let tp = Instant::now();
     let mut ok = 0usize;
     for i in 0..n {
-        ok += usize::from(portsentry::packet::parse(&packets[i % packets.len()]).is_ok());
+        ok += usize::from(portsentry::core::packet::parse(&packets[i % packets.len()]).is_ok());
     }
     let parse_ns = tp.elapsed().as_nanos() as f64 / n as f64;
     assert_eq!(ok, n);
@@ -425,8 +425,8 @@ fn pure(args: &[String]) {
     let t0 = Instant::now();
     let mut acted = 0u64;
     for i in 0..n {
-        let p = portsentry::packet::parse(&packets[i % packets.len()]).expect("valid packet");
-        if matches!(d.observe(&p, t0), portsentry::detector::Decision::Act { .. }) {
+        let p = portsentry::core::packet::parse(&packets[i % packets.len()]).expect("valid packet");
+        if matches!(d.observe(&p, t0), portsentry::core::detector::Decision::Act { .. }) {
             acted += 1;
         }
     }

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             Some((d, c)) => (Some(("default", d)), c),
             None => (None, text),
         };
-        if let Ok(toml) = portsentry::legacy::import("fuzz.conf", conf, default, None, &which) {
+        if let Ok(toml) = portsentry::config::legacy::import("fuzz.conf", conf, default, None, &which) {
             if let Err(e) = portsentry::config::Config::parse("imported.toml", &toml) {
                 panic!("import-legacy produced a config check-config rejects: {e}\n{toml}");
             }

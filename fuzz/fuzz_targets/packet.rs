@@ -3,8 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(p) = portsentry::packet::parse(data) {
+    if let Ok(p) = portsentry::core::packet::parse(data) {
         let _ = p.kind.is_scan();
-        let _ = portsentry::alert::attack_line(&p, "x/x");
+        let _ = portsentry::output::alert::attack_line(&p, "x/x");
     }
 });

@@ -5,7 +5,7 @@
 use super::{
     Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Steering, TableSpec,
 };
-use crate::ports::PortSet;
+use crate::core::ports::PortSet;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::io;

@@ -540,7 +540,7 @@ pub fn craft() -> String {
 /// (waiting, queue_dropped, user_dropped) of queue 0 inside `host`.
 pub fn queue_counters(host: &Host) -> (u64, u64, u64) {
     let text = host.ok(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
-    portsentry::control::parse_queue_counters(&text, 0).unwrap_or_default()
+    portsentry::system::proc::parse_queue_counters(&text, 0).unwrap_or_default()
 }
 
 /// A counter from `portsentry status` output.

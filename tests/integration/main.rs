@@ -4,6 +4,7 @@
 mod detection;
 mod docs;
 mod lab;
+mod layout;
 mod migration;
 mod reliability;
 mod scans;

@@ -1,8 +1,8 @@
 //! Bytes from the queue → `Probe`. Pure, allocation-free, and total: any input either yields
 //! a probe or a reason it does not, never a panic (hostile bytes land here first).
 
-use crate::ignore::canonical;
-use crate::probe::{Probe, Proto, ScanKind, TcpFlags};
+use crate::core::ignore::canonical;
+use crate::core::probe::{Probe, Proto, ScanKind, TcpFlags};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use std::net::IpAddr;
 

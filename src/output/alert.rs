@@ -1,7 +1,7 @@
 //! Log and history lines, byte-compatible with PortSentry 1.2 where 1.2 had them (logcheck
 //! rules and fail2ban's `portsentry` filter read them).
 
-use crate::probe::{Probe, Proto, ScanKind, TcpFlags};
+use crate::core::probe::{Probe, Proto, ScanKind, TcpFlags};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 

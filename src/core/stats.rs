@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::probe::ScanKind;
+use crate::core::probe::ScanKind;
 
 /// Scan kinds as metric labels, in counter order.
 pub const KINDS: [(&str, &str); 8] = [

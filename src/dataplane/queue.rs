@@ -2,51 +2,15 @@
 //! decisions to the responder. One `recv` and one verdict `sendto` per packet; no
 //! allocation, formatting or other syscall here.
 
-use crate::detector::{Decision, Detector, DetectorConfig, Verdict};
-use crate::ignore::IgnoreList;
-use crate::packet;
-use crate::probe::Probe;
-use crate::stats::Stats;
-use ipnet::IpNet;
-use std::sync::mpsc::{Receiver, SyncSender};
+use super::{Control, Event, Handoff, QueueOptions};
+use crate::core::detector::{Decision, Detector, Verdict};
+use crate::core::packet;
+use crate::core::stats::Stats;
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-/// What the packet path tells the responder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub probe: Probe,
-    pub decision: Decision,
-}
-
-/// Events waiting for the responder: a lock-free bounded queue, so the packet path makes
-/// no syscall to hand one over. The responder is woken through `wake` only when the kernel
-/// queue runs empty (a lone scanner: block it now) or every `WAKE_EVERY` events (a flood:
-/// large transactions).
-pub struct Handoff {
-    pub events: crossbeam_queue::ArrayQueue<Event>,
-    pub wake: SyncSender<()>,
-}
-
+/// Events between two wake-ups of the responder under a flood.
 const WAKE_EVERY: u32 = 256;
-
-/// Changes for the packet thread, applied before the next packet (state only matters when
-/// a packet arrives, so nothing waits on them).
-#[derive(Debug)]
-pub enum Control {
-    Reconfigure(DetectorConfig, IgnoreList),
-    /// This network is not blocked (unblocked, or the block could not be made): the next
-    /// probe from it is looked at afresh.
-    Forget(IpNet),
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct QueueOptions {
-    pub num: u16,
-    pub max_len: u32,
-    pub fail_open: bool,
-    /// Bytes of each packet copied to us: headers only.
-    pub copy_range: u16,
-}
 
 /// Opens and binds the queue. Binding fails if another process holds the queue.
 pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
@@ -170,7 +134,7 @@ pub fn run(
         }
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
-                Stats::inc(&stats.probes[crate::stats::kind_index(probe.kind)]);
+                Stats::inc(&stats.probes[crate::core::stats::kind_index(probe.kind)]);
                 let decision = detector.observe(&probe, now());
                 if hand_off(Event { probe, decision }, &handoff.events, detector, stats) {
                     unannounced += 1;

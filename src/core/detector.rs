@@ -1,8 +1,8 @@
 //! The pure core: probes in, decisions out, time passed in. No I/O, no clock, no allocation
 //! per probe once the source table has reached its capacity.
 
-use crate::ignore::{block_key, canonical, IgnoreList};
-use crate::probe::{Probe, Proto};
+use crate::core::ignore::{block_key, canonical, IgnoreList};
+use crate::core::probe::{Probe, Proto};
 use ipnet::IpNet;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -146,8 +146,9 @@ pub struct Detector {
     sources: HashMap<IpNet, Source, ahash::RandomState>,
     /// Insertion order, for evicting the oldest source when the table is full.
     order: VecDeque<IpNet>,
-    /// Time zero for the per-source timestamps.
-    epoch: Instant,
+    /// Time zero for the per-source timestamps: the first probe's `now` (the core reads
+    /// no clock).
+    epoch: Option<Instant>,
 }
 
 impl Detector {
@@ -156,7 +157,7 @@ impl Detector {
         Detector {
             sources: HashMap::with_capacity_and_hasher(cap, ahash::RandomState::new()),
             order: VecDeque::with_capacity(cap),
-            epoch: Instant::now(),
+            epoch: None,
             cfg,
             ignore,
         }
@@ -192,7 +193,8 @@ impl Detector {
         let (trigger, score) = (self.cfg.trigger.max(1), self.cfg.score);
         let window = millis(self.cfg.window);
         let hold = millis(self.cfg.hold);
-        let now = millis(now.saturating_duration_since(self.epoch));
+        let epoch = *self.epoch.get_or_insert(now);
+        let now = millis(now.saturating_duration_since(epoch));
         let key = self.key(src);
         let s = self.entry(key, now);
         if s.acted_until != 0 {
@@ -282,7 +284,7 @@ fn unicast(dst: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{ScanKind, TcpFlags};
+    use crate::core::probe::{ScanKind, TcpFlags};
     use proptest::prelude::*;
 
     fn cfg(trigger: u32) -> DetectorConfig {

@@ -1,8 +1,8 @@
 //! Which ports have a listening socket now, from /proc/net. The kernel itself skips such
 //! ports at packet time (the include's `socket` rule); this is for telling the administrator.
 
-use crate::ports::PortSet;
-use crate::probe::Proto;
+use crate::core::ports::PortSet;
+use crate::core::probe::Proto;
 
 /// TCP_LISTEN in /proc/net/tcp*; for UDP every bound socket counts (TCP_CLOSE, 07).
 const TCP_LISTEN: &str = "0A";

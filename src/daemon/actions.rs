@@ -2,7 +2,7 @@
 //! route, in 1.2's order. Commands are argv arrays run directly (never through a shell:
 //! $TARGET$ comes from a packet), with a time limit, on their own thread.
 
-use crate::probe::Proto;
+use crate::core::probe::Proto;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,30 +21,11 @@ pub struct Job {
     pub block: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ActionsConfig {
-    /// The external command (KILL_RUN_CMD): argv commands run in order, stopping at the
-    /// first that fails (1.2's `a && b`). Empty: none. No command is itself empty.
-    pub run: Vec<Vec<String>>,
-    pub run_first: bool,
-    /// For the whole sequence of a step.
-    pub run_timeout: Duration,
-    /// hosts.deny line template and the file it goes to.
-    pub hosts_deny: Option<(String, PathBuf)>,
-    /// The route command (KILL_ROUTE), as `run`.
-    pub route: Vec<Vec<String>>,
-}
-
-impl ActionsConfig {
-    /// Nothing to do beyond the nft set (an empty command counts as none).
-    pub fn is_empty(&self) -> bool {
-        !has_command(&self.run) && self.hosts_deny.is_none() && !has_command(&self.route)
-    }
-}
-
 fn has_command(commands: &[Vec<String>]) -> bool {
     commands.iter().any(|c| !c.is_empty())
 }
+
+pub use crate::config::ActionsConfig;
 
 /// Replaces $TARGET$, $PORT$ and $MODE$.
 pub fn substitute(template: &str, job: &Job) -> String {

@@ -3,12 +3,12 @@
 //! resolve_host is on. A thread of its own: a name lookup takes as long as the scanner's
 //! DNS makes it, and a log can stall; neither may delay a block.
 
-use crate::alert::{self, LocalTime};
-use crate::host;
-use crate::probe::Probe;
-use crate::ratelimit::RateLimit;
-use crate::repeats::{Repeats, Summary};
-use crate::responder::Settings;
+use crate::config::settings::Settings;
+use crate::core::probe::Probe;
+use crate::core::ratelimit::RateLimit;
+use crate::core::repeats::{Repeats, Summary};
+use crate::output::alert::{self, LocalTime};
+use crate::system::host;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -2,7 +2,7 @@
 //! facility daemon, level notice (errors at err). The layer only queues each line; a
 //! writer thread of its own calls syslog(3), which blocks when syslog stops reading.
 
-use crate::logging;
+use crate::output::writer;
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -20,7 +20,7 @@ impl SyslogLayer {
     pub fn open() -> (SyslogLayer, WorkerGuard) {
         // SAFETY: the ident is a 'static C string, as openlog requires.
         unsafe { libc::openlog(c"portsentry".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-        let (queue, guard) = logging::queue("syslog", Sink);
+        let (queue, guard) = writer::queue("syslog", Sink);
         (SyslogLayer { queue }, guard)
     }
 

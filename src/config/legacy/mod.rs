@@ -7,7 +7,7 @@ mod idioms;
 pub mod shell;
 
 use crate::config::{log_prefix_problem, DEFAULT_LOG_BURST, DEFAULT_LOG_RATE};
-use crate::ignore::parse_ignore_file;
+use crate::core::ignore::parse_ignore_file;
 use idioms::{Idiom, LogRule};
 use shell::Sep;
 use std::collections::BTreeMap;
@@ -434,8 +434,11 @@ pub fn import(
         out.comment(&why);
         out.line(&format!("mode = {}", q(mode)));
         if let Some(p) = get(&format!("{up}_PORTS")) {
-            match crate::ports::PortSet::parse(&port_list(p)) {
-                Ok(set) => out.line(&format!("ports = {}", q(&crate::ports::compact(&set)))),
+            match crate::core::ports::PortSet::parse(&port_list(p)) {
+                Ok(set) => out.line(&format!(
+                    "ports = {}",
+                    q(&crate::core::ports::compact(&set))
+                )),
                 Err(e) => notes.push(format!("{up}_PORTS=\"{p}\": {e}; the default list is used")),
             }
             used.push(if proto == "tcp" {
@@ -614,13 +617,14 @@ pub fn import(
 mod tests {
     use super::*;
     use crate::config::{BlockLog, Config, RatePer, WatchMode};
-    use crate::detector::Action;
+    use crate::core::detector::Action;
     use proptest::prelude::*;
 
-    const DEBIAN_SHIPPED: &str = include_str!("../../tests/data/legacy/debian-1.2-14.conf");
-    const WIKI: &str = include_str!("../../tests/data/legacy/wiki-debian-fr.conf");
-    const WIKI_DEFAULT: &str = include_str!("../../tests/data/legacy/wiki-debian-fr.default");
-    const LOG_ONLY_2_0: &str = include_str!("../../tests/data/legacy/portsentry-2.0-log-only.conf");
+    const DEBIAN_SHIPPED: &str = include_str!("../../../tests/data/legacy/debian-1.2-14.conf");
+    const WIKI: &str = include_str!("../../../tests/data/legacy/wiki-debian-fr.conf");
+    const WIKI_DEFAULT: &str = include_str!("../../../tests/data/legacy/wiki-debian-fr.default");
+    const LOG_ONLY_2_0: &str =
+        include_str!("../../../tests/data/legacy/portsentry-2.0-log-only.conf");
 
     /// A host where iptables, logger and true are installed, and nothing else.
     fn which(name: &str) -> Option<String> {

@@ -1,11 +1,18 @@
 //! Configuration: TOML text → raw structs (serde, unknown keys rejected) → validated
-//! `Config`. Every error names the file, line and column.
+//! `Config` → the settings each component gets (`settings`). Every error names the file,
+//! line and column.
+//!
+//! May use: `core`, `system` (file checks), and the types of the components it configures
+//! (`firewall`, `dataplane`). Nothing else: every component takes its settings from here.
 
-use crate::actions::ActionsConfig;
-use crate::detector::Action;
-use crate::ignore::{parse_net, read_ignore_file, IgnoreFile};
-use crate::policy::{MAX_TIMEOUT, MIN_TIMEOUT};
-use crate::ports::{PortListError, PortSet};
+pub mod legacy;
+pub mod settings;
+
+use crate::core::detector::Action;
+use crate::core::ignore::{parse_ignore_file, parse_net, IgnoreFile};
+use crate::core::policy::{MAX_TIMEOUT, MIN_TIMEOUT};
+use crate::core::ports::{PortListError, PortSet};
+use crate::system::files::{self, Untrusted};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::fmt;
@@ -380,6 +387,29 @@ pub struct Config {
     pub state_file: PathBuf,
 }
 
+/// PortSentry's actions beyond the nft block: KILL_RUN_CMD, KILL_HOSTS_DENY, KILL_ROUTE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActionsConfig {
+    /// The external command (KILL_RUN_CMD): argv commands run in order, stopping at the
+    /// first that fails (1.2's `a && b`). Empty: none. No command is itself empty.
+    pub run: Vec<Vec<String>>,
+    pub run_first: bool,
+    /// For the whole sequence of a step.
+    pub run_timeout: Duration,
+    /// hosts.deny line template and the file it goes to.
+    pub hosts_deny: Option<(String, PathBuf)>,
+    /// The route command (KILL_ROUTE), as `run`.
+    pub route: Vec<Vec<String>>,
+}
+
+impl ActionsConfig {
+    /// Nothing to do beyond the nft set (an empty command counts as none).
+    pub fn is_empty(&self) -> bool {
+        let has = |c: &[Vec<String>]| c.iter().any(|c| !c.is_empty());
+        !has(&self.run) && self.hosts_deny.is_none() && !has(&self.route)
+    }
+}
+
 // ---------------------------------------------------------------- errors
 
 /// A configuration error located in its file.
@@ -392,54 +422,28 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(Located),
-    #[error("{path}: refusing a file that {why} (mode {mode:o}, owner uid {owner}): it decides what runs as root and who is never blocked")]
-    Unsafe {
-        path: String,
-        why: &'static str,
-        mode: u32,
-        owner: u32,
-    },
+    #[error("{0}: it decides what runs as root and who is never blocked")]
+    Unsafe(Untrusted),
 }
 
-/// A file a root daemon takes orders from must be changeable by root alone: owned by the
-/// user running portsentry (or root), not writable by group or others, in a directory
-/// others cannot write to (or could swap the file). Symlinks are followed for the file
-/// and checked for the directory they sit in.
-pub fn trusted(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::MetadataExt;
+/// A file others could change, refused.
+fn trusted(path: &Path) -> Result<(), ConfigError> {
+    files::trusted(path).map_err(|e| match e {
+        files::FileError::Io { path, source } => ConfigError::Io { path, source },
+        files::FileError::Untrusted(u) => ConfigError::Unsafe(u),
+    })
+}
+
+/// The ignore file: its entries and each bad line; an unreadable file is said so.
+fn read_ignore_file(path: &Path) -> IgnoreFile {
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
-        path: shown.clone(),
-        source,
-    })?;
-    // SAFETY: geteuid has no failure mode.
-    let me = unsafe { libc::geteuid() };
-    let unsafe_file = |why, m: &std::fs::Metadata| ConfigError::Unsafe {
-        path: shown.clone(),
-        why,
-        mode: m.mode() & 0o7777,
-        owner: m.uid(),
-    };
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(unsafe_file(
-            "is not owned by root or the user running portsentry",
-            &meta,
-        ));
+    match std::fs::read(path) {
+        Ok(bytes) => parse_ignore_file(&shown, &String::from_utf8_lossy(&bytes)),
+        Err(e) => IgnoreFile {
+            unreadable: Some(format!("{shown}: {e}")),
+            ..IgnoreFile::default()
+        },
     }
-    if meta.mode() & 0o022 != 0 {
-        return Err(unsafe_file("is writable by group or others", &meta));
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::metadata(dir) {
-        let sticky = d.mode() & 0o1000 != 0;
-        if d.mode() & 0o002 != 0 && !sticky {
-            return Err(unsafe_file("sits in a directory anyone can write to", &d));
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug)]
@@ -511,10 +515,7 @@ impl Config {
                     ..IgnoreFile::default()
                 },
                 Err(e) => return Err(e),
-                Ok(()) => read_ignore_file(p).unwrap_or_else(|e| IgnoreFile {
-                    unreadable: Some(e.to_string()),
-                    ..IgnoreFile::default()
-                }),
+                Ok(()) => read_ignore_file(p),
             }),
             None => None,
         };

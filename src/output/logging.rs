@@ -3,14 +3,12 @@
 //! waits on a log that stopped reading (a syslog socket queues about ten datagrams, then
 //! every writer blocks). Lines a stuck log cannot take are dropped and counted.
 
-use crate::syslog::SyslogLayer;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+use crate::output::syslog::SyslogLayer;
+use crate::output::writer::queue;
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
-
-/// Lines waiting for each writer thread; a burst is already capped by the alert rate limit.
-const QUEUED_LINES: usize = 16_384;
 
 /// Keeps the writer threads: dropping it writes out what is queued (for at most a second).
 pub struct Logging {
@@ -23,18 +21,6 @@ impl Logging {
     pub fn dropped(&self) -> u64 {
         self.counters.iter().map(|c| c.dropped_lines() as u64).sum()
     }
-}
-
-/// A lossy writer thread for `sink`.
-pub(crate) fn queue<W: std::io::Write + Send + 'static>(
-    name: &str,
-    sink: W,
-) -> (NonBlocking, WorkerGuard) {
-    NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name(name)
-        .finish(sink)
 }
 
 /// Installs the global subscriber: INFO (DEBUG with `verbose`) to stderr, and to syslog.

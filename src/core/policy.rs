@@ -11,8 +11,8 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
-use crate::ignore::IgnoreList;
-use crate::probe::Probe;
+use crate::core::ignore::IgnoreList;
+use crate::core::probe::Probe;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -77,12 +77,12 @@ mod net_serde {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::ignore::net_text(*net))
+        s.serialize_str(&crate::core::ignore::net_text(*net))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
         let text = String::deserialize(d)?;
-        crate::ignore::parse_net(&text)
+        crate::core::ignore::parse_net(&text)
             .map(|n| n.trunc())
             .map_err(|e| serde::de::Error::custom(format!("{e}: '{text}'")))
     }
@@ -677,7 +677,7 @@ mod tests {
     }
 
     fn net(s: &str) -> IpNet {
-        crate::ignore::parse_net(s).unwrap()
+        crate::core::ignore::parse_net(s).unwrap()
     }
 
     fn scan(s: &str) -> Want {

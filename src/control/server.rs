@@ -1,19 +1,19 @@
-//! The control socket: `portsentry list | block | unblock | status` talk to the running
-//! daemon over a unix socket (root only). One request line, a response ending at EOF whose
-//! first line is `ok` or `error: …`. Each client is served on a thread of its own with a
-//! short deadline, so an idle client holds up nobody.
+//! The control server: the daemon's end of the socket (root only). Each client is served
+//! on a thread of its own with a short deadline, so an idle client holds up nobody.
 
+use super::protocol::{parse_request, Request};
+use crate::config::settings::Settings;
+use crate::core::ignore::{block_key, net_text};
+use crate::core::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want};
+use crate::core::stats::Stats;
+use crate::dataplane::Control;
 use crate::firewall::Firewall;
-use crate::ignore::{block_key, canonical, net_text};
-use crate::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want, MAX_TIMEOUT};
-use crate::queue::Control;
-use crate::responder::{epoch_now, Settings};
-use crate::stats::Stats;
+use crate::system::clock::epoch_now;
+use crate::system::proc::queue_counters;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -26,62 +26,6 @@ use std::time::Duration;
 const MAX_CLIENTS: usize = 16;
 /// How long a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    List,
-    Status,
-    /// `timeout`: `None` = the configured one; `Some(None)` = permanent.
-    Block {
-        addr: IpAddr,
-        timeout: Option<Option<Duration>>,
-    },
-    Unblock {
-        addr: IpAddr,
-    },
-}
-
-pub fn parse_request(line: &str) -> Result<Request, String> {
-    let mut w = line.split_whitespace();
-    let verb = w.next().ok_or("empty request")?;
-    let addr = |w: &mut std::str::SplitWhitespace| -> Result<IpAddr, String> {
-        let a = w.next().ok_or(format!("{verb}: missing address"))?;
-        a.parse::<IpAddr>()
-            .map(canonical)
-            .map_err(|_| format!("{verb}: '{a}' is not an IP address"))
-    };
-    let req = match verb {
-        "list" => Request::List,
-        "status" => Request::Status,
-        "unblock" => Request::Unblock {
-            addr: addr(&mut w)?,
-        },
-        "block" => {
-            let a = addr(&mut w)?;
-            let timeout = match w.next() {
-                None => None,
-                Some("permanent" | "0") => Some(None),
-                Some(t) => {
-                    let secs = t
-                        .parse::<u64>()
-                        .map_err(|_| format!("block: '{t}' is not a number of seconds"))?;
-                    if secs == 0 || secs > MAX_TIMEOUT.as_secs() {
-                        return Err(format!(
-                            "block: {secs} s is outside 1 s to 100 years (\"permanent\" for no end)"
-                        ));
-                    }
-                    Some(Some(Duration::from_secs(secs)))
-                }
-            };
-            Request::Block { addr: a, timeout }
-        }
-        other => return Err(format!("unknown request '{other}'")),
-    };
-    match w.next() {
-        Some(extra) => Err(format!("{verb}: unexpected '{extra}'")),
-        None => Ok(req),
-    }
-}
 
 /// Facts for `status` that only change at start or reload.
 #[derive(Clone, Debug, Default)]
@@ -337,82 +281,107 @@ impl<F: Firewall + 'static> Server<F> {
     }
 }
 
-/// (waiting, queue_dropped, user_dropped) for `queue` from /proc/net/netfilter/nfnetlink_queue.
-pub fn queue_counters(queue: u16) -> Option<(u64, u64, u64)> {
-    let text = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
-    parse_queue_counters(&text, queue)
-}
-
-pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {
-    text.lines().find_map(|l| {
-        let f: Vec<u64> = l
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        (f.len() >= 7 && f[0] == u64::from(queue)).then(|| (f[2], f[5], f[6]))
-    })
-}
-
 fn fmt_secs(s: u64) -> String {
     humantime::format_duration(Duration::from_secs(s)).to_string()
-}
-
-/// Client side: sends one request and returns the body, or the daemon's error.
-pub fn request(socket: &Path, line: &str) -> Result<String, String> {
-    let mut conn = UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "cannot reach the portsentry daemon at {}: {e} (is it running?)",
-            socket.display()
-        )
-    })?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    conn.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    match reply.split_once('\n') {
-        Some(("ok", body)) => Ok(body.to_string()),
-        Some((err, _)) => Err(err.strip_prefix("error: ").unwrap_or(err).to_string()),
-        None => Err(format!("unexpected reply: {reply:?}")),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::core::ignore::IgnoreList;
+    use crate::firewall::memory::Memory;
+    use crate::firewall::TableSpec;
 
-    #[test]
-    fn requests_parse() {
-        assert_eq!(parse_request("list"), Ok(Request::List));
-        assert_eq!(
-            parse_request("block 192.0.2.9 60"),
-            Ok(Request::Block {
-                addr: "192.0.2.9".parse().unwrap(),
-                timeout: Some(Some(Duration::from_secs(60)))
-            })
-        );
-        assert_eq!(
-            parse_request("block ::ffff:192.0.2.9 permanent"),
-            Ok(Request::Block {
-                addr: "192.0.2.9".parse().unwrap(),
-                timeout: Some(None)
-            })
-        );
-        assert!(parse_request("block 192.0.2.300").is_err());
-        // A timeout the kernel cannot take is refused, not wrapped.
-        assert!(parse_request("block 192.0.2.9 18446744073709552").is_err());
-        assert!(parse_request("block 192.0.2.9 18446744073709551615").is_err());
-        assert!(parse_request("block 192.0.2.9 3155760001").is_err());
-        assert!(parse_request("unblock").is_err());
-        assert!(parse_request("list extra").is_err());
-        assert!(parse_request("reboot").is_err());
+    fn server(fw: Memory) -> (Server<Memory>, std::sync::mpsc::Receiver<Control>) {
+        let cfg = Config::parse("t", "").unwrap();
+        let mut fw = fw;
+        fw.build(&TableSpec {
+            queue: 0,
+            queues: 1,
+            steering: None,
+            log: None,
+        })
+        .unwrap();
+        let (control, forgotten) = std::sync::mpsc::channel();
+        let protected = IgnoreList::new([
+            "192.0.2.1/32".parse().unwrap(),
+            "2001:db8::1/128".parse().unwrap(),
+        ]);
+        let s = Server {
+            fw: Mutex::new(fw),
+            blocks: Arc::new(Mutex::new(Blocks::new(cfg.policy(), protected))),
+            settings: Arc::new(RwLock::new(cfg.settings())),
+            control,
+            stats: Arc::new(Stats::default()),
+            info: Arc::new(RwLock::new(StatusInfo::default())),
+        };
+        (s, forgotten)
+    }
+
+    fn held(fw: &Memory) -> Vec<String> {
+        let s = fw.state();
+        s.table
+            .as_ref()
+            .unwrap()
+            .blocked
+            .keys()
+            .map(|k| net_text(*k))
+            .collect()
     }
 
     #[test]
-    fn queue_counters_parse() {
-        let text = "    0  12345     3 2   256     7     9       42  1\n    1  0 0 2 256 0 0 0 1\n";
-        assert_eq!(parse_queue_counters(text, 0), Some((3, 7, 9)));
-        assert_eq!(parse_queue_counters(text, 5), None);
+    fn block_and_unblock_go_through_the_policy_and_reach_the_firewall() {
+        let fw = Memory::default();
+        let (s, forgotten) = server(fw.clone());
+        let block = |a: &str, t| Request::Block {
+            addr: a.parse().unwrap(),
+            timeout: t,
+        };
+        assert!(s.handle(block("198.51.100.7", None)).is_ok());
+        // IPv6: the prefix, as detection blocks it; the host's own LAN: the address.
+        assert!(s.handle(block("2001:db8:5::9", Some(None))).is_ok());
+        assert!(s.handle(block("2001:db8::9", None)).is_ok());
+        assert_eq!(
+            held(&fw),
+            ["198.51.100.7", "2001:db8::9", "2001:db8:5::/64"]
+        );
+        let refused = s.handle(block("192.0.2.1", None)).unwrap_err();
+        assert!(refused.contains("is protected"), "{refused}");
+
+        // Any address of a prefix block unblocks the prefix, and detection is told.
+        let out = s
+            .handle(Request::Unblock {
+                addr: "2001:db8:5::77".parse().unwrap(),
+            })
+            .unwrap();
+        assert!(out.starts_with("ok\nunblocked"), "{out}");
+        assert_eq!(held(&fw), ["198.51.100.7", "2001:db8::9"]);
+        assert!(forgotten
+            .try_iter()
+            .any(|c| matches!(c, Control::Forget(n) if n.to_string() == "2001:db8:5::/64")));
+        assert!(s
+            .blocks
+            .lock()
+            .unwrap()
+            .covering("2001:db8:5::/64".parse().unwrap())
+            .is_none());
+
+        // A block added outside portsentry goes too.
+        fw.state()
+            .table
+            .as_mut()
+            .unwrap()
+            .blocked
+            .insert("198.51.100.8/32".parse().unwrap(), None);
+        let out = s
+            .handle(Request::Unblock {
+                addr: "198.51.100.8".parse().unwrap(),
+            })
+            .unwrap();
+        assert!(out.contains("not in portsentry's records"), "{out}");
+        assert_eq!(held(&fw), ["198.51.100.7", "2001:db8::9"]);
+        let list = s.handle(Request::List).unwrap();
+        assert_eq!(list.matches("198.51.100.7 ").count(), 1, "{list}");
     }
 }

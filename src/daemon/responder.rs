@@ -3,36 +3,26 @@
 //! actions to the actions thread, and tells the reporter what became of each source.
 //! Nothing here waits on a log or a name lookup.
 
-use crate::actions::Job;
-use crate::alert;
-use crate::detector::{Action, Decision};
+use crate::core::detector::{Action, Decision};
+use crate::core::ignore::block_key;
+use crate::core::policy::{Blocks, Origin, Outcome as Done, Refusal, Want};
+use crate::core::probe::Proto;
+use crate::core::stats::Stats;
+use crate::daemon::actions::Job;
+use crate::daemon::reporter::{Outcome, Report, ReportSender};
+use crate::dataplane::{Control, Event, Handoff};
 use crate::firewall::Firewall;
-use crate::ignore::block_key;
-use crate::policy::{Blocks, Origin, Outcome as Done, Refusal, Want};
-use crate::probe::Proto;
-use crate::queue::{Control, Event, Handoff};
-use crate::reporter::{Outcome, Report, ReportSender};
-use crate::stats::Stats;
+use crate::output::alert;
+use crate::system::clock::epoch_now;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// What a reload may change and the threads off the packet path read: once per batch.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub resolve_host: bool,
-    /// 1.2's $MODE$ per protocol.
-    pub tcp_mode: &'static str,
-    pub udp_mode: &'static str,
-    /// Any command, hosts.deny line or route configured.
-    pub actions: bool,
-    /// IPv6 blocks cover this prefix.
-    pub ipv6_prefix: u8,
-}
+pub use crate::config::settings::Settings;
 
 pub struct Shared {
     pub settings: Arc<RwLock<Settings>>,
@@ -344,7 +334,7 @@ impl<F: Firewall> Responder<F> {
 }
 
 /// Why a network was blocked, as `list` shows it.
-fn reason(p: &crate::probe::Probe) -> String {
+fn reason(p: &crate::core::probe::Probe) -> String {
     format!(
         "{} to {} port {} from {}",
         alert::scan_description(p.kind).trim(),
@@ -354,16 +344,10 @@ fn reason(p: &crate::probe::Probe) -> String {
     )
 }
 
-pub fn epoch_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The actions thread: runs each job's actions in turn.
 pub fn run_actions(
     rx: Receiver<Job>,
-    cfg: Arc<RwLock<crate::actions::ActionsConfig>>,
+    cfg: Arc<RwLock<crate::daemon::actions::ActionsConfig>>,
     stats: Arc<Stats>,
 ) {
     while let Ok(job) = rx.recv() {
@@ -374,7 +358,7 @@ pub fn run_actions(
             }
             g.clone()
         };
-        let out = crate::actions::perform(&cfg, &job);
+        let out = crate::daemon::actions::perform(&cfg, &job);
         stats
             .commands_run
             .fetch_add(u64::from(out.ok + out.failed), Relaxed);
@@ -387,11 +371,11 @@ pub fn run_actions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ignore::IgnoreList;
+    use crate::core::policy::PolicyConfig;
+    use crate::core::probe::{Probe, ScanKind, TcpFlags};
+    use crate::daemon::reporter::Reporter;
     use crate::firewall::memory::Memory;
-    use crate::ignore::IgnoreList;
-    use crate::policy::PolicyConfig;
-    use crate::probe::{Probe, ScanKind, TcpFlags};
-    use crate::reporter::Reporter;
     use std::io::Write;
 
     fn policy() -> PolicyConfig {
@@ -439,7 +423,7 @@ mod tests {
             .map(|t| {
                 t.blocked
                     .keys()
-                    .map(|k| crate::ignore::net_text(*k))
+                    .map(|k| crate::core::ignore::net_text(*k))
                     .collect()
             })
             .unwrap_or_default()
@@ -447,7 +431,7 @@ mod tests {
 
     /// A report channel nobody reads (these tests look at blocks and state).
     fn unread() -> ReportSender {
-        crate::reporter::report_queue(1).0
+        crate::daemon::reporter::report_queue(1).0
     }
 
     fn settings() -> Settings {
@@ -535,7 +519,7 @@ mod tests {
             let (shared, _) = shared(policy());
             // The responder decides, the reporter writes: both halves, through the channel.
             let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
-            let (tx, rx) = crate::reporter::report_queue(1024);
+            let (tx, rx) = crate::daemon::reporter::report_queue(1024);
             let mut r = Responder::new(firewall(), shared, tx, None);
             let mut round = |r: &mut Responder<Memory>, batch: &[Event], now: Instant| {
                 r.handle(batch, now, 1000);

@@ -1,7 +1,7 @@
 //! Who is blocked, since when, until when and why: the daemon's memory across restarts and
 //! ruleset reloads. The kernel sets are the enforcement; this is what puts them back.
 
-pub use crate::policy::Record;
+pub use crate::core::policy::Record;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -99,11 +99,11 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Origin;
+    use crate::core::policy::Origin;
 
     fn rec(addr: &str, since: u64, expires: Option<u64>) -> Record {
         Record {
-            key: crate::ignore::parse_net(addr).unwrap(),
+            key: crate::core::ignore::parse_net(addr).unwrap(),
             since,
             expires,
             count: 1,

@@ -4,7 +4,6 @@
 
 use ipnet::{IpNet, Ipv6Net};
 use std::net::IpAddr;
-use std::path::Path;
 use thiserror::Error;
 
 /// One bad line of an ignore file. The line is shown cut short: a hostile file must not
@@ -16,13 +15,6 @@ pub struct IgnoreLineError {
     pub line: usize,
     pub text: String,
     pub message: String,
-}
-
-#[derive(Debug, Error)]
-#[error("{path}: {source}")]
-pub struct IgnoreFileError {
-    pub path: String,
-    pub source: std::io::Error,
 }
 
 /// What an ignore file gave: the entries that parsed, and each bad line.
@@ -258,15 +250,6 @@ fn shorten(text: &str) -> String {
         s.push_str(&format!("… ({} bytes)", text.len()));
     }
     s
-}
-
-pub fn read_ignore_file(path: &Path) -> Result<IgnoreFile, IgnoreFileError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| IgnoreFileError {
-        path: shown.clone(),
-        source,
-    })?;
-    Ok(parse_ignore_file(&shown, &String::from_utf8_lossy(&bytes)))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Prometheus text exposition for node_exporter's textfile collector. No per-address
 //! labels: cardinality stays fixed whatever the traffic.
 
-use crate::stats::{Stats, KINDS};
+use crate::core::stats::{Stats, KINDS};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -77,8 +77,8 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ScanKind;
-    use crate::stats::kind_index;
+    use crate::core::probe::ScanKind;
+    use crate::core::stats::kind_index;
 
     #[test]
     fn renders_prometheus_text() {

@@ -171,7 +171,7 @@ mod tests {
     use super::*;
 
     fn idiom(text: &str) -> Option<Idiom> {
-        let s = crate::legacy::shell::parse(text).unwrap();
+        let s = crate::config::legacy::shell::parse(text).unwrap();
         recognise(s.commands[0].argv.as_ref().unwrap())
     }
 

@@ -1,0 +1,101 @@
+//! What each component gets from the configuration, derived here and nowhere else: the
+//! daemon wires these to the components, it does not translate.
+
+use super::{Config, SteeringChoice, WatchMode};
+use crate::core::detector::DetectorConfig;
+use crate::core::policy::{PolicyConfig, MAX_TIMEOUT};
+use crate::core::probe::Proto;
+use crate::dataplane::QueueOptions;
+use crate::firewall::{LogRule, Steering, TableSpec};
+
+/// What a reload may change and the threads off the packet path read: once per batch.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub resolve_host: bool,
+    /// 1.2's $MODE$ per protocol.
+    pub tcp_mode: &'static str,
+    pub udp_mode: &'static str,
+    /// Any command, hosts.deny line or route configured.
+    pub actions: bool,
+    /// IPv6 blocks cover this prefix.
+    pub ipv6_prefix: u8,
+}
+
+impl Config {
+    /// The packet thread's detector.
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
+            trigger: self.trigger,
+            window: self.window,
+            tcp: self.block_tcp,
+            udp: self.block_udp,
+            // A source stays "acted on" as long as its first block lasts (a century for
+            // permanent); one whose block could not be made is handed back at once.
+            hold: self.block_timeout.unwrap_or(MAX_TIMEOUT),
+            max_sources: self.max_sources,
+            score: self.score,
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+
+    /// The block policy.
+    pub fn policy(&self) -> PolicyConfig {
+        PolicyConfig {
+            timeout: self.block_timeout,
+            repeat_factor: self.repeat_factor,
+            max_timeout: self.max_timeout,
+            max_blocked: self.max_blocked,
+            max_per_second: self.max_per_second,
+        }
+    }
+
+    /// The table: steering and the optional log rule.
+    pub fn table(&self) -> TableSpec {
+        TableSpec {
+            queue: self.queue_num,
+            queues: 1,
+            steering: match self.steering {
+                SteeringChoice::Auto => None,
+                SteeringChoice::Native => Some(Steering::Native),
+                SteeringChoice::Compat => Some(Steering::Compat),
+            },
+            log: self.block_log.as_ref().map(|b| LogRule {
+                prefix: b.prefix.clone(),
+                rate: b.rate,
+                per: b.per.as_str(),
+                burst: b.burst,
+            }),
+        }
+    }
+
+    /// The queue socket.
+    pub fn queue(&self) -> QueueOptions {
+        QueueOptions {
+            num: self.queue_num,
+            max_len: self.queue_max_len,
+            fail_open: self.fail_open,
+            copy_range: 256,
+        }
+    }
+
+    /// What the responder, the reporter and the control server read.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            resolve_host: self.resolve_host,
+            tcp_mode: mode_name(self.tcp.mode, Proto::Tcp),
+            udp_mode: mode_name(self.udp.mode, Proto::Udp),
+            actions: !self.actions.is_empty(),
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+}
+
+/// 1.2's $MODE$ names.
+fn mode_name(mode: WatchMode, proto: Proto) -> &'static str {
+    match (mode, proto) {
+        (WatchMode::Advanced, Proto::Tcp) => "atcp",
+        (WatchMode::Advanced, Proto::Udp) => "audp",
+        (_, Proto::Tcp) => "stcp",
+        (_, Proto::Udp) => "sudp",
+    }
+}

@@ -1,0 +1,211 @@
+//! `portsentry run`: bind the queue, put the table, sets and steering in place, restore
+//! blocks, start the threads, then hand the main thread to `upkeep`. This file wires; the
+//! settings each part gets come from `config::settings`.
+//!
+//! May use: `core`, `config`, `control`, `dataplane`, `firewall`, `output`, `system`.
+//! Nothing imports the daemon.
+
+pub mod actions;
+pub mod reporter;
+pub mod responder;
+pub mod state;
+pub mod upkeep;
+
+use crate::config::Config;
+use crate::control;
+use crate::core::detector::Detector;
+use crate::core::ignore::IgnoreFile;
+use crate::core::policy::Blocks;
+use crate::core::stats::Stats;
+use crate::dataplane::{self, Handoff};
+use crate::firewall::nft::Nft;
+use crate::firewall::{Firewall, FirewallError};
+use crate::output::logging::Logging;
+use crate::system::clock::epoch_now;
+use crate::system::host::{Infrastructure, Watch};
+use crate::system::notify::notify;
+use reporter::{report_queue, Reporter};
+use responder::{run_actions, Responder, Shared};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use state::StateFile;
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use upkeep::{apply_sets, check_include, ignore_entries, protected, restore, status_info, Running};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("cannot bind NFQUEUE {num}: {error} (is another process using this queue number?)")]
+    Queue { num: u16, error: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Capacity of the decision channel: room for a burst of distinct sources.
+const EVENT_CAPACITY: usize = 65_536;
+const ACTION_CAPACITY: usize = 4096;
+/// Outcomes waiting for the reporter at most (about 100 bytes each, allocated as they come).
+const REPORT_CAPACITY: usize = 65_536;
+pub fn run(
+    cfg: Config,
+    ignore_file: Option<IgnoreFile>,
+    logging: &Logging,
+) -> Result<(), DaemonError> {
+    tracing::warn!(
+        "adminalert: PortSentry {} is starting.",
+        env!("CARGO_PKG_VERSION")
+    );
+    // Files and sockets are opened as root; from here on only CAP_NET_ADMIN is needed.
+    if let Err(e) = crate::system::privileges::keep_only_net_admin() {
+        tracing::warn!("could not drop capabilities other than CAP_NET_ADMIN: {e}");
+    }
+    check_include(&cfg);
+    let infra = Infrastructure::read().unwrap_or_else(|e| {
+        tracing::error!("adminalert: ERROR: cannot read the host's addresses and routes: {e}");
+        Infrastructure::default()
+    });
+    let ignore_nets = ignore_entries(ignore_file, &[]);
+    let protected = protected(&cfg, &ignore_nets, &infra);
+
+    let state_file = StateFile::new(cfg.state_file.clone());
+    let records = state_file.load().unwrap_or_else(|e| {
+        tracing::error!("adminalert: ERROR: block state: {e}; starting with no remembered blocks");
+        Vec::new()
+    });
+    let mut book = Blocks::new(cfg.policy(), protected.clone());
+    book.load(records, epoch_now());
+
+    // Bind before steering: with `bypass`, packets steered before we listen are accepted.
+    let opts = cfg.queue();
+    let mut q = dataplane::queue::open(&opts).map_err(|error| DaemonError::Queue {
+        num: opts.num,
+        error,
+    })?;
+    let mut fw = Nft::open()?;
+    let spec = cfg.table();
+    let built = fw.build(&spec)?;
+    apply_sets(&mut fw, &cfg, &protected)?;
+    let restored = restore(&mut fw, &mut book);
+    if let Err(e) = fw.seal() {
+        // The first check will put it right.
+        tracing::warn!("adminalert: {e}");
+    }
+    if restored > 0 {
+        tracing::warn!(
+            "adminalert: restored {restored} blocks from {}",
+            state_file.path().display()
+        );
+    }
+    tracing::warn!(
+        "adminalert: steering probes to queue {} with the {}",
+        cfg.queue_num,
+        built.steering.name()
+    );
+
+    let stats = Arc::new(Stats::default());
+    let blocks = Arc::new(Mutex::new(book));
+    let settings = Arc::new(RwLock::new(cfg.settings()));
+    let actions = Arc::new(RwLock::new(cfg.actions.clone()));
+    let (control_tx, control_rx) = channel();
+
+    let (job_tx, job_rx) = sync_channel(ACTION_CAPACITY);
+    {
+        let (actions, stats) = (actions.clone(), stats.clone());
+        spawn("actions", move || run_actions(job_rx, actions, stats))?;
+    }
+
+    let (wake_tx, wake_rx) = sync_channel(1);
+    let handoff = Arc::new(Handoff {
+        events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
+        wake: wake_tx.clone(),
+    });
+    let shared = Shared {
+        settings: settings.clone(),
+        blocks: blocks.clone(),
+        stats: stats.clone(),
+        control: control_tx.clone(),
+    };
+    let (report_tx, report_rx) = report_queue(REPORT_CAPACITY);
+    let reporter = Reporter::new(
+        settings.clone(),
+        Some(&cfg.history),
+        Some(&cfg.blocked),
+        cfg.alerts_per_second,
+    );
+    spawn("reporter", move || reporter.run(report_rx))?;
+    let responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
+    {
+        let handoff = handoff.clone();
+        spawn("responder", move || responder.run(handoff, wake_rx))?;
+    }
+
+    let info = Arc::new(RwLock::new(status_info(&cfg, built.steering)));
+    match control::bind(&cfg.control_socket) {
+        Ok(listener) => {
+            let server = control::Server {
+                fw: Mutex::new(Nft::open()?),
+                blocks: blocks.clone(),
+                settings: settings.clone(),
+                control: control_tx.clone(),
+                stats: stats.clone(),
+                info: info.clone(),
+            };
+            spawn("control", move || server.serve(listener))?;
+        }
+        Err(e) => tracing::error!(
+            "adminalert: ERROR: control socket {}: {e}; list/block/unblock/status will not work",
+            cfg.control_socket.display()
+        ),
+    }
+
+    let mut detector = Detector::new(cfg.detector(), protected);
+    let qstats = stats.clone();
+    spawn("queue", move || {
+        dataplane::queue::run(
+            &mut q,
+            &mut detector,
+            &handoff,
+            &control_rx,
+            &qstats,
+            Instant::now,
+        );
+    })?;
+    tracing::warn!("adminalert: PortSentry is now active and listening.");
+    notify("READY=1");
+
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
+    let watch = Watch::open()
+        .map_err(|e| tracing::error!("adminalert: ERROR: cannot follow address and route changes: {e}; re-reading them every {}s instead", upkeep::RESOLVER_REFRESH.as_secs()))
+        .ok();
+    let running = Running {
+        cfg,
+        fw,
+        spec,
+        steering: built.steering,
+        control: control_tx,
+        wake: wake_tx,
+        settings,
+        actions,
+        blocks,
+        state_file,
+        save_every: upkeep::SAVE_EVERY,
+        infra,
+        ignore_file: ignore_nets,
+        heal_error: None,
+        info,
+        stats,
+    };
+    running.serve(signals, watch, logging);
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| DaemonError::Setup(format!("thread {name}: {e}")))
+}

@@ -1,0 +1,642 @@
+//! The main thread's work once the daemon runs: signals (reload, stop), checking and
+//! healing the table, retrying refused blocks, saving state, metrics, and following the
+//! host's addresses and routes.
+
+use super::state::StateFile;
+use crate::config::settings::Settings;
+use crate::config::{ActionsConfig, Config};
+use crate::control::StatusInfo;
+use crate::core::ignore::{always_protected, IgnoreFile, IgnoreList};
+use crate::core::policy::Blocks;
+use crate::core::ports::{self, PortSet};
+use crate::core::probe::Proto;
+use crate::core::stats::Stats;
+use crate::dataplane::Control;
+use crate::firewall::{
+    Built, Firewall, FirewallError, Health, Steering, TableSpec, DEFINITION, SPOT_CHECK,
+};
+use crate::output::logging::Logging;
+use crate::system::clock::epoch_now;
+use crate::system::host::{Infrastructure, Watch};
+use crate::system::listening::listening;
+use crate::system::notify::notify;
+use crate::system::proc::queue_counters;
+use ipnet::IpNet;
+use signal_hook::consts::SIGHUP;
+use signal_hook::iterator::Signals;
+use std::sync::mpsc::{Sender, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often the resolver files are re-read (addresses and routes are announced).
+pub const RESOLVER_REFRESH: Duration = Duration::from_secs(10);
+/// How often the table is checked (an nftables reload empties it, a hand can damage it).
+const HEAL_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two state-file writes: a crash loses at most this much of the
+/// record (the kernel sets keep the blocks themselves).
+pub const SAVE_EVERY: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
+/// How often the Prometheus textfile is rewritten.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+/// The same failure to heal is logged once per this period, not every check.
+const HEAL_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// What the main thread keeps to apply reloads and upkeep.
+/// Generic over the firewall so heal, restore and reload run against the in-memory one in
+/// unit tests.
+pub struct Running<F: Firewall> {
+    pub cfg: Config,
+    pub fw: F,
+    pub spec: TableSpec,
+    pub steering: Steering,
+    pub control: Sender<Control>,
+    pub wake: SyncSender<()>,
+    pub settings: Arc<RwLock<Settings>>,
+    pub actions: Arc<RwLock<ActionsConfig>>,
+    pub blocks: Arc<Mutex<Blocks>>,
+    pub state_file: StateFile,
+    /// Least time between state saves (grows with the time a save takes).
+    pub save_every: Duration,
+    pub infra: Infrastructure,
+    /// The ignore file's entries as last read well (a file missing at a reload, say in the
+    /// middle of an edit, does not cost the trusted hosts their protection).
+    pub ignore_file: Vec<IpNet>,
+    /// The last heal failure and when it was logged.
+    pub heal_error: Option<(String, Instant)>,
+    pub info: Arc<RwLock<StatusInfo>>,
+    pub stats: Arc<Stats>,
+}
+
+impl<F: Firewall> Running<F> {
+    /// Serves signals and upkeep until SIGTERM or SIGINT, then stops cleanly.
+    pub fn serve(mut self, mut signals: Signals, mut watch: Option<Watch>, logging: &Logging) {
+        let (mut last_refresh, mut last_heal, mut last_save) =
+            (Instant::now(), Instant::now(), Instant::now());
+        let mut last_metrics: Option<Instant> = None;
+        let mut reports_dropped = 0;
+        'serve: loop {
+            for sig in signals.pending() {
+                match sig {
+                    SIGHUP => {
+                        notify("RELOADING=1");
+                        self.reload();
+                        *self.info.write().unwrap_or_else(|e| e.into_inner()) =
+                            status_info(&self.cfg, self.steering);
+                        notify("READY=1");
+                    }
+                    _ => break 'serve,
+                }
+            }
+            let announced = watch.as_mut().is_some_and(Watch::changed);
+            if announced || last_refresh.elapsed() >= RESOLVER_REFRESH {
+                last_refresh = Instant::now();
+                self.refresh_infrastructure();
+            }
+            if last_heal.elapsed() >= HEAL_CHECK {
+                last_heal = Instant::now();
+                self.heal();
+                report_drops(logging, &self.stats, &mut reports_dropped);
+            }
+            if last_save.elapsed() >= self.save_every {
+                last_save = Instant::now();
+                self.save();
+            }
+            if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+                last_metrics = Some(Instant::now());
+                self.write_metrics(&self.stats.clone());
+            }
+            std::thread::sleep(TICK);
+        }
+        notify("STOPPING=1");
+        // Stop steering first so no probe waits on a queue nobody reads (bypass covers the
+        // moment between; blocks stay in the sets until they time out).
+        if let Err(e) = self.fw.remove_steering() {
+            tracing::error!("adminalert: ERROR: could not remove steering rule: {e}");
+        }
+        self.save();
+        let _ = std::fs::remove_file(&self.cfg.control_socket);
+        tracing::warn!(
+            "adminalert: PortSentry is shutting down (packets {}, acted {}, blocks written {}, block failures {})",
+            Stats::get(&self.stats.packets),
+            Stats::get(&self.stats.acted),
+            Stats::get(&self.stats.blocks_written),
+            Stats::get(&self.stats.block_failures)
+        );
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        lock(&self.blocks)
+    }
+
+    /// SIGHUP: re-read the configuration and the ignore file, with the same checks as at
+    /// start. A bad or unsafe file is reported and the running configuration kept.
+    fn reload(&mut self) {
+        let (new, ignore_file) = match Config::load_trusted(self.cfg.source.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "adminalert: ERROR: reload failed, keeping the running configuration: {e}"
+                );
+                return;
+            }
+        };
+        if new.queue_num != self.cfg.queue_num
+            || new.steering != self.cfg.steering
+            || new.control_socket != self.cfg.control_socket
+            || new.state_dir != self.cfg.state_dir
+        {
+            tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
+        }
+        self.ignore_file = ignore_entries(ignore_file, &self.ignore_file);
+        let protected = protected(&new, &self.ignore_file, &self.infra);
+        let spec = TableSpec {
+            steering: Some(self.steering),
+            ..new.table()
+        };
+        // A table damaged meanwhile (an nftables reload reaches us as a reload too) is
+        // rebuilt whole, never sealed as it is.
+        let intact = matches!(self.fw.check(), Ok(Health::Intact));
+        let result = if spec != self.spec || !intact {
+            self.spec = spec;
+            self.repair(&new, &protected).map(|_| ())
+        } else {
+            apply_sets(&mut self.fw, &new, &protected).and_then(|()| self.fw.seal())
+        };
+        if let Err(e) = result {
+            tracing::error!("adminalert: ERROR: reload could not update the table: {e}");
+        }
+        self.book().reconfigure(new.policy(), protected.clone());
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = new.settings();
+        *self.actions.write().unwrap_or_else(|e| e.into_inner()) = new.actions.clone();
+        let _ = self
+            .control
+            .send(Control::Reconfigure(new.detector(), protected));
+        self.cfg = Config {
+            source: self.cfg.source.clone(),
+            ..new
+        };
+        tracing::warn!("adminalert: configuration reloaded");
+    }
+
+    /// Checks the whole table against what was put in place (sets, every chain's rules,
+    /// steering, the allow and watch sets) and the newest blocks against the sets; puts
+    /// back whatever is missing.
+    fn heal(&mut self) {
+        let damage = match self.fw.check() {
+            Ok(Health::Intact) => None,
+            Ok(Health::Missing) => Some("table inet portsentry had disappeared".to_string()),
+            Ok(Health::Damaged(what)) => Some(format!("table inet portsentry was changed: {what}")),
+            Err(e) => {
+                self.heal_failed(format!("ruleset check failed: {e}"));
+                return;
+            }
+        };
+        match damage {
+            Some(what) => {
+                let protected = self.book().protected().clone();
+                let cfg = self.cfg.clone();
+                match self.repair(&cfg, &protected) {
+                    Ok((built, n)) if built.recreated => tracing::warn!(
+                        "adminalert: {what}; re-created it with steering and {n} blocks"
+                    ),
+                    Ok((_, n)) => tracing::warn!(
+                        "adminalert: {what}; restored its sets, rules, steering and {n} blocks"
+                    ),
+                    Err(e) => return self.heal_failed(format!("could not restore the table: {e}")),
+                }
+            }
+            None => {
+                // Rules intact, but set elements can go on their own (`nft flush set`).
+                let newest = self.book().newest(SPOT_CHECK, epoch_now());
+                match self.fw.missing_blocks(&newest) {
+                    Ok(m) if m.is_empty() => {}
+                    Ok(m) => {
+                        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+                        tracing::warn!(
+                            "adminalert: {} blocks were missing from the sets; put back {n}",
+                            m.len()
+                        );
+                    }
+                    Err(e) => return self.heal_failed(format!("block check failed: {e}")),
+                }
+            }
+        }
+        self.heal_error = None;
+    }
+
+    /// Logs a heal failure, the same one at most once a minute.
+    fn heal_failed(&mut self, msg: String) {
+        let again = self
+            .heal_error
+            .as_ref()
+            .is_some_and(|(m, t)| *m == msg && t.elapsed() < HEAL_ERROR_EVERY);
+        if !again {
+            tracing::error!("adminalert: ERROR: {msg}");
+            self.heal_error = Some((msg, Instant::now()));
+        }
+    }
+
+    /// Puts the table back from the definition, then the sets, the blocks, and seals it;
+    /// blocks the kernel refused meanwhile are retried at once.
+    fn repair(
+        &mut self,
+        cfg: &Config,
+        protected: &IgnoreList,
+    ) -> Result<(Built, usize), FirewallError> {
+        let built = self.fw.build(&self.spec)?;
+        self.steering = built.steering;
+        apply_sets(&mut self.fw, cfg, protected)?;
+        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+        self.fw.seal()?;
+        self.book().retry_now();
+        let _ = self.wake.try_send(());
+        Ok((built, n))
+    }
+
+    /// Saves the block state if it changed. The lock is held only to take a snapshot: the
+    /// responder needs it on the blocking path.
+    fn save(&mut self) {
+        let now = epoch_now();
+        let snapshot = {
+            let mut book = self.book();
+            if !book.take_dirty() {
+                return;
+            }
+            book.active(now)
+        };
+        let started = Instant::now();
+        if let Err(e) = self.state_file.save_records(&snapshot) {
+            tracing::error!("adminalert: ERROR: cannot save block state: {e}");
+        }
+        // A large state under a flood: save less often rather than spend the CPU on it.
+        self.save_every = (started.elapsed() * 10).max(SAVE_EVERY);
+    }
+
+    fn write_metrics(&self, stats: &Stats) {
+        let Some(path) = &self.cfg.metrics_textfile else {
+            return;
+        };
+        let (_, queue_dropped, user_dropped) =
+            queue_counters(self.cfg.queue_num).unwrap_or_default();
+        let blocked_now = {
+            let mut book = self.book();
+            book.prune(epoch_now());
+            book.len() as u64
+        };
+        let text = crate::output::metrics::render(
+            stats,
+            crate::output::metrics::Extra {
+                blocked_now,
+                queue_dropped,
+                user_dropped,
+            },
+        );
+        if let Err(e) = crate::output::metrics::write(path, &text) {
+            tracing::warn!("metrics textfile {}: {e}", path.display());
+        }
+    }
+
+    /// Re-reads addresses, routes and resolvers; a change updates every copy of the
+    /// protected list (allow sets, detector, block policy).
+    fn refresh_infrastructure(&mut self) {
+        let now = match Infrastructure::read() {
+            Ok(i) => i,
+            Err(e) => return tracing::warn!("cannot re-read the host's addresses and routes: {e}"),
+        };
+        if now == self.infra {
+            return;
+        }
+        tracing::warn!(
+            "adminalert: the host's addresses, gateways or resolvers changed; protecting {}",
+            join(&now.all().collect::<Vec<_>>())
+        );
+        self.infra = now;
+        let protected = protected(&self.cfg, &self.ignore_file, &self.infra);
+        let synced = self
+            .fw
+            .sync_allow(protected.nets())
+            .and_then(|()| self.fw.seal());
+        if let Err(e) = synced {
+            tracing::error!("adminalert: ERROR: could not update the allow sets: {e}");
+        }
+        self.book()
+            .reconfigure(self.cfg.policy(), protected.clone());
+        let _ = self
+            .control
+            .send(Control::Reconfigure(self.cfg.detector(), protected));
+    }
+}
+
+/// Says how many lines a stuck journal or syslog, or a reporter held up by name lookups,
+/// cost since the last check (the line is itself dropped while the log is still stuck,
+/// and counted with the rest). `reported` is what the last check saw of the reporter's.
+fn report_drops(logging: &Logging, stats: &Stats, reported: &mut u64) {
+    let dropped = logging.dropped();
+    let before = stats
+        .log_dropped
+        .swap(dropped, std::sync::atomic::Ordering::Relaxed);
+    if dropped > before {
+        tracing::error!(
+            "adminalert: ERROR: {} log lines dropped: the journal or syslog was not keeping up (blocking went on)",
+            dropped - before
+        );
+    }
+    let reports = Stats::get(&stats.reports_dropped);
+    if reports > *reported {
+        tracing::error!(
+            "adminalert: ERROR: {} blocks or alerts not reported (no alert or history line): name lookups or the log were too slow (blocking went on)",
+            reports - *reported
+        );
+        *reported = reports;
+    }
+}
+
+/// The include on disk is what nftables.service loads at boot, as root: say so when it is
+/// not the definition this binary carries, or when others could change it. The daemon
+/// itself always builds from its own copy.
+pub fn check_include(cfg: &Config) {
+    let path = &cfg.include;
+    match std::fs::read_to_string(path) {
+        Ok(text) if text != DEFINITION => tracing::warn!(
+            "adminalert: {} differs from the table definition of this portsentry (an older package?); portsentry puts back its own",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(_) => return,
+    }
+    if let Err(e) = crate::system::files::trusted(path) {
+        tracing::error!("adminalert: ERROR: the include: {e}");
+    }
+}
+
+fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
+    blocks.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Re-adds every standing block with the time it has left.
+pub fn restore(fw: &mut impl Firewall, book: &mut Blocks) -> usize {
+    let blocks = book.restore(epoch_now());
+    if blocks.is_empty() {
+        return 0;
+    }
+    let report = fw.add_blocks(&blocks);
+    for (net, e) in report.failed.iter().take(10) {
+        tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
+    }
+    report.written
+}
+
+pub fn apply_sets(
+    fw: &mut impl Firewall,
+    cfg: &Config,
+    protected: &IgnoreList,
+) -> Result<(), FirewallError> {
+    fw.sync_allow(protected.nets())?;
+    fw.sync_watch(&cfg.tcp.ports, &cfg.udp.ports)?;
+    tracing::info!(
+        "watching TCP ({:?}): {} ports, UDP ({:?}): {} ports; never blocked: {}",
+        cfg.tcp.mode,
+        cfg.tcp.ports.len(),
+        cfg.udp.mode,
+        cfg.udp.ports.len(),
+        summary(protected.nets())
+    );
+    tracing::debug!("TCP ports: {}", ports::compact(&cfg.tcp.ports));
+    for (proto, watched) in [(Proto::Tcp, &cfg.tcp.ports), (Proto::Udp, &cfg.udp.ports)] {
+        let taken = intersect(watched, &listening(proto));
+        if !taken.is_empty() {
+            tracing::info!(
+                "{} ports with a listener are left to it (checked at packet time): {}",
+                proto.name(),
+                ports::compact(&taken)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn intersect(a: &PortSet, b: &PortSet) -> PortSet {
+    let mut out = PortSet::new();
+    for p in a.iter().filter(|p| b.contains(*p)) {
+        out.insert(p);
+    }
+    out
+}
+
+/// The ignore file's entries, with each bad line reported; an unreadable file keeps the
+/// entries read before (`previous`).
+pub fn ignore_entries(file: Option<IgnoreFile>, previous: &[IpNet]) -> Vec<IpNet> {
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    for e in &file.errors {
+        tracing::error!("adminalert: ERROR: ignore file: {e}; line skipped");
+    }
+    match file.unreadable {
+        Some(why) if previous.is_empty() => {
+            tracing::error!("adminalert: ERROR: ignore file: {why}; continuing without it");
+            Vec::new()
+        }
+        Some(why) => {
+            tracing::error!(
+                "adminalert: ERROR: ignore file: {why}; keeping the {} entries read before",
+                previous.len()
+            );
+            previous.to_vec()
+        }
+        None => file.nets,
+    }
+}
+
+/// Everything never blocked: the configured addresses, the ignore file, the host's own
+/// addresses, gateways and resolvers, and what is always protected.
+pub fn protected(cfg: &Config, ignore_file: &[IpNet], infra: &Infrastructure) -> IgnoreList {
+    let mut nets = always_protected();
+    nets.extend(cfg.ignore.iter().copied());
+    nets.extend(ignore_file.iter().copied());
+    nets.extend(infra.all().map(IpNet::from));
+    IgnoreList::new(nets)
+}
+
+/// At most 20 entries, then a count: an ignore file of 160,000 lines is not one log line.
+fn summary(nets: &[IpNet]) -> String {
+    let shown = join(&nets[..nets.len().min(20)]);
+    if nets.len() > 20 {
+        format!("{shown} and {} more", nets.len() - 20)
+    } else {
+        shown
+    }
+}
+
+pub fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `status` shows that only changes at start or reload.
+pub fn status_info(cfg: &Config, steering: Steering) -> StatusInfo {
+    let watch = |w: &crate::config::Watch| {
+        format!("{:?}, {} ports watched", w.mode, w.ports.len()).to_lowercase()
+    };
+    StatusInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        queue: cfg.queue_num,
+        steering: steering.name().to_string(),
+        tcp: format!("{}, block: {:?}", watch(&cfg.tcp), cfg.block_tcp).to_lowercase(),
+        udp: format!("{}, block: {:?}", watch(&cfg.udp), cfg.block_udp).to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::policy::{Origin, Want};
+    use crate::firewall::memory::Memory;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::mpsc::Receiver;
+
+    /// The main thread's state around `fw`, its table built as at start.
+    fn running(mut fw: Memory) -> (Running<Memory>, Receiver<Control>) {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let cfg = Config::parse("t.toml", "").unwrap();
+        let (control, forgotten) = std::sync::mpsc::channel();
+        let (wake, _) = std::sync::mpsc::sync_channel(1);
+        let protected = protected(&cfg, &[], &Infrastructure::default());
+        fw.build(&cfg.table()).unwrap();
+        apply_sets(&mut fw, &cfg, &protected).unwrap();
+        fw.seal().unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "ps-upkeep-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Running {
+            spec: cfg.table(),
+            steering: Steering::Native,
+            control,
+            wake,
+            settings: Arc::new(RwLock::new(cfg.settings())),
+            actions: Arc::new(RwLock::new(cfg.actions.clone())),
+            blocks: Arc::new(Mutex::new(Blocks::new(cfg.policy(), protected))),
+            state_file: StateFile::new(dir.join("blocks.json")),
+            save_every: SAVE_EVERY,
+            infra: Infrastructure::default(),
+            ignore_file: Vec::new(),
+            heal_error: None,
+            info: Arc::new(RwLock::new(StatusInfo::default())),
+            stats: Arc::new(Stats::default()),
+            fw,
+            cfg,
+        };
+        (r, forgotten)
+    }
+
+    /// Blocks `addr` as the responder would; `refuse` makes the kernel refuse it.
+    fn block(r: &mut Running<Memory>, addr: &str) {
+        let wants = [Want {
+            key: crate::core::ignore::parse_net(addr).unwrap(),
+            origin: Origin::Scan,
+            timeout: None,
+            reason: "test".into(),
+            probe: None,
+        }];
+        let now = epoch_now();
+        let mut book = lock(&r.blocks);
+        let plan = book.plan(&wants, now);
+        let report = r.fw.add_blocks(&plan.add);
+        let failed = report
+            .failed
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect();
+        book.commit(&wants, &plan, &failed, now);
+    }
+
+    fn kernel_blocks(fw: &Memory) -> Vec<String> {
+        fw.state()
+            .table
+            .as_ref()
+            .map(|t| t.blocked.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_missing_table_is_rebuilt_with_its_sets_and_blocks() {
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        block(&mut r, "198.18.0.1");
+        fw.state().table = None;
+        r.heal();
+        assert_eq!(fw.state().builds, 2);
+        assert_eq!(kernel_blocks(&fw), ["198.18.0.1/32"]);
+        let s = fw.state();
+        let t = s.table.as_ref().unwrap();
+        assert!(t.steering.is_some() && !t.allow.is_empty() && !t.watch.0.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_table_is_rebuilt_and_an_intact_one_left_alone() {
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        r.heal();
+        assert_eq!(fw.state().builds, 1, "intact: nothing to do");
+        fw.state().table.as_mut().unwrap().steering = None;
+        r.heal();
+        assert_eq!(fw.state().builds, 2);
+        assert!(fw.state().table.as_ref().unwrap().steering.is_some());
+        fw.state().table.as_mut().unwrap().watch = (Vec::new(), Vec::new());
+        r.heal();
+        assert_eq!(fw.state().builds, 3);
+        assert!(!fw.state().table.as_ref().unwrap().watch.0.is_empty());
+    }
+
+    #[test]
+    fn flushed_blocks_are_put_back_without_a_rebuild() {
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        block(&mut r, "198.18.0.1");
+        block(&mut r, "2001:db8:5::/64");
+        fw.state().table.as_mut().unwrap().blocked.clear();
+        r.heal();
+        assert_eq!(fw.state().builds, 1);
+        assert_eq!(kernel_blocks(&fw), ["198.18.0.1/32", "2001:db8:5::/64"]);
+    }
+
+    #[test]
+    fn blocks_refused_while_the_table_was_gone_are_retried_once_it_is_back() {
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        fw.state().table = None;
+        block(&mut r, "198.18.0.7");
+        assert_eq!(lock(&r.blocks).pending(), 1);
+        r.heal();
+        // Repaired: the refused block is due now, not at its next backoff.
+        let due = lock(&r.blocks).due(epoch_now());
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].key.to_string(), "198.18.0.7/32");
+    }
+
+    #[test]
+    fn a_restart_puts_back_every_standing_block_and_no_ended_one() {
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        block(&mut r, "198.18.0.1");
+        r.save();
+        let records = r.state_file.load().unwrap();
+        assert_eq!(records.len(), 1);
+        // A new daemon, a new kernel table.
+        let fw2 = Memory::default();
+        let (r2, _) = running(fw2.clone());
+        let mut ended = records[0].clone();
+        ended.key = crate::core::ignore::parse_net("198.18.0.2").unwrap();
+        ended.expires = Some(1);
+        lock(&r2.blocks).load(vec![records[0].clone(), ended], epoch_now());
+        let n = restore(&mut fw2.clone(), &mut lock(&r2.blocks));
+        assert_eq!(n, 1);
+        assert_eq!(kernel_blocks(&fw2), ["198.18.0.1/32"]);
+    }
+}

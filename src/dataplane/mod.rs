@@ -1,0 +1,48 @@
+//! The data plane: the queue socket and the packet loop (queue → parse → detector →
+//! verdict), and the messages it exchanges with the rest of the daemon: events out to the
+//! responder, control in from upkeep and the control server.
+//!
+//! May use: `core`.
+
+pub mod queue;
+
+use crate::core::detector::{Decision, DetectorConfig};
+use crate::core::ignore::IgnoreList;
+use crate::core::probe::Probe;
+use ipnet::IpNet;
+use std::sync::mpsc::SyncSender;
+
+/// What the packet path tells the responder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub probe: Probe,
+    pub decision: Decision,
+}
+
+/// Events waiting for the responder: a lock-free bounded queue, so the packet path makes
+/// no syscall to hand one over. The responder is woken through `wake` only when the kernel
+/// queue runs empty (a lone scanner: block it now) or every `WAKE_EVERY` events (a flood:
+/// large transactions).
+pub struct Handoff {
+    pub events: crossbeam_queue::ArrayQueue<Event>,
+    pub wake: SyncSender<()>,
+}
+
+/// Changes for the packet thread, applied before the next packet (state only matters when
+/// a packet arrives, so nothing waits on them).
+#[derive(Debug)]
+pub enum Control {
+    Reconfigure(DetectorConfig, IgnoreList),
+    /// This network is not blocked (unblocked, or the block could not be made): the next
+    /// probe from it is looked at afresh.
+    Forget(IpNet),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueueOptions {
+    pub num: u16,
+    pub max_len: u32,
+    pub fail_open: bool,
+    /// Bytes of each packet copied to us: headers only.
+    pub copy_range: u16,
+}

@@ -1,0 +1,837 @@
+//! The kernel backend: our table through nftnl/mnl transactions, the include's definition
+//! loaded with `nft -f`, and the table checked against what was put in place.
+
+use super::netlink::{MsgError, Netlink};
+use super::raw::{self, Elem, Get, SetElems, Tx, ELEM_INTERVAL_END, MAX_ELEMS_PER_MSG};
+use super::{
+    Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Steering, TableSpec,
+    ALLOW4, ALLOW6, BLOCKED4, BLOCKED6, STEER, TABLE, WATCH_TCP, WATCH_UDP,
+};
+use crate::core::ports::PortSet;
+use ipnet::{IpNet, Ipv6Subnets};
+use nftnl::{Chain, MsgType, ProtoFamily, Rule, Table};
+use std::ffi::CStr;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Messages per transaction: 8 × 500 elements keeps the kernel's answer within the socket
+/// buffer (a single 100,000-element transaction fails with ENOBUFS).
+const MSGS_PER_TX: usize = 8;
+
+/// The table as the kernel describes it: sets, chains and rules (message bodies), and the
+/// elements of the allow and watch sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    sets: Vec<Vec<u8>>,
+    chains: Vec<Vec<u8>>,
+    rules: Vec<Vec<u8>>,
+    elems: Vec<(&'static CStr, Vec<KeyFlags>)>,
+}
+
+/// A set element as compared: its key and flags.
+type KeyFlags = (Vec<u8>, u32);
+
+impl Fingerprint {
+    fn same_structure(&self, other: &Fingerprint) -> bool {
+        (&self.sets, &self.chains, &self.rules) == (&other.sets, &other.chains, &other.rules)
+    }
+
+    /// What differs from `want`, for the log.
+    fn diff(&self, want: &Fingerprint) -> String {
+        let mut parts = Vec::new();
+        for (name, now, then) in [
+            ("sets", &self.sets, &want.sets),
+            ("chains", &self.chains, &want.chains),
+            ("rules", &self.rules, &want.rules),
+        ] {
+            if now != then {
+                parts.push(format!(
+                    "{name} changed ({} now, {} expected)",
+                    now.len(),
+                    then.len()
+                ));
+            }
+        }
+        for ((set, now), (_, then)) in self.elems.iter().zip(&want.elems) {
+            if now != then {
+                parts.push(format!(
+                    "set {} changed ({} elements now, {} expected)",
+                    set.to_string_lossy(),
+                    now.len(),
+                    then.len()
+                ));
+            }
+        }
+        if parts.is_empty() {
+            "changed".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+pub struct Nft {
+    nl: Netlink,
+    /// The ruleset generation and fingerprint sealed last: a check with the same
+    /// generation costs one small request.
+    sealed: Option<(u32, Fingerprint)>,
+    /// The spec last built, and the table as it was last sealed for it: a later build of
+    /// the same spec must give the same table, or something changed it while we sealed.
+    built: Option<(TableSpec, Fingerprint)>,
+    /// The allow and watch elements last written, as the kernel lists them.
+    written: Vec<(&'static CStr, Vec<KeyFlags>)>,
+    /// A table that could not be sealed because it differed from the last one.
+    unsettled: Option<Fingerprint>,
+}
+
+const INET: u16 = ProtoFamily::Inet as u16;
+
+impl Nft {
+    pub fn open() -> Result<Nft, FirewallError> {
+        Ok(Nft {
+            nl: Netlink::open()?,
+            sealed: None,
+            built: None,
+            written: Vec::new(),
+            unsettled: None,
+        })
+    }
+
+    pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.nl.next_seq();
+        let len = raw::get_table_msg(&mut buf, TABLE, INET, seq);
+        match self.nl.request(&buf[..len], seq)? {
+            None => Ok(true),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Some(e) => Err(e.into()),
+        }
+    }
+
+    /// The ruleset generation: it changes with every committed transaction.
+    fn generation(&mut self) -> Result<u32, FirewallError> {
+        let msgs = self.get(Get::Gen)?;
+        msgs.iter()
+            .find_map(|m| raw::parse_gen(m))
+            .ok_or_else(|| io::Error::other("no generation in the kernel's answer").into())
+    }
+
+    fn get(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.nl.next_seq();
+        let len = raw::get_msg(&mut buf, what, TABLE, INET, seq);
+        Ok(self.nl.dump(&buf[..len], seq)?)
+    }
+
+    /// Our table's objects of one kind, in the kernel's order, as the attributes that say
+    /// what they are: counts and counters, which change as the table is used, are left out.
+    fn ours(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
+        // Handles change when an object is put back; counts and counters change as the
+        // table is used: neither says what the object is.
+        let volatile: &[u16] = match what {
+            // NFTA_SET_HANDLE, NFTA_SET_TYPE (the backend), NFTA_SET_COUNT
+            Get::Sets => &[16, 19, 20],
+            // NFTA_CHAIN_HANDLE, NFTA_CHAIN_COUNTERS
+            Get::Chains => &[2, 8],
+            // NFTA_RULE_HANDLE, NFTA_RULE_POSITION (the handle of the rule before)
+            Get::Rules => &[3, 6],
+            Get::Gen => &[],
+        };
+        Ok(self
+            .get(what)?
+            .iter()
+            .filter(|m| {
+                raw::family(m) == Some(libc::NFPROTO_INET as u8)
+                    && raw::table_of(m) == Some(TABLE.to_bytes())
+            })
+            .map(|m| {
+                raw::attrs(m)
+                    .filter(|(ty, _)| !volatile.contains(ty))
+                    .flat_map(|(ty, p)| {
+                        [&ty.to_ne_bytes()[..], &(p.len() as u32).to_ne_bytes(), p].concat()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn fingerprint(&mut self) -> Result<Fingerprint, FirewallError> {
+        let mut f = Fingerprint {
+            sets: self.ours(Get::Sets)?,
+            chains: self.ours(Get::Chains)?,
+            rules: self.ours(Get::Rules)?,
+            elems: Vec::new(),
+        };
+        for set in [ALLOW4, ALLOW6, WATCH_TCP, WATCH_UDP] {
+            let mut e: Vec<KeyFlags> = match self.elements(set) {
+                Ok(list) => list.into_iter().map(|e| (e.key, e.flags)).collect(),
+                Err(FirewallError::Io(e)) if e.raw_os_error() == Some(libc::ENOENT) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            e.sort();
+            f.elems.push((set, e));
+        }
+        Ok(f)
+    }
+
+    fn elements(&mut self, set: &CStr) -> Result<Vec<raw::ListedElem>, FirewallError> {
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        let seq = self.nl.next_seq();
+        let len = raw::get_set_elems_msg(&mut buf, TABLE, set, INET, seq);
+        let mut out = Vec::new();
+        for msg in self.nl.dump(&buf[..len], seq)? {
+            out.extend(raw::parse_set_elems(&msg));
+        }
+        Ok(out)
+    }
+
+    /// Runs `nft -f -` with `text` (argv, no shell; the text is ours and the log prefix is
+    /// checked by the configuration).
+    fn load(text: &str) -> Result<(), FirewallError> {
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| FirewallError::Definition(format!("cannot run nft: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| FirewallError::Definition(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| FirewallError::Definition(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // nft prints a warning about the compat target; the error is the rest.
+            let err: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("managed by iptables-nft") && !l.contains("libxtables"))
+                .collect();
+            Err(FirewallError::Definition(err.join(" ").trim().to_string()))
+        }
+    }
+
+    fn delete_table(&mut self) -> Result<(), FirewallError> {
+        let mut tx = self.nl.tx();
+        tx.add(&Table::new(TABLE, ProtoFamily::Inet), MsgType::Del);
+        self.commit("table removal", tx)
+    }
+
+    /// Installs the one rule of chain `steer` (replacing whatever is there), choosing
+    /// native queue or the compat target as asked or, for `None`, whichever the kernel has.
+    pub fn install_steering(
+        &mut self,
+        prefer: Option<Steering>,
+        queue: u16,
+        queues: u16,
+    ) -> Result<Steering, FirewallError> {
+        let flags = raw::QUEUE_BYPASS | if queues > 1 { raw::QUEUE_FANOUT } else { 0 };
+        let try_one = |nft: &mut Nft, s: Steering| -> Result<(), FirewallError> {
+            let table = Table::new(TABLE, ProtoFamily::Inet);
+            let chain = Chain::new(STEER, &table);
+            let mut tx = nft.nl.tx();
+            tx.add(&Rule::new(&chain), MsgType::Del); // flush the chain
+            let mut rule = Rule::new(&chain);
+            match s {
+                Steering::Native => rule.add_expr(&raw::QueueExpr {
+                    num: queue,
+                    total: queues,
+                    flags,
+                }),
+                Steering::Compat => rule.add_expr(&raw::CompatQueueTarget {
+                    num: queue,
+                    total: queues,
+                    flags,
+                }),
+            }
+            tx.add(&rule, MsgType::Add);
+            // The kernel may load the module first (nft_queue is autoloaded): on a slow
+            // machine that outlasts the socket's 5 s wait. Ask again, a few times.
+            let mut waited = 0;
+            loop {
+                match nft.commit("steering rule", tx) {
+                    Err(FirewallError::Io(e))
+                        if e.kind() == io::ErrorKind::WouldBlock && waited < 5 =>
+                    {
+                        waited += 1;
+                        tx = nft.nl.tx();
+                        tx.add(&Rule::new(&chain), MsgType::Del);
+                        tx.add(&rule, MsgType::Add);
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match prefer {
+            Some(s) => try_one(self, s).map(|()| s).map_err(|e| match e {
+                FirewallError::Rejected { error, .. } => {
+                    FirewallError::Steering { steering: s, error }
+                }
+                other => other,
+            }),
+            None => match try_one(self, Steering::Native) {
+                Ok(()) => Ok(Steering::Native),
+                Err(native) => match try_one(self, Steering::Compat) {
+                    Ok(()) => Ok(Steering::Compat),
+                    Err(compat) => Err(FirewallError::NoSteering {
+                        native: into_io(native),
+                        compat: into_io(compat),
+                    }),
+                },
+            },
+        }
+    }
+
+    fn replace_sets(
+        &mut self,
+        what: &'static str,
+        sets: &[(&'static CStr, &[Elem])],
+    ) -> Result<(), FirewallError> {
+        for (set, elems) in sets {
+            let mut e: Vec<KeyFlags> = elems.iter().map(|e| (e.key().to_vec(), e.flags)).collect();
+            e.sort();
+            self.written.retain(|(s, _)| s != set);
+            self.written.push((set, e));
+        }
+        let mut tx = self.nl.tx();
+        for (set, elems) in sets {
+            let flush = SetElems {
+                table: TABLE,
+                set,
+                family: INET,
+                elems: &[],
+            };
+            tx.add(&flush, MsgType::Del);
+            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
+                let msg = SetElems {
+                    table: TABLE,
+                    set,
+                    family: INET,
+                    elems: chunk,
+                };
+                tx.add(&msg, MsgType::Add);
+            }
+        }
+        self.commit(what, tx)
+    }
+
+    fn commit(&mut self, what: &'static str, tx: Tx) -> Result<(), FirewallError> {
+        let errors = self.nl.transact(tx)?;
+        match errors.into_iter().next() {
+            None => Ok(()),
+            Some(MsgError { error, .. }) => Err(FirewallError::Rejected { what, error }),
+        }
+    }
+
+    /// Writes blocks in as few transactions as fit; a rejected transaction is retried
+    /// block by block so one bad element cannot cost the others their block.
+    fn write_blocks(&mut self, blocks: &[Block]) -> BlockReport {
+        let mut report = BlockReport::default();
+        let (v4, v6): (Vec<Block>, Vec<Block>) =
+            blocks.iter().partition(|b| b.net.addr().is_ipv4());
+        for (set, list) in [(BLOCKED4, v4), (BLOCKED6, v6)] {
+            // An interval block is two elements: keep a whole block in one message.
+            let per_msg = if set == BLOCKED6 {
+                MAX_ELEMS_PER_MSG / 2
+            } else {
+                MAX_ELEMS_PER_MSG
+            };
+            for tx in list.chunks(per_msg * MSGS_PER_TX) {
+                match self.send_blocks(set, tx, per_msg) {
+                    Ok(()) => report.written += tx.len(),
+                    Err(_) if tx.len() > 1 => {
+                        for b in tx {
+                            match self.send_blocks(set, std::slice::from_ref(b), per_msg) {
+                                Ok(()) => report.written += 1,
+                                Err(e) => report.failed.push((b.net, e)),
+                            }
+                        }
+                    }
+                    Err(e) => report.failed.push((tx[0].net, e)),
+                }
+            }
+        }
+        report
+    }
+
+    fn send_blocks(&mut self, set: &CStr, blocks: &[Block], per_msg: usize) -> io::Result<()> {
+        if let Some(b) = blocks
+            .iter()
+            .find(|b| set == BLOCKED4 && b.net.prefix_len() != 32)
+        {
+            return Err(io::Error::other(format!(
+                "{}: IPv4 blocks are single addresses",
+                b.net
+            )));
+        }
+        let mut tx = self.nl.tx();
+        for chunk in blocks.chunks(per_msg) {
+            let elems: Vec<Elem> = chunk
+                .iter()
+                .flat_map(|b| {
+                    let ms = b
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                    let mut e = Elem::net(b.net, set == BLOCKED6);
+                    e[0] = e[0].with_timeout_ms(ms);
+                    e
+                })
+                .collect();
+            let msg = SetElems {
+                table: TABLE,
+                set,
+                family: INET,
+                elems: &elems,
+            };
+            tx.add(&msg, MsgType::Add);
+        }
+        let errors = self.nl.transact(tx)?;
+        match errors.into_iter().next() {
+            None => Ok(()),
+            Some(e) => Err(e.error),
+        }
+    }
+
+    fn delete_elems(&mut self, set: &CStr, elems: &[Elem]) -> Result<(), FirewallError> {
+        let mut tx = self.nl.tx();
+        tx.add(
+            &SetElems {
+                table: TABLE,
+                set,
+                family: INET,
+                elems,
+            },
+            MsgType::Del,
+        );
+        match self.commit("unblock", tx) {
+            Err(FirewallError::Rejected { error, .. })
+                if error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+fn set_of(net: &IpNet) -> &'static CStr {
+    if net.addr().is_ipv4() {
+        BLOCKED4
+    } else {
+        BLOCKED6
+    }
+}
+
+impl Firewall for Nft {
+    fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport {
+        self.write_blocks(blocks)
+    }
+
+    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        // One transaction for all; an absent element aborts it, so then one by one.
+        let mut tx = self.nl.tx();
+        for n in nets {
+            tx.add(
+                &SetElems {
+                    table: TABLE,
+                    set: set_of(n),
+                    family: INET,
+                    elems: &Elem::net(*n, set_of(n) == BLOCKED6),
+                },
+                MsgType::Del,
+            );
+        }
+        if tx.is_empty() || self.commit("unblock", tx).is_ok() {
+            return Ok(());
+        }
+        for n in nets {
+            self.delete_elems(set_of(n), &Elem::net(*n, set_of(n) == BLOCKED6))?;
+        }
+        Ok(())
+    }
+
+    fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError> {
+        let mut out = Vec::new();
+        for e in self.elements(BLOCKED4)? {
+            if let Ok(k) = <[u8; 4]>::try_from(&e.key[..]) {
+                out.push(Listed {
+                    net: IpNet::from(IpAddr::from(k)),
+                    left: e.expires_ms.map(Duration::from_millis),
+                });
+            }
+        }
+        out.extend(intervals(&self.elements(BLOCKED6)?));
+        Ok(out)
+    }
+
+    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
+        let mut missing = Vec::new();
+        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+        for n in nets {
+            let seq = self.nl.next_seq();
+            let len = raw::get_elem_msg(
+                &mut buf,
+                TABLE,
+                set_of(n),
+                INET,
+                &Elem::addr(n.network()),
+                seq,
+            );
+            match self.nl.dump(&buf[..len], seq) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => missing.push(*n),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Replaces the allow sets (interval sets) with `nets`, merged.
+    fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        let (v4, v6) = interval_elems(nets);
+        self.replace_sets("allow sets", &[(ALLOW4, &v4), (ALLOW6, &v6)])
+    }
+
+    /// Replaces the contents of the watched-port sets in one transaction.
+    fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError> {
+        let tcp: Vec<Elem> = tcp.iter().map(Elem::port).collect();
+        let udp: Vec<Elem> = udp.iter().map(Elem::port).collect();
+        self.replace_sets("watched-port sets", &[(WATCH_TCP, &tcp), (WATCH_UDP, &udp)])
+    }
+
+    fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError> {
+        self.sealed = None;
+        if self.built.as_ref().is_some_and(|(s, _)| s != spec) {
+            self.built = None;
+        }
+        let existed = self.table_exists()?;
+        let text = spec.text();
+        let mut recreated = !existed;
+        if let Err(first) = Nft::load(&text) {
+            if !existed {
+                return Err(first);
+            }
+            // A set or chain of ours changed shape (an older definition, or someone's
+            // hand): nft cannot redefine it in place, so the table is replaced whole.
+            tracing::warn!("adminalert: table inet portsentry could not be updated in place ({first}); replacing it");
+            self.delete_table()?;
+            Nft::load(&text)?;
+            recreated = true;
+        }
+        let steering = self.install_steering(spec.steering, spec.queue, spec.queues)?;
+        self.built = Some((
+            spec.clone(),
+            self.built.take().map(|(_, f)| f).unwrap_or_default(),
+        ));
+        Ok(Built {
+            steering,
+            recreated,
+        })
+    }
+
+    fn seal(&mut self) -> Result<(), FirewallError> {
+        let gen = self.generation()?;
+        let print = self.fingerprint()?;
+        // What we wrote must be what is there, and a rebuild of the same spec must give
+        // the same table as before: otherwise someone changed it while we worked, and
+        // sealing now would take their change for ours.
+        let mut wrong = Vec::new();
+        for (set, now) in &print.elems {
+            let wrote = self.written.iter().find(|(s, _)| s == set).map(|(_, e)| e);
+            if wrote.is_some_and(|w| w != now) {
+                wrong.push(format!(
+                    "set {} changed while it was written",
+                    set.to_string_lossy()
+                ));
+            }
+        }
+        if let Some((_, before)) = &self.built {
+            // Two rebuilds in a row that agree with each other are what the table is now
+            // (someone's lasting addition to it, say): accept that rather than rebuild
+            // forever.
+            let settled = self
+                .unsettled
+                .as_ref()
+                .is_some_and(|u| u.same_structure(&print));
+            if *before != Fingerprint::default() && !before.same_structure(&print) && !settled {
+                wrong.push(print.diff(before));
+            }
+        }
+        if !wrong.is_empty() {
+            self.unsettled = Some(print);
+            return Err(FirewallError::Unsettled(wrong.join(", ")));
+        }
+        self.unsettled = None;
+        if let Some((_, before)) = &mut self.built {
+            *before = print.clone();
+        }
+        self.sealed = Some((gen, print));
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<Health, FirewallError> {
+        let gen = self.generation()?;
+        if self.sealed.as_ref().is_some_and(|(g, _)| *g == gen) {
+            return Ok(Health::Intact);
+        }
+        if !self.table_exists()? {
+            return Ok(Health::Missing);
+        }
+        let now = self.fingerprint()?;
+        match &mut self.sealed {
+            Some((g, want)) if *want == now => {
+                *g = gen;
+                Ok(Health::Intact)
+            }
+            Some((_, want)) => Ok(Health::Damaged(now.diff(want))),
+            None => Ok(Health::Damaged("not checked yet".into())),
+        }
+    }
+
+    fn remove_steering(&mut self) -> Result<(), FirewallError> {
+        let table = Table::new(TABLE, ProtoFamily::Inet);
+        let chain = Chain::new(STEER, &table);
+        let mut tx = self.nl.tx();
+        tx.add(&Rule::new(&chain), MsgType::Del);
+        self.sealed = None;
+        self.commit("steering flush", tx)
+    }
+}
+
+/// Blocks of an interval set as listed: start elements and end markers, in any order.
+fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
+    let mut points: Vec<(u128, bool, Option<u64>)> = elems
+        .iter()
+        .filter_map(|e| {
+            let k = <[u8; 16]>::try_from(&e.key[..]).ok()?;
+            Some((
+                u128::from_be_bytes(k),
+                e.flags & ELEM_INTERVAL_END != 0,
+                e.expires_ms,
+            ))
+        })
+        .collect();
+    points.sort_by_key(|p| (p.0, !p.1));
+    let mut out = Vec::new();
+    let mut open: Option<(u128, Option<u64>)> = None;
+    let close = |start: u128, last: u128, left: Option<u64>, out: &mut Vec<Listed>| {
+        for net in Ipv6Subnets::new(start.into(), last.into(), 0) {
+            out.push(Listed {
+                net: IpNet::V6(net),
+                left: left.map(Duration::from_millis),
+            });
+        }
+    };
+    for (k, end, left) in points {
+        match (end, open.take()) {
+            (true, Some((s, l))) if k > s => close(s, k - 1, l, &mut out),
+            (true, other) => open = other,
+            (false, prev) => {
+                if let Some((s, l)) = prev {
+                    close(s, s, l, &mut out);
+                }
+                open = Some((k, left));
+            }
+        }
+    }
+    if let Some((s, l)) = open {
+        close(s, u128::MAX, l, &mut out);
+    }
+    out
+}
+
+fn into_io(e: FirewallError) -> io::Error {
+    match e {
+        FirewallError::Io(e)
+        | FirewallError::Rejected { error: e, .. }
+        | FirewallError::Steering { error: e, .. } => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Interval-set elements for `nets`, the way nft encodes them: merged ranges as a start
+/// element and an end marker one past the last address, with a leading end marker at 0
+/// when the first range does not start there.
+pub fn interval_elems(nets: &[IpNet]) -> (Vec<Elem>, Vec<Elem>) {
+    let mut v4: Vec<(u128, u128)> = Vec::new();
+    let mut v6: Vec<(u128, u128)> = Vec::new();
+    for n in nets {
+        match n {
+            IpNet::V4(n) => v4.push((
+                u32::from(n.network()).into(),
+                u32::from(n.broadcast()).into(),
+            )),
+            IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+        }
+    }
+    let to_elem4 = |x: u128| Elem::addr(IpAddr::V4((x as u32).into()));
+    let to_elem6 = |x: u128| Elem::addr(IpAddr::V6(x.into()));
+    (
+        encode_ranges(v4, u32::MAX.into(), to_elem4),
+        encode_ranges(v6, u128::MAX, to_elem6),
+    )
+}
+
+fn encode_ranges(
+    mut ranges: Vec<(u128, u128)>,
+    max: u128,
+    elem: impl Fn(u128) -> Elem,
+) -> Vec<Elem> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut out = Vec::new();
+    if merged.first().is_some_and(|r| r.0 != 0) {
+        out.push(elem(0).with_flags(ELEM_INTERVAL_END));
+    }
+    for (a, b) in merged {
+        out.push(elem(a));
+        if b != max {
+            out.push(elem(b + 1).with_flags(ELEM_INTERVAL_END));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LogRule, DEFINITION, MODULES_LOAD_FILE};
+    use super::*;
+
+    #[test]
+    fn intervals_are_merged_and_encoded_like_nft() {
+        let nets: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "192.0.2.7/32",
+            "10.1.0.0/16",
+            "11.0.0.0/8",
+            "::1/128",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let (v4, v6) = interval_elems(&nets);
+        let shown: Vec<(String, u32)> = v4
+            .iter()
+            .map(|e| (format!("{:?}", e.key()), e.flags))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("[0, 0, 0, 0]".into(), 1),
+                ("[10, 0, 0, 0]".into(), 0),
+                ("[12, 0, 0, 0]".into(), 1),
+                ("[192, 0, 2, 7]".into(), 0),
+                ("[192, 0, 2, 8]".into(), 1),
+            ]
+        );
+        assert_eq!(v6.len(), 3);
+    }
+
+    #[test]
+    fn listed_intervals_become_networks() {
+        let e = |k: u128, end: bool, left: Option<u64>| raw::ListedElem {
+            key: k.to_be_bytes().to_vec(),
+            expires_ms: left,
+            flags: if end { ELEM_INTERVAL_END } else { 0 },
+        };
+        let p64 = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+        let one = u128::from("2001:db8:1::7".parse::<std::net::Ipv6Addr>().unwrap());
+        // The kernel lists an rbtree set highest first.
+        let listed = intervals(&[
+            e(one + 1, true, None),
+            e(one, false, Some(5000)),
+            e(p64 + (1 << 64), true, None),
+            e(p64, false, Some(1000)),
+        ]);
+        let shown: Vec<String> = listed.iter().map(|l| l.net.to_string()).collect();
+        assert_eq!(shown, ["2001:db8::/64", "2001:db8:1::7/128"]);
+        assert_eq!(listed[1].left, Some(Duration::from_secs(5)));
+        // A block reaching the top of the space has no end marker.
+        let top = intervals(&[e(u128::MAX - 255, false, None)]);
+        assert_eq!(
+            top[0].net.to_string(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"
+        );
+    }
+
+    #[test]
+    fn the_log_rule_goes_before_the_drop() {
+        let spec = TableSpec {
+            queue: 0,
+            queues: 1,
+            steering: None,
+            log: Some(LogRule {
+                prefix: "Portsentry: dropping: ".into(),
+                rate: 3,
+                per: "minute",
+                burst: 5,
+            }),
+        };
+        assert!(spec.text().ends_with(
+            "insert rule inet portsentry blocked limit rate 3/minute burst 5 packets log prefix \"Portsentry: dropping: \"\n"
+        ));
+        assert_eq!(TableSpec { log: None, ..spec }.text(), DEFINITION);
+    }
+
+    #[test]
+    fn a_missing_steering_module_is_named_with_what_to_do() {
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        let compat = FirewallError::Steering {
+            steering: Steering::Compat,
+            error: enoent(),
+        }
+        .to_string();
+        assert!(
+            compat.starts_with(
+                "steering rule (xt NFQUEUE compat target) was rejected by the kernel: "
+            ) && compat.contains(
+                "kernel module xt_NFQUEUE is not loaded; load it with `modprobe xt_NFQUEUE`"
+            ) && compat.contains(MODULES_LOAD_FILE),
+            "{compat}"
+        );
+        let native = FirewallError::Steering {
+            steering: Steering::Native,
+            error: enoent(),
+        }
+        .to_string();
+        assert!(
+            native.contains("`modprobe nft_queue`") && native.contains("steering = \"compat\""),
+            "{native}"
+        );
+        let auto = FirewallError::NoSteering {
+            native: enoent(),
+            compat: enoent(),
+        }
+        .to_string();
+        assert!(
+            auto.contains("`modprobe xt_NFQUEUE`") && !auto.contains("modprobe nft_queue"),
+            "{auto}"
+        );
+        // Another error is not about a module.
+        let other = FirewallError::Steering {
+            steering: Steering::Compat,
+            error: io::Error::from_raw_os_error(libc::EINVAL),
+        }
+        .to_string();
+        assert!(!other.contains("modprobe"), "{other}");
+    }
+
+    #[test]
+    fn full_range_has_no_end_marker() {
+        let (v4, _) = interval_elems(&["0.0.0.0/0".parse().unwrap()]);
+        assert_eq!(v4.len(), 1);
+        assert_eq!(v4[0].flags, 0);
+    }
+}

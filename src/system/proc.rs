@@ -1,0 +1,27 @@
+//! Kernel counters read from /proc.
+
+/// (waiting, queue_dropped, user_dropped) for `queue` from /proc/net/netfilter/nfnetlink_queue.
+pub fn queue_counters(queue: u16) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
+    parse_queue_counters(&text, queue)
+}
+
+pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {
+    text.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (f.len() >= 7 && f[0] == u64::from(queue)).then(|| (f[2], f[5], f[6]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queue_counters_parse() {
+        let text = "    0  12345     3 2   256     7     9       42  1\n    1  0 0 2 256 0 0 0 1\n";
+        assert_eq!(super::parse_queue_counters(text, 0), Some((3, 7, 9)));
+        assert_eq!(super::parse_queue_counters(text, 5), None);
+    }
+}
