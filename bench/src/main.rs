@@ -273,7 +273,7 @@ fn floor(args: &[String]) {
 /// so the floor consumer sees exactly the daemon's traffic.
 fn steer(args: &[String]) {
     let q: u16 = opt(args, "--queue", 0);
-    let mut nft = portsentry::firewall::Nft::open().expect("netlink");
+    let mut nft = portsentry::firewall::nft::Nft::open().expect("netlink");
     let s = nft.install_steering(None, q, 1).expect("steering");
     println!("steering {s:?}");
 }
