@@ -564,3 +564,34 @@ fn list_shows_each_block_once_and_idle_clients_hold_up_nobody() {
     );
     drop(idle);
 }
+
+/// `flags dormant` switches the whole table off (no steering, no blocked drop) without
+/// touching a set, chain or rule: the fingerprint left the table's own flags out, so heal
+/// called it intact and blocking stopped for good.
+#[test]
+fn a_table_made_dormant_is_woken_up() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let d = Daemon::start(&lab, &target, "");
+    target.ok(&[
+        "nft",
+        "add",
+        "table",
+        "inet",
+        "portsentry",
+        "{ flags dormant; }",
+    ]);
+    let awake = || {
+        !target
+            .ok(&["nft", "list", "table", "inet", "portsentry"])
+            .contains("dormant")
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), awake),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(target.becomes_blocked("192.0.2.2"), "{}", d.log_text());
+}
