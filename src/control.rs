@@ -212,6 +212,9 @@ impl<F: Firewall + 'static> Server<F> {
                 if !plan.remove.is_empty() {
                     let _ = fw.remove_blocks(&plan.remove);
                 }
+                for k in &plan.evicted {
+                    let _ = self.control.send(Control::Forget(*k));
+                }
                 let report = fw.add_blocks(&plan.add);
                 drop(fw);
                 let failed: HashMap<IpNet, String> = report

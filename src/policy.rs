@@ -165,6 +165,9 @@ pub struct Plan {
     pub add: Vec<Block>,
     /// To delete: evicted, or inside a wider block being added.
     pub remove: Vec<IpNet>,
+    /// Those of `remove` evicted to make room: no longer blocked at all, so detection
+    /// must look at their sources again.
+    pub evicted: Vec<IpNet>,
     /// One step per want, in order.
     pub steps: Vec<Step>,
 }
@@ -342,7 +345,7 @@ impl Blocks {
             } else if let Some(wider) = self.wider(key) {
                 Step::Covered(wider)
             } else {
-                let step = self.plan_new(w, key, new, &planned, &mut plan.remove);
+                let step = self.plan_new(w, key, new, &planned, &mut plan);
                 new += usize::from(matches!(step, Step::Write { .. }));
                 step
             };
@@ -361,7 +364,7 @@ impl Blocks {
         key: IpNet,
         new: usize,
         planned: &HashMap<IpNet, ()>,
-        remove: &mut Vec<IpNet>,
+        plan: &mut Plan,
     ) -> Step {
         if w.origin == Origin::Scan && self.window.1 >= self.cfg.max_per_second {
             return Step::Refused(Refusal::Rate);
@@ -376,7 +379,8 @@ impl Blocks {
             match victim {
                 Some(&(.., victim)) => {
                     self.remove_record(victim);
-                    remove.push(victim);
+                    plan.remove.push(victim);
+                    plan.evicted.push(victim);
                 }
                 None => return Step::Refused(Refusal::Full),
             }
@@ -384,7 +388,7 @@ impl Blocks {
         // Narrower blocks inside this one go: the kernel's interval set holds no overlaps.
         for k in inside {
             self.remove_record(k);
-            remove.push(k);
+            plan.remove.push(k);
         }
         if w.origin == Origin::Scan {
             self.window.1 += 1;

@@ -271,6 +271,10 @@ impl<F: Firewall> Responder<F> {
                 tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
             }
         }
+        // An evicted block's source is in the open again: detection must see it afresh.
+        for k in &plan.evicted {
+            let _ = self.shared.control.send(Control::Forget(*k));
+        }
         let report = self.fw.add_blocks(&plan.add);
         let stats = &self.shared.stats;
         stats
