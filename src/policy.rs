@@ -915,6 +915,69 @@ mod tests {
         assert!(serde_json::from_str::<Record>(&old.replace("192.0.2.2", "nope")).is_err());
     }
 
+    /// A reload lowering `max_blocked` below what stands: the next block makes the room the
+    /// new cap asks for, not one slot, or the table stays over its cap until the blocks end.
+    #[test]
+    fn a_lowered_cap_is_honoured_by_the_next_block() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 10,
+            ..cfg()
+        });
+        let wants: Vec<Want> = (1..=6).map(|i| scan(&format!("198.18.0.{i}"))).collect();
+        apply(&mut b, &wants, 1000, &[]);
+        b.reconfigure(
+            PolicyConfig {
+                max_blocked: 2,
+                ..cfg()
+            },
+            b.protected().clone(),
+        );
+        let (plan, out) = apply(&mut b, &[scan("198.18.1.1")], 1001, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        assert_eq!(plan.evicted.len(), 5, "{plan:?}");
+        assert_eq!(b.len(), 2);
+    }
+
+    /// A scan block wider than the administrator's (after a reload widened `ipv6_prefix`)
+    /// swallows it, as the interval set wants, but must not shorten it: a permanent block
+    /// became a one-hour one and then nothing.
+    #[test]
+    fn a_wider_scan_block_never_shortens_an_admin_block_it_swallows() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 100,
+            ..cfg()
+        });
+        apply(&mut b, &[admin("2001:db8:5:1::/64", Some(None))], 1000, &[]);
+        apply(&mut b, &[scan("2001:db8:5::/48")], 1000, &[]);
+        b.prune(1000 + 3600 + 1);
+        let r = b.covering(net("2001:db8:5:1::7")).cloned();
+        assert!(
+            r.as_ref().is_some_and(|r| r.expires.is_none()),
+            "the administrator's permanent block ended: {r:?}"
+        );
+        // Nor may a flood evict it: what stands for the administrator is not evictable.
+        assert_eq!(r.unwrap().origin, Origin::Admin);
+    }
+
+    /// The administrator asks for a permanent block of an address inside a scan block that
+    /// ends in an hour (`ipv6_prefix` narrowed by a reload): "already blocked", and an hour
+    /// later nothing is.
+    #[test]
+    fn an_admin_block_covered_by_a_shorter_one_is_not_lost() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 100,
+            ..cfg()
+        });
+        apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
+        apply(&mut b, &[admin("2001:db8:5::7", Some(None))], 1001, &[]);
+        b.prune(1000 + 3600 + 1);
+        let r = b.covering(net("2001:db8:5::7")).cloned();
+        assert!(
+            r.as_ref().is_some_and(|r| r.expires.is_none()),
+            "the administrator's permanent block ended: {r:?}"
+        );
+    }
+
     proptest! {
         /// Whatever the requests and the clock, the standing blocks never exceed the cap,
         /// the kernel is never asked to hold two overlapping blocks, and every key the plan
