@@ -370,8 +370,8 @@ impl Blocks {
             return Step::Refused(Refusal::Rate);
         }
         let inside = self.narrower(key);
-        let taken = self.records.len() + new - inside.len();
-        if taken >= self.cfg.max_blocked.max(1) {
+        // As many as it takes: a reload may have lowered the cap below what stands.
+        while self.records.len() + new - inside.len() >= self.cfg.max_blocked.max(1) {
             let victim = self
                 .evictable
                 .iter()
