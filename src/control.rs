@@ -412,6 +412,64 @@ mod tests {
         assert!(parse_request("reboot").is_err());
     }
 
+    /// A client that sends its request a byte at a time, each within the read timeout,
+    /// must still be cut off at the request deadline: sixteen of them held every slot (for
+    /// as long as they kept trickling, up to 4096 bytes × 2 s each) and `status` got
+    /// "busy".
+    #[test]
+    fn trickling_clients_are_cut_off_at_the_request_deadline() {
+        use crate::firewall::memory::Memory;
+        use crate::ignore::IgnoreList;
+        use crate::policy::PolicyConfig;
+        use std::time::Instant;
+        let dir = std::env::temp_dir().join(format!("ps-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let listener = bind(&path).unwrap();
+        let (control, _forgotten) = std::sync::mpsc::channel();
+        let server = Server {
+            fw: Mutex::new(Memory::default()),
+            blocks: Arc::new(Mutex::new(Blocks::new(
+                PolicyConfig {
+                    timeout: Some(Duration::from_secs(3600)),
+                    repeat_factor: 1,
+                    max_timeout: None,
+                    max_blocked: 10,
+                    max_per_second: 10,
+                },
+                IgnoreList::default(),
+            ))),
+            settings: Arc::new(RwLock::new(Settings {
+                resolve_host: false,
+                tcp_mode: "atcp",
+                udp_mode: "audp",
+                actions: false,
+                ipv6_prefix: 64,
+            })),
+            control,
+            stats: Arc::new(Stats::default()),
+            info: Arc::default(),
+        };
+        std::thread::spawn(move || server.serve(listener));
+        let mut slow: Vec<UnixStream> = (0..MAX_CLIENTS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let started = Instant::now();
+        let trickle = std::thread::spawn(move || {
+            while started.elapsed() < REQUEST_DEADLINE * 3 {
+                for c in &mut slow {
+                    let _ = c.write_all(b"s");
+                }
+                std::thread::sleep(REQUEST_DEADLINE / 4);
+            }
+        });
+        std::thread::sleep(REQUEST_DEADLINE + Duration::from_millis(700));
+        let reply = request(&path, "status");
+        trickle.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(reply.is_ok(), "{reply:?}");
+    }
+
     #[test]
     fn queue_counters_parse() {
         let text = "    0  12345     3 2   256     7     9       42  1\n    1  0 0 2 256 0 0 0 1\n";
