@@ -12,7 +12,7 @@ use crate::stats::Stats;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -20,12 +20,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Clients served at once; more are told to come back.
 const MAX_CLIENTS: usize = 16;
 /// How long a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request line read.
+const MAX_REQUEST: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -140,13 +142,10 @@ impl<F: Firewall + 'static> Server<F> {
     }
 
     fn client(&self, mut conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(REQUEST_DEADLINE));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
-        let mut line = String::new();
-        let mut reader = BufReader::new((&conn).take(4096));
-        if reader.read_line(&mut line).is_err() {
+        let Some(line) = read_request(&conn, Instant::now() + REQUEST_DEADLINE) else {
             return;
-        }
+        };
         let reply = match parse_request(line.trim()) {
             Ok(req) => self.handle(req).unwrap_or_else(|e| format!("error: {e}\n")),
             Err(e) => format!("error: {e}\n"),
@@ -340,6 +339,32 @@ impl<F: Firewall + 'static> Server<F> {
     }
 }
 
+/// The request line (at most 4096 bytes), read by `deadline` in all: a read timeout alone
+/// is renewed by every byte a slow client trickles.
+fn read_request(mut conn: &UnixStream, deadline: Instant) -> Option<String> {
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 512];
+    while !buf.contains(&b'\n') && buf.len() < MAX_REQUEST {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        conn.set_read_timeout(Some(left)).ok()?;
+        let want = chunk.len().min(MAX_REQUEST - buf.len());
+        match conn.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let end = buf
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(buf.len(), |i| i + 1);
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
 /// (waiting, queue_dropped, user_dropped) for `queue` from /proc/net/netfilter/nfnetlink_queue.
 pub fn queue_counters(queue: u16) -> Option<(u64, u64, u64)> {
     let text = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
@@ -421,7 +446,6 @@ mod tests {
         use crate::firewall::memory::Memory;
         use crate::ignore::IgnoreList;
         use crate::policy::PolicyConfig;
-        use std::time::Instant;
         let dir = std::env::temp_dir().join(format!("ps-control-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("control.sock");
