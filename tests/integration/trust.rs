@@ -642,4 +642,17 @@ fn gateways_of_nexthop_objects_are_protected() {
     for gw in ["192.0.2.249", "192.0.2.248"] {
         assert!(!target.is_blocked(gw), "{gw} blocked:\n{}", d.log_text());
     }
+    // A nexthop changed while running (no route changes with it) is followed too.
+    target.ok(&[
+        "ip",
+        "nexthop",
+        "replace",
+        "id",
+        "7",
+        "via",
+        "192.0.2.247",
+        "dev",
+        "eth0",
+    ]);
+    assert!(d.wait_log("192.0.2.247"), "{}", d.log_text());
 }
