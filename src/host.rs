@@ -149,7 +149,7 @@ impl Rtnl {
         let mut req = Vec::with_capacity(24);
         req.extend_from_slice(&24u32.to_ne_bytes());
         req.extend_from_slice(&RTM_GETNEXTHOP.to_ne_bytes());
-        req.extend_from_slice(&((NLM_F_REQUEST | NLM_F_DUMP) as u16).to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         req.extend_from_slice(&seq.to_ne_bytes());
         req.extend_from_slice(&0u32.to_ne_bytes());
         req.extend_from_slice(&[0u8; 8]); // struct nhmsg: any family
