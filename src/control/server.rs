@@ -13,19 +13,21 @@ use crate::system::proc::queue_counters;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Clients served at once; more are told to come back.
 const MAX_CLIENTS: usize = 16;
 /// How long a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request line read.
+const MAX_REQUEST: usize = 4096;
 
 /// Facts for `status` that only change at start or reload.
 #[derive(Clone, Debug, Default)]
@@ -84,13 +86,10 @@ impl<F: Firewall + 'static> Server<F> {
     }
 
     fn client(&self, mut conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(REQUEST_DEADLINE));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
-        let mut line = String::new();
-        let mut reader = BufReader::new((&conn).take(4096));
-        if reader.read_line(&mut line).is_err() {
+        let Some(line) = read_request(&conn, Instant::now() + REQUEST_DEADLINE) else {
             return;
-        }
+        };
         let reply = match parse_request(line.trim()) {
             Ok(req) => self.handle(req).unwrap_or_else(|e| format!("error: {e}\n")),
             Err(e) => format!("error: {e}\n"),
@@ -155,6 +154,9 @@ impl<F: Firewall + 'static> Server<F> {
                 let mut fw = self.fw();
                 if !plan.remove.is_empty() {
                     let _ = fw.remove_blocks(&plan.remove);
+                }
+                for k in &plan.evicted {
+                    let _ = self.control.send(Control::Forget(*k));
                 }
                 let report = fw.add_blocks(&plan.add);
                 drop(fw);
@@ -281,6 +283,32 @@ impl<F: Firewall + 'static> Server<F> {
     }
 }
 
+/// The request line (at most 4096 bytes), read by `deadline` in all: a read timeout alone
+/// is renewed by every byte a slow client trickles.
+fn read_request(mut conn: &UnixStream, deadline: Instant) -> Option<String> {
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 512];
+    while !buf.contains(&b'\n') && buf.len() < MAX_REQUEST {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        conn.set_read_timeout(Some(left)).ok()?;
+        let want = chunk.len().min(MAX_REQUEST - buf.len());
+        match conn.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let end = buf
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(buf.len(), |i| i + 1);
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
 fn fmt_secs(s: u64) -> String {
     humantime::format_duration(Duration::from_secs(s)).to_string()
 }
@@ -328,6 +356,63 @@ mod tests {
             .keys()
             .map(|k| net_text(*k))
             .collect()
+    }
+
+    /// A client that sends its request a byte at a time, each within the read timeout,
+    /// must still be cut off at the request deadline: sixteen of them held every slot (for
+    /// as long as they kept trickling, up to 4096 bytes × 2 s each) and `status` got
+    /// "busy".
+    #[test]
+    fn trickling_clients_are_cut_off_at_the_request_deadline() {
+        use crate::core::ignore::IgnoreList;
+        use crate::core::policy::PolicyConfig;
+        use crate::firewall::memory::Memory;
+        let dir = std::env::temp_dir().join(format!("ps-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let listener = bind(&path).unwrap();
+        let (control, _forgotten) = std::sync::mpsc::channel();
+        let server = Server {
+            fw: Mutex::new(Memory::default()),
+            blocks: Arc::new(Mutex::new(Blocks::new(
+                PolicyConfig {
+                    timeout: Some(Duration::from_secs(3600)),
+                    repeat_factor: 1,
+                    max_timeout: None,
+                    max_blocked: 10,
+                    max_per_second: 10,
+                },
+                IgnoreList::default(),
+            ))),
+            settings: Arc::new(RwLock::new(Settings {
+                resolve_host: false,
+                tcp_mode: "atcp",
+                udp_mode: "audp",
+                actions: false,
+                ipv6_prefix: 64,
+            })),
+            control,
+            stats: Arc::new(Stats::default()),
+            info: Arc::default(),
+        };
+        std::thread::spawn(move || server.serve(listener));
+        let mut slow: Vec<UnixStream> = (0..MAX_CLIENTS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let started = Instant::now();
+        let trickle = std::thread::spawn(move || {
+            while started.elapsed() < REQUEST_DEADLINE * 3 {
+                for c in &mut slow {
+                    let _ = c.write_all(b"s");
+                }
+                std::thread::sleep(REQUEST_DEADLINE / 4);
+            }
+        });
+        std::thread::sleep(REQUEST_DEADLINE + Duration::from_millis(700));
+        let reply = crate::control::request(&path, "status");
+        trickle.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(reply.is_ok(), "{reply:?}");
     }
 
     #[test]

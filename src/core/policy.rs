@@ -40,7 +40,8 @@ pub struct Block {
 }
 
 /// Who asked for a block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered: a block that is the administrator's stays theirs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Detection: a scan reached the trigger.
@@ -151,6 +152,9 @@ pub enum Step {
     Write {
         block: Block,
         count: u32,
+        /// Whose block it is once written: the administrator's when it takes one of theirs
+        /// in (never evicted).
+        origin: Origin,
     },
     /// Already blocked by a wider block.
     Covered(IpNet),
@@ -165,6 +169,9 @@ pub struct Plan {
     pub add: Vec<Block>,
     /// To delete: evicted, or inside a wider block being added.
     pub remove: Vec<IpNet>,
+    /// Those of `remove` evicted to make room: no longer blocked at all, so detection
+    /// must look at their sources again.
+    pub evicted: Vec<IpNet>,
     /// One step per want, in order.
     pub steps: Vec<Step>,
 }
@@ -330,24 +337,41 @@ impl Blocks {
             } else if planned.contains_key(&key) {
                 Step::Duplicate
             } else if let Some(r) = self.records.get(&key) {
-                // A re-block takes no new room: refresh it, one count more.
+                // A re-block takes no new room: refresh it, one count more. It never
+                // shortens what stands, unless the administrator says how long.
                 let count = r.count.saturating_add(1);
+                let mut timeout = self.timeout(w, count);
+                let mut origin = w.origin;
+                if !(w.origin == Origin::Admin && w.timeout.is_some()) {
+                    timeout = longest(timeout, remaining(r, now));
+                    origin = origin.max(r.origin);
+                }
                 Step::Write {
-                    block: Block {
-                        net: key,
-                        timeout: self.timeout(w, count),
-                    },
+                    block: Block { net: key, timeout },
                     count,
+                    origin,
                 }
             } else if let Some(wider) = self.wider(key) {
-                Step::Covered(wider)
+                match (w.origin, self.records.get(&wider)) {
+                    // The administrator's block inside a wider one: the wider one becomes
+                    // theirs and lasts at least as long as they asked.
+                    (Origin::Admin, Some(r)) if !planned.contains_key(&wider) => Step::Write {
+                        block: Block {
+                            net: wider,
+                            timeout: longest(self.timeout(w, 1), remaining(r, now)),
+                        },
+                        count: r.count,
+                        origin: Origin::Admin,
+                    },
+                    _ => Step::Covered(wider),
+                }
             } else {
-                let step = self.plan_new(w, key, new, &planned, &mut plan.remove);
+                let step = self.plan_new(w, key, new, now, &planned, &mut plan);
                 new += usize::from(matches!(step, Step::Write { .. }));
                 step
             };
             if let Step::Write { block, .. } = &step {
-                planned.insert(key, ());
+                planned.insert(block.net, ());
                 plan.add.push(*block);
             }
             plan.steps.push(step);
@@ -360,15 +384,16 @@ impl Blocks {
         w: &Want,
         key: IpNet,
         new: usize,
+        now: u64,
         planned: &HashMap<IpNet, ()>,
-        remove: &mut Vec<IpNet>,
+        plan: &mut Plan,
     ) -> Step {
         if w.origin == Origin::Scan && self.window.1 >= self.cfg.max_per_second {
             return Step::Refused(Refusal::Rate);
         }
         let inside = self.narrower(key);
-        let taken = self.records.len() + new - inside.len();
-        if taken >= self.cfg.max_blocked.max(1) {
+        // As many as it takes: a reload may have lowered the cap below what stands.
+        while self.records.len() + new - inside.len() >= self.cfg.max_blocked.max(1) {
             let victim = self
                 .evictable
                 .iter()
@@ -376,26 +401,32 @@ impl Blocks {
             match victim {
                 Some(&(.., victim)) => {
                     self.remove_record(victim);
-                    remove.push(victim);
+                    plan.remove.push(victim);
+                    plan.evicted.push(victim);
                 }
                 None => return Step::Refused(Refusal::Full),
             }
         }
-        // Narrower blocks inside this one go: the kernel's interval set holds no overlaps.
+        let count = self.past.get(&key).map_or(1, |(c, _)| c.saturating_add(1));
+        let mut timeout = self.timeout(w, count);
+        let mut origin = w.origin;
+        // Narrower blocks inside this one go (the kernel's interval set holds no
+        // overlaps); this one lasts as long as the longest of them, and is the
+        // administrator's if one of them was.
         for k in inside {
-            self.remove_record(k);
-            remove.push(k);
+            if let Some(r) = self.remove_record(k) {
+                timeout = longest(timeout, remaining(&r, now));
+                origin = origin.max(r.origin);
+            }
+            plan.remove.push(k);
         }
         if w.origin == Origin::Scan {
             self.window.1 += 1;
         }
-        let count = self.past.get(&key).map_or(1, |(c, _)| c.saturating_add(1));
         Step::Write {
-            block: Block {
-                net: key,
-                timeout: self.timeout(w, count),
-            },
+            block: Block { net: key, timeout },
             count,
+            origin,
         }
     }
 
@@ -417,7 +448,11 @@ impl Blocks {
         let mut out = Vec::with_capacity(wants.len());
         for (w, step) in wants.iter().zip(&plan.steps) {
             out.push(match step {
-                Step::Write { block, count } => match failed.get(&block.net) {
+                Step::Write {
+                    block,
+                    count,
+                    origin,
+                } => match failed.get(&block.net) {
                     Some(e) => {
                         self.retry_later(w, now);
                         Outcome::Failed {
@@ -442,7 +477,7 @@ impl Blocks {
                             expires,
                             count: *count,
                             reason: w.reason.clone(),
-                            origin: w.origin,
+                            origin: *origin,
                         });
                         Outcome::Blocked {
                             key: block.net,
@@ -647,6 +682,17 @@ impl Blocks {
             .filter_map(|&(a, len)| ipnet::Ipv6Net::new(a.into(), len).ok().map(IpNet::V6))
             .collect()
     }
+}
+
+/// The longer of two timeouts (`None`: permanent, the longest).
+fn longest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    Some(a?.max(b?))
+}
+
+/// The time a record has left at `now` (`None`: permanent).
+fn remaining(r: &Record, now: u64) -> Option<Duration> {
+    r.expires
+        .map(|e| clamp_timeout(Duration::from_secs(e.saturating_sub(now))))
 }
 
 /// Drops keys that left `map` from its age order once they outnumber the live ones, so
@@ -872,7 +918,10 @@ mod tests {
         let (plan, out) = apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }));
         assert_eq!(plan.remove, vec![net("2001:db8:5::7")]);
-        let (_, out) = apply(&mut b, &[admin("2001:db8:5::9", None)], 1001, &[]);
+        // It took in the administrator's block: it is theirs now.
+        assert_eq!(b.get(net("2001:db8:5::/64")).unwrap().origin, Origin::Admin);
+        // A later scan inside it is covered.
+        let (_, out) = apply(&mut b, &[scan("2001:db8:5::9")], 1001, &[]);
         assert_eq!(out[0], Outcome::Covered(net("2001:db8:5::/64")));
         assert_eq!(
             b.covering(net("2001:db8:5::9")).map(|r| r.key),
@@ -936,6 +985,69 @@ mod tests {
         assert!(text.contains("\"addr\":\"2001:db8::/64\""), "{text}");
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
         assert!(serde_json::from_str::<Record>(&old.replace("192.0.2.2", "nope")).is_err());
+    }
+
+    /// A reload lowering `max_blocked` below what stands: the next block makes the room the
+    /// new cap asks for, not one slot, or the table stays over its cap until the blocks end.
+    #[test]
+    fn a_lowered_cap_is_honoured_by_the_next_block() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 10,
+            ..cfg()
+        });
+        let wants: Vec<Want> = (1..=6).map(|i| scan(&format!("198.18.0.{i}"))).collect();
+        apply(&mut b, &wants, 1000, &[]);
+        b.reconfigure(
+            PolicyConfig {
+                max_blocked: 2,
+                ..cfg()
+            },
+            b.protected().clone(),
+        );
+        let (plan, out) = apply(&mut b, &[scan("198.18.1.1")], 1001, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        assert_eq!(plan.evicted.len(), 5, "{plan:?}");
+        assert_eq!(b.len(), 2);
+    }
+
+    /// A scan block wider than the administrator's (after a reload widened `ipv6_prefix`)
+    /// swallows it, as the interval set wants, but must not shorten it: a permanent block
+    /// became a one-hour one and then nothing.
+    #[test]
+    fn a_wider_scan_block_never_shortens_an_admin_block_it_swallows() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 100,
+            ..cfg()
+        });
+        apply(&mut b, &[admin("2001:db8:5:1::/64", Some(None))], 1000, &[]);
+        apply(&mut b, &[scan("2001:db8:5::/48")], 1000, &[]);
+        b.prune(1000 + 3600 + 1);
+        let r = b.covering(net("2001:db8:5:1::7")).cloned();
+        assert!(
+            r.as_ref().is_some_and(|r| r.expires.is_none()),
+            "the administrator's permanent block ended: {r:?}"
+        );
+        // Nor may a flood evict it: what stands for the administrator is not evictable.
+        assert_eq!(r.unwrap().origin, Origin::Admin);
+    }
+
+    /// The administrator asks for a permanent block of an address inside a scan block that
+    /// ends in an hour (`ipv6_prefix` narrowed by a reload): "already blocked", and an hour
+    /// later nothing is.
+    #[test]
+    fn an_admin_block_covered_by_a_shorter_one_is_not_lost() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 100,
+            ..cfg()
+        });
+        apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
+        apply(&mut b, &[admin("2001:db8:5::7", Some(None))], 1001, &[]);
+        b.prune(1000 + 3600 + 1);
+        let r = b.covering(net("2001:db8:5::7")).cloned();
+        assert!(
+            r.as_ref().is_some_and(|r| r.expires.is_none()),
+            "the administrator's permanent block ended: {r:?}"
+        );
     }
 
     proptest! {

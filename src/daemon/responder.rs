@@ -261,6 +261,10 @@ impl<F: Firewall> Responder<F> {
                 tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
             }
         }
+        // An evicted block's source is in the open again: detection must see it afresh.
+        for k in &plan.evicted {
+            let _ = self.shared.control.send(Control::Forget(*k));
+        }
         let report = self.fw.add_blocks(&plan.add);
         let stats = &self.shared.stats;
         stats
@@ -581,6 +585,28 @@ mod tests {
             .cloned()
             .unwrap();
         assert_eq!((rec.count, rec.expires), (2, Some(5000 + 4 * 3600)));
+    }
+
+    /// A block evicted to make room no longer stands: detection must look at its source
+    /// again, or the scanner, back in the open, is only counted as "already blocked" for
+    /// the rest of its hold.
+    #[test]
+    fn an_evicted_block_hands_its_source_back_to_detection() {
+        let fw = firewall();
+        let (shared, forgotten) = shared(policy()); // max_blocked 2
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
+        r.handle(&[act("198.18.0.1")], Instant::now(), 1000);
+        r.handle(&[act("198.18.0.2")], Instant::now(), 1001);
+        r.handle(&[act("198.18.0.3")], Instant::now(), 1002);
+        assert_eq!(blocked(&fw), vec!["198.18.0.2", "198.18.0.3"]);
+        let forgot: Vec<String> = forgotten
+            .try_iter()
+            .map(|c| match c {
+                Control::Forget(k) => k.to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(forgot, vec!["198.18.0.1/32"]);
     }
 
     /// A block the kernel refuses (its set was missing) hands the source back to

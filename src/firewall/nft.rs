@@ -23,6 +23,8 @@ const MSGS_PER_TX: usize = 8;
 /// elements of the allow and watch sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Fingerprint {
+    /// The table itself: its flags (`dormant` switches the whole table off).
+    table: Vec<Vec<u8>>,
     sets: Vec<Vec<u8>>,
     chains: Vec<Vec<u8>>,
     rules: Vec<Vec<u8>>,
@@ -34,13 +36,15 @@ type KeyFlags = (Vec<u8>, u32);
 
 impl Fingerprint {
     fn same_structure(&self, other: &Fingerprint) -> bool {
-        (&self.sets, &self.chains, &self.rules) == (&other.sets, &other.chains, &other.rules)
+        (&self.table, &self.sets, &self.chains, &self.rules)
+            == (&other.table, &other.sets, &other.chains, &other.rules)
     }
 
     /// What differs from `want`, for the log.
     fn diff(&self, want: &Fingerprint) -> String {
         let mut parts = Vec::new();
         for (name, now, then) in [
+            ("table flags", &self.table, &want.table),
             ("sets", &self.sets, &want.sets),
             ("chains", &self.chains, &want.chains),
             ("rules", &self.rules, &want.rules),
@@ -130,6 +134,8 @@ impl Nft {
         // Handles change when an object is put back; counts and counters change as the
         // table is used: neither says what the object is.
         let volatile: &[u16] = match what {
+            // NFTA_TABLE_USE, NFTA_TABLE_HANDLE
+            Get::Tables => &[3, 4],
             // NFTA_SET_HANDLE, NFTA_SET_TYPE (the backend), NFTA_SET_COUNT
             Get::Sets => &[16, 19, 20],
             // NFTA_CHAIN_HANDLE, NFTA_CHAIN_COUNTERS
@@ -158,6 +164,7 @@ impl Nft {
 
     fn fingerprint(&mut self) -> Result<Fingerprint, FirewallError> {
         let mut f = Fingerprint {
+            table: self.ours(Get::Tables)?,
             sets: self.ours(Get::Sets)?,
             chains: self.ours(Get::Chains)?,
             rules: self.ours(Get::Rules)?,

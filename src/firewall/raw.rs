@@ -441,7 +441,7 @@ impl Tx {
 }
 
 /// A request with a table, chain or set name filter, built by libnftnl: GETRULE dump,
-/// GETSET dump, GETCHAIN dump of a family, or GETGEN.
+/// GETSET dump, GETCHAIN or GETTABLE dump of a family, or GETGEN.
 pub fn get_msg(buf: &mut [u8], what: Get, table: &CStr, family: u16, seq: u32) -> usize {
     assert!(buf.len() >= nftnl::nft_nlmsg_maxsize() as usize);
     let dump = (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
@@ -458,6 +458,7 @@ pub fn get_msg(buf: &mut [u8], what: Get, table: &CStr, family: u16, seq: u32) -
         let nlh = match what {
             Get::Gen => hdr(libc::NFT_MSG_GETGEN, libc::NLM_F_ACK as u16, 0),
             Get::Chains => hdr(libc::NFT_MSG_GETCHAIN, dump, family),
+            Get::Tables => hdr(libc::NFT_MSG_GETTABLE, dump, family),
             Get::Rules => {
                 let r = sys::nftnl_rule_alloc();
                 if r.is_null() {
@@ -490,6 +491,7 @@ pub fn get_msg(buf: &mut [u8], what: Get, table: &CStr, family: u16, seq: u32) -
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Get {
     Gen,
+    Tables,
     Chains,
     Rules,
     Sets,
@@ -566,7 +568,7 @@ pub fn parse_gen(msg: &[u8]) -> Option<u32> {
         .and_then(|(_, p)| Some(u32::from_be_bytes(p.get(..4)?.try_into().ok()?)))
 }
 
-/// The table name of a chain, set or rule message (attribute 1 in all three).
+/// The table name of a table, chain, set or rule message (attribute 1 in all four).
 pub fn table_of(msg: &[u8]) -> Option<&[u8]> {
     attrs(msg)
         .find(|(ty, _)| *ty == 1)

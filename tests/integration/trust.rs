@@ -564,3 +564,95 @@ fn list_shows_each_block_once_and_idle_clients_hold_up_nobody() {
     );
     drop(idle);
 }
+
+/// `flags dormant` switches the whole table off (no steering, no blocked drop) without
+/// touching a set, chain or rule: the fingerprint left the table's own flags out, so heal
+/// called it intact and blocking stopped for good.
+#[test]
+fn a_table_made_dormant_is_woken_up() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let d = Daemon::start(&lab, &target, "");
+    target.ok(&[
+        "nft",
+        "add",
+        "table",
+        "inet",
+        "portsentry",
+        "{ flags dormant; }",
+    ]);
+    let awake = || {
+        !target
+            .ok(&["nft", "list", "table", "inet", "portsentry"])
+            .contains("dormant")
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), awake),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(target.becomes_blocked("192.0.2.2"), "{}", d.log_text());
+}
+
+/// Routes through nexthop objects (`ip nexthop`, what FRR and other routing daemons
+/// install) carry RTA_NH_ID; with `nexthop_compat_mode` off (FRR's recommendation) the
+/// route dump leaves out RTA_GATEWAY and RTA_MULTIPATH: the gateway lives only in the
+/// nexthop object (RTM_GETNEXTHOP). Such a gateway was not protected, and one spoofed probe
+/// from it blocked the host's way out.
+#[test]
+fn gateways_of_nexthop_objects_are_protected() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 66);
+    accept_spoofed(&target);
+    target.ok(&["sysctl", "-qw", "net.ipv4.nexthop_compat_mode=0"]);
+    target.ok(&[
+        "ip",
+        "nexthop",
+        "add",
+        "id",
+        "7",
+        "via",
+        "192.0.2.249",
+        "dev",
+        "eth0",
+    ]);
+    target.ok(&[
+        "ip",
+        "nexthop",
+        "add",
+        "id",
+        "8",
+        "via",
+        "192.0.2.248",
+        "dev",
+        "eth0",
+    ]);
+    target.ok(&["ip", "nexthop", "add", "id", "9", "group", "7/8"]);
+    target.ok(&["ip", "route", "add", "198.18.100.0/24", "nhid", "7"]);
+    target.ok(&["ip", "route", "add", "198.19.100.0/24", "nhid", "9"]);
+    let d = Daemon::start(&lab, &target, "");
+    for gw in ["192.0.2.249", "192.0.2.248"] {
+        spoof_syn(&attacker, gw, 111);
+    }
+    spoof_syn(&attacker, "192.0.2.77", 111);
+    assert!(target.becomes_blocked("192.0.2.77"), "{}", d.log_text());
+    for gw in ["192.0.2.249", "192.0.2.248"] {
+        assert!(!target.is_blocked(gw), "{gw} blocked:\n{}", d.log_text());
+    }
+    // A nexthop changed while running (no route changes with it) is followed too.
+    target.ok(&[
+        "ip",
+        "nexthop",
+        "replace",
+        "id",
+        "7",
+        "via",
+        "192.0.2.247",
+        "dev",
+        "eth0",
+    ]);
+    assert!(d.wait_log("192.0.2.247"), "{}", d.log_text());
+}
