@@ -47,6 +47,14 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             let logging = portsentry::output::logging::init(cli.verbose > 0, cfg.syslog);
+            // A thread that dies must not leave a daemon that looks healthy: the packet
+            // thread's socket would close (bypass lets everything through) or blocking
+            // would stop. End the process; systemd restarts it, blocks come back from the
+            // state file. Straight to stderr: the log writers are threads too.
+            std::panic::set_hook(Box::new(|info| {
+                eprintln!("adminalert: ERROR: {info}; stopping so the service is restarted");
+                std::process::abort();
+            }));
             match portsentry::daemon::run(cfg, ignore, &logging) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -54,6 +54,11 @@ pub struct Stats {
     pub commands_dropped: AtomicU64,
     /// Log lines dropped because the journal or syslog was not keeping up.
     pub log_dropped: AtomicU64,
+    /// Times the packet thread found its queue idle for a second: with `packets`, its sign
+    /// of life for the watchdog.
+    pub queue_idle: AtomicU64,
+    /// Rounds of the block writer, busy or idle (at least one a second).
+    pub responder_rounds: AtomicU64,
     /// Outcomes the reporter was too far behind to take (name lookups, a slow log): their
     /// alert and history lines are not written; the blocks are made all the same.
     pub reports_dropped: AtomicU64,

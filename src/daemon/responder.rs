@@ -10,7 +10,7 @@ use crate::core::probe::Proto;
 use crate::core::stats::Stats;
 use crate::daemon::actions::Job;
 use crate::daemon::reporter::{Outcome, Report, ReportSender};
-use crate::dataplane::{Control, Event, Handoff};
+use crate::dataplane::{stall, Control, Event, Fault, Handoff};
 use crate::firewall::Firewall;
 use crate::output::alert;
 use crate::system::clock::epoch_now;
@@ -69,22 +69,18 @@ impl<F: Firewall> Responder<F> {
     /// Sleeps until woken, takes every waiting event, handles them as one batch: a lone
     /// scanner is blocked at once, a flood in large transactions. After a busy round it
     /// looks again within MAX_WAIT even without a wake, so events that came in under a
-    /// never-empty queue do not wait for the next WAKE_EVERY. While refused blocks wait,
-    /// it wakes every RETRY_TICK to retry those that are due.
+    /// never-empty queue do not wait for the next WAKE_EVERY. Idle, it still goes round
+    /// every RETRY_TICK: to retry refused blocks, and to show the watchdog it is alive.
     pub fn run(mut self, handoff: Arc<Handoff>, wake: Receiver<()>) {
         let mut batch = Vec::with_capacity(1024);
         let mut busy = false;
+        let fault = Fault::from_env();
         loop {
-            let wait = if busy {
-                MAX_WAIT
-            } else if self.lock().pending() > 0 {
-                RETRY_TICK
-            } else {
-                Duration::MAX
-            };
+            let wait = if busy { MAX_WAIT } else { RETRY_TICK };
             if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(wait) {
                 return; // the packet thread is gone
             }
+            Stats::inc(&self.shared.stats.responder_rounds);
             while batch.len() < MAX_BATCH {
                 match handoff.events.pop() {
                     Some(ev) => batch.push(ev),
@@ -94,6 +90,11 @@ impl<F: Firewall> Responder<F> {
             busy = !batch.is_empty();
             self.handle(&batch, Instant::now(), epoch_now());
             batch.clear();
+            match fault {
+                Some(Fault::StallResponder) if busy => stall("block writer"),
+                Some(Fault::PanicResponder) if busy => panic!("PORTSENTRY_FAULT: test panic"),
+                _ => {}
+            }
         }
     }
 

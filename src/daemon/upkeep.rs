@@ -65,6 +65,67 @@ pub struct Running<F: Firewall> {
     pub heal_error: Option<(String, Instant)>,
     pub info: Arc<RwLock<StatusInfo>>,
     pub stats: Arc<Stats>,
+    pub liveness: Liveness,
+}
+
+/// Whether the packet thread and the block writer are making progress: the watchdog is
+/// fed only while both are. Each goes round at least once a second, busy or idle.
+pub struct Liveness {
+    /// The packet thread wakes when idle (its socket was found); else only its packets
+    /// show it is alive, and an idle queue proves nothing.
+    queue_wakes: bool,
+    queue: (u64, Instant),
+    responder: (u64, Instant),
+    /// A stall already reported.
+    reported: bool,
+    /// How long without progress before a thread counts as stalled.
+    stalled: Duration,
+}
+
+/// A third of systemd's WatchdogSec (WATCHDOG_USEC), within 3 s (each thread goes round
+/// once a second) and 10 s.
+fn stall_limit() -> Duration {
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(30_000_000);
+    (Duration::from_micros(usec) / 3).clamp(Duration::from_secs(3), Duration::from_secs(10))
+}
+
+impl Liveness {
+    pub fn new(queue_wakes: bool) -> Liveness {
+        if !queue_wakes {
+            tracing::warn!(
+                "the packet thread cannot be watched while the queue is idle (its socket was not found)"
+            );
+        }
+        let now = Instant::now();
+        Liveness {
+            queue_wakes,
+            queue: (0, now),
+            responder: (0, now),
+            reported: false,
+            stalled: stall_limit(),
+        }
+    }
+
+    /// Notes the counters' progress at `now`; the thread that has stalled, if any.
+    pub fn check(&mut self, stats: &Stats, now: Instant) -> Option<&'static str> {
+        let q = Stats::get(&stats.packets) + Stats::get(&stats.queue_idle);
+        let r = Stats::get(&stats.responder_rounds);
+        for (seen, value) in [(&mut self.queue, q), (&mut self.responder, r)] {
+            if seen.0 != value {
+                *seen = (value, now);
+            }
+        }
+        if self.queue_wakes && now.duration_since(self.queue.1) > self.stalled {
+            Some("packet thread")
+        } else if now.duration_since(self.responder.1) > self.stalled {
+            Some("block writer")
+        } else {
+            None
+        }
+    }
 }
 
 impl<F: Firewall> Running<F> {
@@ -94,6 +155,7 @@ impl<F: Firewall> Running<F> {
             }
             if last_heal.elapsed() >= HEAL_CHECK {
                 last_heal = Instant::now();
+                self.feed_watchdog();
                 self.heal();
                 report_drops(logging, &self.stats, &mut reports_dropped);
             }
@@ -176,6 +238,26 @@ impl<F: Firewall> Running<F> {
             ..new
         };
         tracing::warn!("adminalert: configuration reloaded");
+    }
+
+    /// Tells systemd the daemon is alive, only while the packet path and the block writer
+    /// both make progress: a stalled thread stops the feeding, and systemd restarts the
+    /// daemon (the blocks come back from the state file).
+    fn feed_watchdog(&mut self) {
+        match self.liveness.check(&self.stats, Instant::now()) {
+            None => {
+                self.liveness.reported = false;
+                notify("WATCHDOG=1");
+            }
+            Some(thread) if !self.liveness.reported => {
+                self.liveness.reported = true;
+                tracing::error!(
+                    "adminalert: ERROR: the {thread} has made no progress for {}s; the watchdog is no longer told all is well",
+                    self.liveness.stalled.as_secs()
+                );
+            }
+            Some(_) => {}
+        }
     }
 
     /// Checks the whole table against what was put in place (sets, every chain's rules,
@@ -529,6 +611,7 @@ mod tests {
             heal_error: None,
             info: Arc::new(RwLock::new(StatusInfo::default())),
             stats: Arc::new(Stats::default()),
+            liveness: Liveness::new(true),
             fw,
             cfg,
         };
@@ -562,6 +645,36 @@ mod tests {
             .as_ref()
             .map(|t| t.blocked.keys().map(|k| k.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_both_threads_go_round() {
+        let stats = Stats::default();
+        let t0 = Instant::now();
+        let mut l = Liveness::new(true);
+        let at = |s| t0 + Duration::from_secs(s);
+        Stats::inc(&stats.queue_idle);
+        Stats::inc(&stats.responder_rounds);
+        assert_eq!(l.check(&stats, at(1)), None);
+        // The block writer stops; the packet thread goes on.
+        for s in 2..=20 {
+            Stats::inc(&stats.queue_idle);
+            let stalled = l.check(&stats, at(s));
+            assert_eq!(stalled.is_some(), s > 11, "at {s}s: {stalled:?}");
+        }
+        assert_eq!(l.check(&stats, at(21)), Some("block writer"));
+        // The packet thread stops while the block writer goes on.
+        let mut l = Liveness::new(true);
+        Stats::inc(&stats.responder_rounds);
+        l.check(&stats, at(30));
+        Stats::inc(&stats.responder_rounds);
+        assert_eq!(l.check(&stats, at(42)), Some("packet thread"));
+        // Unless its idle queue cannot wake it: then only the block writer is watched.
+        let mut l = Liveness::new(false);
+        Stats::inc(&stats.responder_rounds);
+        l.check(&stats, at(50));
+        Stats::inc(&stats.responder_rounds);
+        assert_eq!(l.check(&stats, at(62)), None);
     }
 
     #[test]

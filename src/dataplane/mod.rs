@@ -46,3 +46,35 @@ pub struct QueueOptions {
     /// Bytes of each packet copied to us: headers only.
     pub copy_range: u16,
 }
+
+/// A fault the tests can switch on (environment `PORTSENTRY_FAULT`, read once per thread)
+/// to prove that a stalled or dead thread is noticed: the watchdog, the panic handler and
+/// systemd's restart. Unset in production, where nothing here runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The packet thread stops after its first packet.
+    StallQueue,
+    /// The block writer stops after its first round with work.
+    StallResponder,
+    /// The block writer panics after its first round with work.
+    PanicResponder,
+}
+
+impl Fault {
+    pub fn from_env() -> Option<Fault> {
+        match std::env::var("PORTSENTRY_FAULT").ok()?.as_str() {
+            "stall-queue" => Some(Fault::StallQueue),
+            "stall-responder" => Some(Fault::StallResponder),
+            "panic-responder" => Some(Fault::PanicResponder),
+            _ => None,
+        }
+    }
+}
+
+/// The test fault: this thread stops for good.
+pub fn stall(thread: &str) -> ! {
+    tracing::warn!("PORTSENTRY_FAULT: the {thread} thread stops here (test fault)");
+    loop {
+        std::thread::park();
+    }
+}

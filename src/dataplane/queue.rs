@@ -2,7 +2,7 @@
 //! decisions to the responder. One `recv` and one verdict `sendto` per packet; no
 //! allocation, formatting or other syscall here.
 
-use super::{Control, Event, Handoff, QueueOptions};
+use super::{stall, Control, Event, Fault, Handoff, QueueOptions};
 use crate::core::detector::{Decision, Detector, Verdict};
 use crate::core::packet;
 use crate::core::stats::Stats;
@@ -12,8 +12,9 @@ use std::time::Instant;
 /// Events between two wake-ups of the responder under a flood.
 const WAKE_EVERY: u32 = 256;
 
-/// Opens and binds the queue. Binding fails if another process holds the queue.
-pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
+/// Opens and binds the queue. Binding fails if another process holds the queue. The flag
+/// says whether the idle queue wakes the thread every IDLE_WAKE (its socket was found).
+pub fn open(opts: &QueueOptions) -> Result<(nfq::Queue, bool), std::io::Error> {
     let before = open_fds();
     let mut q = nfq::Queue::open()?;
     // A burst must wait in the socket, not be dropped by the kernel when the default
@@ -24,6 +25,7 @@ pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
         .filter(|(_, inode)| !before.iter().any(|(_, b)| b == inode))
         .map(|(fd, _)| fd)
         .collect();
+    let wakes = new.len() == 1;
     if let [fd] = new[..] {
         let size: libc::c_int = SOCKET_BUFFER;
         // SAFETY: setsockopt on a socket we own with an int option.
@@ -43,6 +45,19 @@ pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
                 &mut glen,
             );
             tracing::info!("queue socket (fd {fd}) receive buffer: {got} bytes");
+            // An idle queue wakes the packet thread once a second, so it can show it is
+            // alive (the watchdog) and take control messages.
+            let tv = libc::timeval {
+                tv_sec: IDLE_WAKE.as_secs() as libc::time_t,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
         }
     } else {
         tracing::warn!("could not identify the queue socket ({} new fds); its receive buffer stays at the default", new.len());
@@ -53,11 +68,13 @@ pub fn open(opts: &QueueOptions) -> Result<nfq::Queue, std::io::Error> {
     q.set_queue_max_len(opts.num, opts.max_len)?;
     q.set_fail_open(opts.num, opts.fail_open)?;
     q.set_nonblocking(false);
-    Ok(q)
+    Ok((q, wakes))
 }
 
 /// Receive buffer of the queue socket: room for tens of thousands of queued headers.
 const SOCKET_BUFFER: libc::c_int = 64 << 20;
+/// The longest the packet thread sleeps on an idle queue.
+pub const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// (fd, socket inode) of this process's open sockets. Compared by inode, since fd numbers
 /// are reused (the listing's own directory fd among them).
@@ -88,6 +105,7 @@ pub fn run(
     now: impl Fn() -> Instant,
 ) -> ! {
     let mut unannounced = 0u32;
+    let fault = Fault::from_env();
     loop {
         // With events the responder has not been woken for, ask without blocking whether the
         // kernel queue is empty, and wake it before we sleep. Otherwise just block: the
@@ -110,6 +128,15 @@ pub fn run(
         };
         let mut msg = match received {
             Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Idle for IDLE_WAKE: alive, and the control messages may matter now.
+                Stats::inc(&stats.queue_idle);
+                apply(control, detector);
+                if fault == Some(Fault::StallQueue) && Stats::get(&stats.packets) > 0 {
+                    stall("packet");
+                }
+                continue;
+            }
             Err(e) => {
                 // ENOBUFS and friends: the kernel dropped something; keep serving.
                 Stats::inc(&stats.recv_errors);
@@ -123,14 +150,9 @@ pub fn run(
             }
         };
         Stats::inc(&stats.packets);
-        while let Ok(c) = control.try_recv() {
-            match c {
-                Control::Reconfigure(cfg, ignore) => {
-                    detector.reconfigure(cfg);
-                    detector.set_ignore(ignore);
-                }
-                Control::Forget(addr) => detector.forget(addr),
-            }
+        apply(control, detector);
+        if fault == Some(Fault::StallQueue) {
+            stall("packet");
         }
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
@@ -163,6 +185,19 @@ pub fn run(
                     Stats::get(&stats.verdict_errors)
                 );
             }
+        }
+    }
+}
+
+/// Applies the control messages waiting (state only matters when a packet arrives).
+fn apply(control: &Receiver<Control>, detector: &mut Detector) {
+    while let Ok(c) = control.try_recv() {
+        match c {
+            Control::Reconfigure(cfg, ignore) => {
+                detector.reconfigure(cfg);
+                detector.set_ignore(ignore);
+            }
+            Control::Forget(addr) => detector.forget(addr),
         }
     }
 }

@@ -477,7 +477,24 @@ impl Daemon {
 
     /// Waits for a log line containing `needle`.
     pub fn wait_log(&self, needle: &str) -> bool {
-        wait_until(Duration::from_secs(10), || self.log_text().contains(needle))
+        self.wait_log_for(needle, Duration::from_secs(10))
+    }
+
+    pub fn wait_log_for(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.log_text().contains(needle))
+    }
+
+    /// Waits up to `limit` for the daemon to end on its own; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(st) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod detection;
 mod docs;
+mod hygiene;
 mod lab;
 mod layout;
 mod migration;

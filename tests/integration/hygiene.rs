@@ -1,0 +1,123 @@
+//! Production hygiene: a broken daemon never looks healthy, logs survive rotation, files
+//! are written safely, metrics can be read, the control plane never stalls blocking.
+
+use crate::lab::*;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+/// Starts the daemon with `PORTSENTRY_FAULT=fault` and a notify socket the test reads.
+fn with_fault(lab: &Lab, host: &Host, fault: &str) -> (Daemon, UnixDatagram) {
+    let sock = lab.dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let config = Daemon::config(lab, "");
+    let fault = format!("PORTSENTRY_FAULT={fault}");
+    let socket = format!("NOTIFY_SOCKET={}", sock.display());
+    let d = Daemon::start_wrapped(lab, host, &config, &["env", &fault, &socket]);
+    (d, notify)
+}
+
+/// Empties the socket of what was sent before now.
+fn drain(notify: &UnixDatagram) {
+    notify.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    while notify.recv(&mut buf).is_ok() {}
+    notify.set_nonblocking(false).unwrap();
+}
+
+/// The notify messages received within `limit`.
+fn messages(notify: &UnixDatagram, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < limit {
+        if let Ok(n) = notify.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_panicking_thread_ends_the_daemon_and_the_host_fails_open() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let client = lab.host("client", 3);
+    let (mut d, _notify) = with_fault(&lab, &target, "panic-responder");
+    // The block is written, then the block writer panics: the whole process ends.
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    let status = d.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "still running:\n{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("adminalert: ERROR: panicked at")
+            && d.log_text()
+                .contains("stopping so the service is restarted"),
+        "{}",
+        d.log_text()
+    );
+    // Nobody on the queue: the kernel answers as if portsentry were not there.
+    assert_eq!(client.tcp_connect(TARGET4, 112), "refused");
+}
+
+#[test]
+fn a_stalled_block_writer_stops_the_watchdog() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let (d, notify) = with_fault(&lab, &target, "stall-responder");
+    // Healthy: the watchdog is fed every second.
+    let before = messages(&notify, Duration::from_secs(3));
+    assert!(
+        before.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{before:?}"
+    );
+    // The first block stalls the block writer.
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(
+        d.wait_log("the block writer thread stops here"),
+        "{}",
+        d.log_text()
+    );
+    // Within the stall limit (10 s here) the feeding stops and stays stopped.
+    assert!(
+        d.wait_log_for(
+            "the block writer has made no progress",
+            Duration::from_secs(15)
+        ),
+        "{}",
+        d.log_text()
+    );
+    drain(&notify);
+    let after = messages(&notify, Duration::from_secs(3));
+    assert!(!after.iter().any(|m| m == "WATCHDOG=1"), "{after:?}");
+}
+
+#[test]
+fn a_stalled_packet_thread_stops_the_watchdog() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let (d, notify) = with_fault(&lab, &target, "stall-queue");
+    assert!(messages(&notify, Duration::from_secs(3))
+        .iter()
+        .any(|m| m == "WATCHDOG=1"));
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(
+        d.wait_log_for(
+            "the packet thread has made no progress",
+            Duration::from_secs(15)
+        ),
+        "{}",
+        d.log_text()
+    );
+    drain(&notify);
+    let after = messages(&notify, Duration::from_secs(3));
+    assert!(!after.iter().any(|m| m == "WATCHDOG=1"), "{after:?}");
+}
