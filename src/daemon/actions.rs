@@ -186,10 +186,7 @@ fn append_once(path: &PathBuf, line: &str) -> Result<(), String> {
     if existing.lines().any(|l| l.trim() == line) {
         return Ok(());
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let mut f = crate::system::files::open_for_writing(path, false, 0o644)
         .map_err(|e| format!("{shown}: {e}"))?;
     writeln!(f, "{line}").map_err(|e| format!("{shown}: {e}"))
 }

@@ -135,6 +135,7 @@ pub fn run(
         Some(&cfg.blocked),
         cfg.alerts_per_second,
     );
+    let reopen_logs = reporter.reopen_flag();
     spawn("reporter", move || reporter.run(report_rx))?;
     let responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
     {
@@ -199,6 +200,7 @@ pub fn run(
         info,
         stats,
         liveness: upkeep::Liveness::new(queue_wakes),
+        reopen_logs,
     };
     running.serve(signals, watch, logging);
     Ok(())

@@ -8,14 +8,15 @@ use crate::core::probe::Probe;
 use crate::core::ratelimit::RateLimit;
 use crate::core::repeats::{Repeats, Summary};
 use crate::output::alert::{self, LocalTime};
+use crate::system::files;
 use crate::system::host;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -112,10 +113,79 @@ const MAX_BATCH: usize = 4096;
 /// How often an idle reporter writes the summaries that are due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// A file of 1.2 lines (history, blocked) that follows logrotate: when the path no longer
+/// names the file open (moved away, removed), or on request (SIGHUP), it is reopened.
+struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// The last failure to open, logged once until it changes.
+    failed: Option<String>,
+}
+
+impl LogFile {
+    fn open(path: &Path, truncate: bool) -> LogFile {
+        let mut f = LogFile {
+            path: path.to_path_buf(),
+            file: None,
+            failed: None,
+        };
+        f.reopen(truncate);
+        f
+    }
+
+    fn reopen(&mut self, truncate: bool) {
+        self.file = match files::open_for_writing(&self.path, truncate, LOG_MODE) {
+            Ok(f) => {
+                self.failed = None;
+                Some(f)
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.failed.as_ref() != Some(&e) {
+                    tracing::error!(
+                        "adminalert: ERROR: cannot open {}: {e}; continuing without it (tried again every second)",
+                        self.path.display()
+                    );
+                    self.failed = Some(e);
+                }
+                None
+            }
+        };
+    }
+
+    /// Reopens the file if it was rotated away (or `now` is asked for).
+    fn follow(&mut self, now: bool) {
+        let rotated = match &self.file {
+            Some(f) => !files::same_file(f, &self.path),
+            None => true,
+        };
+        if now || rotated {
+            self.reopen(false);
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.write_all(bytes) {
+                tracing::error!(
+                    "adminalert: ERROR: cannot write {}: {e}",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+/// History and blocked files: root's, readable by the group (fail2ban, logcheck).
+const LOG_MODE: u32 = 0o640;
+
 pub struct Reporter {
     settings: Arc<RwLock<Settings>>,
-    history: Option<File>,
-    blocked: Option<File>,
+    history: Option<LogFile>,
+    blocked: Option<LogFile>,
+    /// Set by a reload (SIGHUP): reopen the files now.
+    reopen: Arc<AtomicBool>,
+    last_follow: Option<Instant>,
     limit: RateLimit,
     last_summary: Option<Instant>,
     repeats: Repeats,
@@ -131,9 +201,11 @@ impl Reporter {
     ) -> Self {
         Reporter {
             settings,
-            history: history.and_then(|p| open_log(p, false)),
+            history: history.map(|p| LogFile::open(p, false)),
             // BLOCKED_FILE lists this session's blocks only: start it empty.
-            blocked: blocked.and_then(|p| open_log(p, true)),
+            blocked: blocked.map(|p| LogFile::open(p, true)),
+            reopen: Arc::new(AtomicBool::new(false)),
+            last_follow: None,
             limit: RateLimit::new(lines_per_second),
             last_summary: None,
             repeats: Repeats::default(),
@@ -141,18 +213,43 @@ impl Reporter {
         }
     }
 
+    /// What a reload sets to have the files reopened.
+    pub fn reopen_flag(&self) -> Arc<AtomicBool> {
+        self.reopen.clone()
+    }
+
     /// Reports whatever is waiting, in rounds; idle, writes the summaries that are due.
+    /// Once a second, follows the files if they were rotated.
     pub fn run(mut self, reports: ReportReceiver) {
         let mut batch = Vec::with_capacity(256);
         loop {
             match reports.recv_batch(IDLE_TICK, MAX_BATCH, &mut batch) {
                 Ok(()) => {
+                    self.follow(Instant::now());
                     self.handle(&batch, Instant::now());
                     batch.clear();
                 }
-                Err(RecvTimeoutError::Timeout) => self.summarise(Instant::now()),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.follow(Instant::now());
+                    self.summarise(Instant::now());
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+        }
+    }
+
+    fn follow(&mut self, now: Instant) {
+        let asked = self.reopen.swap(false, Relaxed);
+        if !asked
+            && self
+                .last_follow
+                .is_some_and(|t| now.saturating_duration_since(t) < IDLE_TICK)
+        {
+            return;
+        }
+        self.last_follow = Some(now);
+        for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
+            f.follow(asked);
         }
     }
 
@@ -248,10 +345,10 @@ impl Reporter {
             }
         }
         if !history.is_empty() {
+            // One stat per batch: a line is never written to a file logrotate moved away.
             for f in [&mut self.history, &mut self.blocked].into_iter().flatten() {
-                if let Err(e) = f.write_all(history.as_bytes()) {
-                    tracing::error!("adminalert: ERROR: cannot write history: {e}");
-                }
+                f.follow(false);
+                f.write(history.as_bytes());
             }
         }
         self.summarise(now);
@@ -324,26 +421,6 @@ fn blocked_line(addr: IpAddr, key: IpNet, timeout: Option<Duration>, count: u32)
         String::new()
     };
     format!("attackalert: Host {addr} has been blocked via nftables set: \"inet portsentry {set}\"{net} timeout: {t}{again}")
-}
-
-fn open_log(path: &Path, truncate: bool) -> Option<File> {
-    let mut o = OpenOptions::new();
-    o.create(true);
-    if truncate {
-        o.write(true).truncate(true);
-    } else {
-        o.append(true);
-    }
-    match o.open(path) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(
-                "adminalert: ERROR: cannot open {}: {e}; continuing without it",
-                path.display()
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! ruleset reloads. The kernel sets are the enforcement; this is what puts them back.
 
 pub use crate::core::policy::Record;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,23 +75,12 @@ impl StateFile {
     /// Writes a snapshot taken earlier, so the caller need not hold the state's lock while
     /// the file is written.
     pub fn save_records(&self, records: &[Record]) -> Result<(), StateError> {
-        let err = |source| StateError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(records_json(records).as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        // Make the rename itself durable.
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        crate::system::files::replace(&self.path, records_json(records).as_bytes(), 0o600).map_err(
+            |source| StateError::Io {
+                path: self.path.display().to_string(),
+                source,
+            },
+        )
     }
 }
 
@@ -124,7 +112,8 @@ mod tests {
         ];
         f.save_records(&records).unwrap();
         assert_eq!(f.load().unwrap(), records);
-        assert!(!dir.join("blocks.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "a temporary file was left: {left:?}");
         std::fs::write(f.path(), "[{\"addr\": \"192.0.2.2\", \"sin").unwrap();
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
         assert!(dir.join("blocks.json.corrupt").exists());

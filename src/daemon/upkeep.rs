@@ -66,6 +66,8 @@ pub struct Running<F: Firewall> {
     pub info: Arc<RwLock<StatusInfo>>,
     pub stats: Arc<Stats>,
     pub liveness: Liveness,
+    /// Tells the reporter to reopen the history and blocked files (SIGHUP, logrotate).
+    pub reopen_logs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether the packet thread and the block writer are making progress: the watchdog is
@@ -237,6 +239,8 @@ impl<F: Firewall> Running<F> {
             source: self.cfg.source.clone(),
             ..new
         };
+        self.reopen_logs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!("adminalert: configuration reloaded");
     }
 
@@ -612,6 +616,7 @@ mod tests {
             info: Arc::new(RwLock::new(StatusInfo::default())),
             stats: Arc::new(Stats::default()),
             liveness: Liveness::new(true),
+            reopen_logs: Default::default(),
             fw,
             cfg,
         };

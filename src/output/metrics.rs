@@ -3,7 +3,6 @@
 
 use crate::core::stats::{Stats, KINDS};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 /// Gauges and counters that do not live in `Stats`.
@@ -65,13 +64,10 @@ pub fn render(s: &Stats, extra: Extra) -> String {
     out
 }
 
-/// Writes the file atomically, as the textfile collector expects (it may read at any time).
+/// Writes the file atomically, as the textfile collector expects (it may read at any time),
+/// readable by all: node_exporter runs as its own user.
 pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("prom.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::system::files::replace(path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Files a root daemon takes orders from: changeable by root alone.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -63,4 +65,135 @@ pub fn trusted(path: &Path) -> Result<(), FileError> {
         }
     }
     Ok(())
+}
+
+/// Opens `path` to append (`truncate`: to write from empty), creating it with `mode`. The
+/// last component is never followed if it is a symlink (one planted by someone who can
+/// write to the directory would send root's writes elsewhere), and anything but a regular
+/// file is refused (a FIFO would block the writer).
+pub fn open_for_writing(path: &Path, truncate: bool, mode: u32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.create(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    if truncate {
+        o.write(true);
+    } else {
+        o.append(true);
+    }
+    let f = o.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::other(format!("{e} (a symlink: refused)"))
+        } else {
+            e
+        }
+    })?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file: refused"));
+    }
+    if truncate {
+        f.set_len(0)?;
+    }
+    Ok(f)
+}
+
+/// Replaces `path` with `bytes` atomically (a reader sees the old file or the new one,
+/// whole) and durably, with `mode`: a temporary file of a random name in the same
+/// directory (created exclusively, so nothing planted is followed), then a rename, which
+/// replaces a symlink itself rather than what it points to.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".portsentry-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Whether `file` is still what `path` names (logrotate moved it away, or removed it).
+pub fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "ps-files-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn writes_never_follow_a_planted_symlink() {
+        let d = dir();
+        let victim = d.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = d.join("history");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = open_for_writing(&link, false, 0o600).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(open_for_writing(&link, true, 0o600).is_err());
+        // Replacing swaps the link itself; the victim is untouched.
+        replace(&link, b"new\n", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new\n");
+        let mode = std::fs::metadata(&link).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o644
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let d = dir();
+        let fifo = d.join("history");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_for_writing(&fifo, false, 0o600).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_rotated_file_is_noticed() {
+        let d = dir();
+        let path = d.join("history");
+        let mut f = open_for_writing(&path, false, 0o600).unwrap();
+        f.write_all(b"one\n").unwrap();
+        assert!(same_file(&f, &path));
+        std::fs::rename(&path, d.join("history.1")).unwrap();
+        assert!(!same_file(&f, &path));
+        let mut s = String::new();
+        File::open(d.join("history.1"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "one\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

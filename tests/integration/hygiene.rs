@@ -121,3 +121,82 @@ fn a_stalled_packet_thread_stops_the_watchdog() {
     let after = messages(&notify, Duration::from_secs(3));
     assert!(!after.iter().any(|m| m == "WATCHDOG=1"), "{after:?}");
 }
+
+/// logrotate moves the history away: the next block lands in the new file, where
+/// fail2ban's stock filter finds it.
+#[test]
+fn after_logrotate_the_next_block_lands_in_the_new_history() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let first = lab.host("first", 2);
+    let second = lab.host("second", 3);
+    let d = Daemon::start(&lab, &target, "");
+    let history = lab.dir.join("portsentry.history");
+    assert_eq!(first.tcp_connect(TARGET4, 111), "timeout");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&history).is_ok_and(|t| t.contains("192.0.2.2/192.0.2.2"))
+    }));
+    // The shipped logrotate configuration, pointed at the lab's history.
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/portsentry.logrotate"
+    ))
+    .unwrap();
+    let conf = lab.write(
+        "logrotate.conf",
+        &shipped.replace(
+            "/var/lib/portsentry/portsentry.history",
+            history.to_str().unwrap(),
+        ),
+    );
+    let state = lab.dir.join("logrotate.state");
+    ok(&[
+        "logrotate",
+        "-f",
+        "-s",
+        state.to_str().unwrap(),
+        conf.to_str().unwrap(),
+    ]);
+    let rotated = lab.dir.join("portsentry.history.1");
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("192.0.2.2/192.0.2.2"));
+    assert_eq!(second.tcp_connect(TARGET4, 111), "timeout");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&history)
+            .is_ok_and(|t| t.contains("192.0.2.3/192.0.2.3"))),
+        "{}",
+        d.log_text()
+    );
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("192.0.2.3"));
+    let out = run(&[
+        "fail2ban-regex",
+        history.to_str().unwrap(),
+        "/etc/fail2ban/filter.d/portsentry.conf",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("1 matched, 0 missed"), "{report}");
+}
+
+/// A history file swapped for a symlink by someone who can write to its directory: root
+/// never writes through it.
+#[test]
+fn the_history_is_never_written_through_a_planted_symlink() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let victim = lab.write("victim", "precious\n");
+    std::os::unix::fs::symlink(&victim, lab.dir.join("portsentry.history")).unwrap();
+    let d = Daemon::start(&lab, &target, "");
+    assert!(
+        d.log_text().contains("symlink: refused"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(target.becomes_blocked("192.0.2.2"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
