@@ -6,6 +6,7 @@
 //! Nothing imports the daemon.
 
 pub mod actions;
+pub mod names;
 pub mod reporter;
 pub mod responder;
 pub mod state;
@@ -66,6 +67,7 @@ pub fn run(
         tracing::error!("adminalert: ERROR: cannot read the host's addresses and routes: {e}");
         Infrastructure::default()
     });
+    warn_resolvers_outside(&cfg, &infra);
     let ignore_nets = ignore_entries(ignore_file, &[]);
     let protected = protected(&cfg, &ignore_nets, &infra);
 
@@ -212,4 +214,23 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonErro
         .spawn(f)
         .map(|_| ())
         .map_err(|e| DaemonError::Setup(format!("thread {name}: {e}")))
+}
+
+/// Under the shipped unit the daemon may send IP traffic to this host only: with
+/// resolve_host and a resolver elsewhere, every lookup would fail. Say what to add.
+fn warn_resolvers_outside(cfg: &Config, infra: &Infrastructure) {
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let outside: Vec<String> = infra
+        .resolvers
+        .iter()
+        .filter(|r| !r.is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if cfg.resolve_host && under_systemd && !outside.is_empty() {
+        tracing::warn!(
+            "adminalert: resolve_host: the unit allows IP traffic to this host only; for lookups through {} add a drop-in with IPAddressAllow={} (see portsentry(8))",
+            outside.join(", "),
+            outside.join(" ")
+        );
+    }
 }

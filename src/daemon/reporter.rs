@@ -3,13 +3,13 @@
 //! resolve_host is on. A thread of its own: a name lookup takes as long as the scanner's
 //! DNS makes it, and a log can stall; neither may delay a block.
 
+use super::names::{Names, LOOKUP_WAIT};
 use crate::config::settings::Settings;
 use crate::core::probe::Probe;
 use crate::core::ratelimit::RateLimit;
 use crate::core::repeats::{Repeats, Summary};
 use crate::output::alert::{self, LocalTime};
 use crate::system::files;
-use crate::system::host;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fs::File;
@@ -181,6 +181,7 @@ const LOG_MODE: u32 = 0o640;
 
 pub struct Reporter {
     settings: Arc<RwLock<Settings>>,
+    names: Names,
     history: Option<LogFile>,
     blocked: Option<LogFile>,
     /// Set by a reload (SIGHUP): reopen the files now.
@@ -201,6 +202,7 @@ impl Reporter {
     ) -> Self {
         Reporter {
             settings,
+            names: Names::system(),
             history: history.map(|p| LogFile::open(p, false)),
             // BLOCKED_FILE lists this session's blocks only: start it empty.
             blocked: blocked.map(|p| LogFile::open(p, true)),
@@ -260,8 +262,34 @@ impl Reporter {
             .clone()
     }
 
+    /// Looks names up with `names` instead of the system's resolver.
+    pub fn with_names(mut self, names: Names) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The names of this batch's sources known within LOOKUP_WAIT: the lines are never
+    /// held longer than that for a name, nor dropped for one.
+    fn names_for(&self, batch: &[Report], settings: &Settings) -> HashMap<IpAddr, String> {
+        if !settings.resolve_host {
+            return HashMap::new();
+        }
+        let mut addrs: Vec<IpAddr> = batch
+            .iter()
+            .map(|r| match r {
+                Report::Act { probe, .. } => probe.src,
+                Report::Repeats { addr, .. } => *addr,
+            })
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        self.names.resolve(&addrs, Instant::now() + LOOKUP_WAIT)
+    }
+
     pub fn handle(&mut self, batch: &[Report], now: Instant) {
         let settings = self.settings();
+        let names = self.names_for(batch, &settings);
+        let host_of = |addr: IpAddr| alert::host_field(addr, names.get(&addr).map(String::as_str));
         let mut history = String::new();
         let mut local_time: Option<(u64, LocalTime)> = None;
         let mut repeats: HashMap<IpAddr, (u32, bool)> = HashMap::new();
@@ -274,12 +302,7 @@ impl Reporter {
                     continue;
                 }
             };
-            // Looked up only for a line that is written (the rate limit may drop it).
-            let mut name = None;
-            let mut host = || {
-                name.get_or_insert_with(|| host_field(p.src, &settings))
-                    .clone()
-            };
+            let host = || host_of(p.src);
             self.line(now, || alert::attack_line(p, &host()));
             if p.ip_options {
                 self.line(now, || alert::ip_options_line(p, &host()));
@@ -336,7 +359,7 @@ impl Reporter {
         // Repeats: 1.2's line for a source's first, then only counts (see repeats.rs).
         for (addr, (n, blocked)) in repeats {
             if self.repeats.record(addr, u64::from(n), now) {
-                let host = host_field(addr, &settings);
+                let host = host_of(addr);
                 if blocked {
                     self.line(now, || alert::already_blocked_line(&host));
                 } else {
@@ -371,15 +394,17 @@ impl Reporter {
         self.last_summary = Some(now);
         let mut due = std::mem::take(&mut self.summaries);
         self.repeats.due(now, &mut due);
-        let settings = if due.is_empty() {
-            None
-        } else {
-            Some(self.settings())
-        };
+        let resolve = !due.is_empty() && self.settings().resolve_host;
         for s in due.drain(..) {
             let line = match s {
                 Summary::Host { addr, count, secs } => {
-                    let host = host_field(addr, settings.as_ref().expect("read above"));
+                    // Cached names only: a summary never waits for DNS.
+                    let names = if resolve {
+                        self.names.resolve(&[addr], now)
+                    } else {
+                        HashMap::new()
+                    };
+                    let host = alert::host_field(addr, names.get(&addr).map(String::as_str));
                     alert::repeats_line(&host, count, secs)
                 }
                 Summary::Others { count } => alert::other_repeats_line(count),
@@ -392,15 +417,6 @@ impl Reporter {
             tracing::warn!("attackalert: {n} alert lines suppressed by the rate limit; the history file has every block");
         }
     }
-}
-
-fn host_field(addr: IpAddr, settings: &Settings) -> String {
-    let name = if settings.resolve_host {
-        host::reverse_name(addr)
-    } else {
-        None
-    };
-    alert::host_field(addr, name.as_deref())
 }
 
 fn blocked_line(addr: IpAddr, key: IpNet, timeout: Option<Duration>, count: u32) -> String {

@@ -200,3 +200,74 @@ fn the_history_is_never_written_through_a_planted_symlink() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }
+
+/// resolve_host with the scanners' DNS swallowing every query: every history line is
+/// written, promptly, with the address where the name did not come in time.
+#[test]
+fn slow_reverse_dns_never_drops_or_holds_a_history_line() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 66);
+    let dns = lab.host("dns", 53);
+    accept_spoofed(&target);
+    let swallow = dns.spawn(&["socat", "-u", "UDP4-RECV:53", "OPEN:/dev/null"]);
+    lab.keep(swallow);
+    lab.etc_file(
+        &target,
+        "resolv.conf",
+        "nameserver 192.0.2.53\noptions timeout:5 attempts:2\n",
+    );
+    let d = Daemon::start(&lab, &target, "[log]\nresolve_host = true\n");
+    spoofed_syns(&attacker, 300, 5);
+    let history = lab.dir.join("portsentry.history");
+    let lines = || {
+        std::fs::read_to_string(&history)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || lines() == 300),
+        "{} of 300 history lines:\n{}",
+        lines(),
+        d.log_text()
+    );
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        text.contains("Host: 198.18.0.1/198.18.0.1 Port: 111"),
+        "{text}"
+    );
+    let (ok, status) = d.cli(&target, &["status"]);
+    assert!(ok && counter(&status, "reports dropped") == 0, "{status}");
+}
+
+/// A name with characters no hostname has (the scanner controls its PTR record) is never
+/// written: the address stands in for it. A real name is.
+#[test]
+fn a_hostile_reverse_name_never_reaches_the_logs() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let evil = lab.host("evil", 2);
+    let good = lab.host("good", 3);
+    lab.etc_file(
+        &target,
+        "hosts",
+        "127.0.0.1 localhost\n192.0.2.2 ev;il|$(reboot)\n192.0.2.3 good.example\n",
+    );
+    let d = Daemon::start(&lab, &target, "[log]\nresolve_host = true\n");
+    assert_eq!(evil.tcp_connect(TARGET4, 111), "timeout");
+    assert_eq!(good.tcp_connect(TARGET4, 111), "timeout");
+    let history = lab.dir.join("portsentry.history");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&history).is_ok_and(|t| t.lines().count() == 2)
+    }));
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        text.contains("Host: 192.0.2.2/192.0.2.2 Port: 111"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Host: good.example/192.0.2.3 Port: 111"),
+        "{text}"
+    );
+    assert!(!d.log_text().contains("ev;il"), "{}", d.log_text());
+}
