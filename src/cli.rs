@@ -34,7 +34,13 @@ pub enum Command {
     /// Check a configuration file and print the settings it gives; exit 78 on error.
     CheckConfig(ConfigArg),
     /// List blocked addresses with the time they have left and why.
-    List(ConfigArg),
+    List {
+        /// One JSON array, for scripts (fields: see portsentry(8)).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Block an address now.
     Block {
         /// IPv4 or IPv6 address.
@@ -52,7 +58,13 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Show modes, steering and counters of the running daemon.
-    Status(ConfigArg),
+    Status {
+        /// One JSON object, for scripts (fields: see portsentry(8)).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

@@ -63,8 +63,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::List(c) => control(&c, "list".into()),
-        Command::Status(c) => control(&c, "status".into()),
+        Command::List { json, config } => {
+            control(&config, if json { "list json" } else { "list" }.into())
+        }
+        Command::Status { json, config } => {
+            control(&config, if json { "status json" } else { "status" }.into())
+        }
         Command::Unblock { addr, config } => control(&config, format!("unblock {addr}")),
         Command::Block {
             addr,

@@ -12,8 +12,13 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    List,
-    Status,
+    /// `json`: one JSON array for scripts instead of the table.
+    List {
+        json: bool,
+    },
+    Status {
+        json: bool,
+    },
     /// `timeout`: `None` = the configured one; `Some(None)` = permanent.
     Block {
         addr: IpAddr,
@@ -34,8 +39,18 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             .map_err(|_| format!("{verb}: '{a}' is not an IP address"))
     };
     let req = match verb {
-        "list" => Request::List,
-        "status" => Request::Status,
+        "list" | "status" => {
+            let json = match w.next() {
+                None => false,
+                Some("json") => true,
+                Some(other) => return Err(format!("{verb}: unexpected '{other}'")),
+            };
+            if verb == "list" {
+                Request::List { json }
+            } else {
+                Request::Status { json }
+            }
+        }
         "unblock" => Request::Unblock {
             addr: addr(&mut w)?,
         },
@@ -93,7 +108,13 @@ mod tests {
 
     #[test]
     fn requests_parse() {
-        assert_eq!(parse_request("list"), Ok(Request::List));
+        assert_eq!(parse_request("list"), Ok(Request::List { json: false }));
+        assert_eq!(parse_request("list json"), Ok(Request::List { json: true }));
+        assert_eq!(
+            parse_request("status json"),
+            Ok(Request::Status { json: true })
+        );
+        assert!(parse_request("status yaml").is_err());
         assert_eq!(
             parse_request("block 192.0.2.9 60"),
             Ok(Request::Block {

@@ -91,10 +91,83 @@ impl<F: Firewall + 'static> Server<F> {
             return;
         };
         let reply = match parse_request(line.trim()) {
+            // Streamed: a million blocks are not held in memory as one reply.
+            Ok(Request::List { json }) => {
+                let mut out = std::io::BufWriter::new(&conn);
+                if let Err(e) = self.list(json, &mut out) {
+                    let _ = writeln!(out, "error: {e}");
+                }
+                return;
+            }
             Ok(req) => self.handle(req).unwrap_or_else(|e| format!("error: {e}\n")),
             Err(e) => format!("error: {e}\n"),
         };
         let _ = conn.write_all(reply.as_bytes());
+    }
+
+    /// Writes `ok` and the blocks the kernel holds, with what portsentry knows of each.
+    /// The records are looked up a chunk at a time: the block writer needs their lock.
+    fn list(&self, json: bool, out: &mut impl Write) -> Result<(), String> {
+        let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
+        let io = |e: std::io::Error| e.to_string();
+        out.write_all(b"ok\n").map_err(io)?;
+        if json {
+            out.write_all(b"[").map_err(io)?;
+        } else {
+            writeln!(
+                out,
+                "{:<40} {:>12} {:>6}  REASON",
+                "ADDRESS", "REMAINING", "BLOCKS"
+            )
+            .map_err(io)?;
+        }
+        let mut first = true;
+        for chunk in kernel.chunks(LIST_CHUNK) {
+            let rows: Vec<ListRow> = {
+                let book = self.book();
+                chunk
+                    .iter()
+                    .map(|l| {
+                        let rec = book.get(l.net);
+                        ListRow {
+                            address: net_text(l.net),
+                            remaining_seconds: l.left.map(|d| d.as_secs()),
+                            blocks: rec.map_or(1, |r| r.count),
+                            origin: rec.map_or("outside", |r| match r.origin {
+                                Origin::Scan => "scan",
+                                Origin::Admin => "admin",
+                            }),
+                            reason: rec
+                                .map_or("added outside portsentry".into(), |r| r.reason.clone()),
+                        }
+                    })
+                    .collect()
+            };
+            for r in rows {
+                if json {
+                    if !first {
+                        out.write_all(b",").map_err(io)?;
+                    }
+                    out.write_all(b"\n").map_err(io)?;
+                    serde_json::to_writer(&mut *out, &r).map_err(|e| e.to_string())?;
+                } else {
+                    let left = r
+                        .remaining_seconds
+                        .map_or("permanent".to_string(), fmt_secs);
+                    writeln!(
+                        out,
+                        "{:<40} {:>12} {:>6}  {}",
+                        r.address, left, r.blocks, r.reason
+                    )
+                    .map_err(io)?;
+                }
+                first = false;
+            }
+        }
+        if json {
+            out.write_all(b"\n]\n").map_err(io)?;
+        }
+        out.flush().map_err(io)
     }
 
     fn fw(&self) -> std::sync::MutexGuard<'_, F> {
@@ -108,31 +181,10 @@ impl<F: Firewall + 'static> Server<F> {
     pub fn handle(&self, req: Request) -> Result<String, String> {
         let now = epoch_now();
         match req {
-            Request::List => {
-                let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
-                let book = self.book();
-                let mut out = String::from("ok\n");
-                let _ = writeln!(
-                    out,
-                    "{:<40} {:>12} {:>6}  REASON",
-                    "ADDRESS", "REMAINING", "BLOCKS"
-                );
-                for l in kernel {
-                    let rec = book.get(l.net);
-                    let left = l
-                        .left
-                        .map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
-                    let why = rec.map_or("added outside portsentry", |r| r.reason.as_str());
-                    let _ = writeln!(
-                        out,
-                        "{:<40} {:>12} {:>6}  {}",
-                        net_text(l.net),
-                        left,
-                        rec.map_or(1, |r| r.count),
-                        why
-                    );
-                }
-                Ok(out)
+            Request::List { json } => {
+                let mut out = Vec::new();
+                self.list(json, &mut out)?;
+                Ok(String::from_utf8_lossy(&out).into_owned())
             }
             Request::Block { addr, timeout } => {
                 let prefix = self
@@ -242,7 +294,7 @@ impl<F: Firewall + 'static> Server<F> {
                     }
                 ))
             }
-            Request::Status => {
+            Request::Status { json } => {
                 let info = self.info.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let (blocked, pending) = {
                     let mut book = self.book();
@@ -251,14 +303,7 @@ impl<F: Firewall + 'static> Server<F> {
                 };
                 let s = &self.stats;
                 let (waiting, qdrop, udrop) = queue_counters(info.queue).unwrap_or((0, 0, 0));
-                let mut out = String::from("ok\n");
-                let _ = writeln!(out, "portsentry {}", info.version);
-                let _ = writeln!(out, "queue:            {} ({})", info.queue, info.steering);
-                let _ = writeln!(out, "tcp:              {}", info.tcp);
-                let _ = writeln!(out, "udp:              {}", info.udp);
-                let _ = writeln!(out, "blocked now:      {blocked}");
-                let _ = writeln!(out, "blocks to retry:  {pending}");
-                for (name, v) in [
+                let counters = [
                     ("packets", Stats::get(&s.packets)),
                     ("acted", Stats::get(&s.acted)),
                     ("repeats", Stats::get(&s.repeats)),
@@ -274,7 +319,31 @@ impl<F: Firewall + 'static> Server<F> {
                     ("queue waiting", waiting),
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),
-                ] {
+                ];
+                if json {
+                    let status = serde_json::json!({
+                        "version": info.version,
+                        "queue": info.queue,
+                        "steering": info.steering,
+                        "tcp": info.tcp,
+                        "udp": info.udp,
+                        "blocked": blocked,
+                        "blocks_to_retry": pending,
+                        "counters": counters
+                            .iter()
+                            .map(|(k, v)| (k.replace(' ', "_"), serde_json::json!(v)))
+                            .collect::<serde_json::Map<_, _>>(),
+                    });
+                    return Ok(format!("ok\n{status:#}\n"));
+                }
+                let mut out = String::from("ok\n");
+                let _ = writeln!(out, "portsentry {}", info.version);
+                let _ = writeln!(out, "queue:            {} ({})", info.queue, info.steering);
+                let _ = writeln!(out, "tcp:              {}", info.tcp);
+                let _ = writeln!(out, "udp:              {}", info.udp);
+                let _ = writeln!(out, "blocked now:      {blocked}");
+                let _ = writeln!(out, "blocks to retry:  {pending}");
+                for (name, v) in counters {
                     let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
                 }
                 Ok(out)
@@ -282,6 +351,21 @@ impl<F: Firewall + 'static> Server<F> {
         }
     }
 }
+
+/// One line of `list`; with `--json`, these field names are an interface for scripts.
+#[derive(serde::Serialize)]
+struct ListRow {
+    address: String,
+    /// `null`: permanent.
+    remaining_seconds: Option<u64>,
+    blocks: u32,
+    /// "scan", "admin", or "outside" (added to the set by someone else).
+    origin: &'static str,
+    reason: String,
+}
+
+/// Records looked up per hold of the policy's lock while listing.
+const LIST_CHUNK: usize = 1024;
 
 /// The request line (at most 4096 bytes), read by `deadline` in all: a read timeout alone
 /// is renewed by every byte a slow client trickles.
@@ -466,7 +550,31 @@ mod tests {
             .unwrap();
         assert!(out.contains("not in portsentry's records"), "{out}");
         assert_eq!(held(&fw), ["198.51.100.7", "2001:db8::9"]);
-        let list = s.handle(Request::List).unwrap();
+        let list = s.handle(Request::List { json: false }).unwrap();
         assert_eq!(list.matches("198.51.100.7 ").count(), 1, "{list}");
+        // For scripts: one JSON array, stable field names.
+        let json = s.handle(Request::List { json: true }).unwrap();
+        let rows: serde_json::Value =
+            serde_json::from_str(json.strip_prefix("ok\n").unwrap()).unwrap();
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == "198.51.100.7")
+            .unwrap();
+        assert_eq!(row["origin"], "admin");
+        assert_eq!(row["blocks"], 1);
+        assert!(
+            row["remaining_seconds"].as_u64().is_some_and(|s| s > 3500),
+            "{row}"
+        );
+        let status = s.handle(Request::Status { json: true }).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(status.strip_prefix("ok\n").unwrap()).unwrap();
+        assert_eq!(status["blocked"], 2, "{status}");
+        assert!(
+            status["counters"]["blocks_written"].as_u64().is_some(),
+            "{status}"
+        );
     }
 }
