@@ -212,6 +212,8 @@ pub struct RawLog {
 pub struct RawMetrics {
     /// Prometheus textfile path; empty or absent = none.
     pub textfile: Option<PathBuf>,
+    /// Address of an HTTP /metrics endpoint; absent = none.
+    pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +385,8 @@ pub struct Config {
     pub alerts_per_second: u32,
     pub control_socket: PathBuf,
     pub metrics_textfile: Option<PathBuf>,
+    /// Where `/metrics` is served over HTTP, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The block state (`state_dir/blocks.json`).
     pub state_file: PathBuf,
 }
@@ -740,6 +744,19 @@ impl Validator<'_> {
             alerts_per_second: raw.log.alerts_per_second.unwrap_or(200),
             control_socket: raw.control.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             metrics_textfile: raw.metrics.textfile.filter(|p| !p.as_os_str().is_empty()),
+            metrics_listen: match raw.metrics.listen {
+                Some(l) if l.get_ref().trim().is_empty() => None,
+                Some(l) => Some(l.get_ref().trim().parse().map_err(|_| {
+                    (self.err)(
+                        l.span(),
+                        format!(
+                            "'{}' is not an address and port like \"127.0.0.1:9707\"",
+                            l.get_ref()
+                        ),
+                    )
+                })?),
+                None => None,
+            },
         })
     }
 

@@ -22,9 +22,12 @@ use crate::dataplane::{self, Handoff};
 use crate::firewall::nft::Nft;
 use crate::firewall::{Firewall, FirewallError};
 use crate::output::logging::Logging;
+use crate::output::metrics::{Extra, ExtraSource, Metrics};
+use crate::output::scrape;
 use crate::system::clock::epoch_now;
 use crate::system::host::{Infrastructure, Watch};
 use crate::system::notify::notify;
+use crate::system::proc::queue_counters;
 use reporter::{report_queue, Reporter};
 use responder::{run_actions, Responder, Shared};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -124,12 +127,31 @@ pub fn run(
         events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
         wake: wake_tx.clone(),
     });
+    let time_to_block = crate::output::metrics::time_to_block();
     let shared = Shared {
         settings: settings.clone(),
         blocks: blocks.clone(),
         stats: stats.clone(),
         control: control_tx.clone(),
+        time_to_block: time_to_block.clone(),
     };
+    let metrics = Arc::new(Metrics::new(
+        stats.clone(),
+        extra_source(blocks.clone(), cfg.queue_num),
+        time_to_block,
+    ));
+    if let Some(addr) = cfg.metrics_listen {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                let metrics = metrics.clone();
+                spawn("metrics", move || scrape::serve(listener, metrics))?;
+                tracing::info!("serving /metrics on http://{addr}");
+            }
+            Err(e) => tracing::error!(
+                "adminalert: ERROR: [metrics] listen {addr}: {e}; no /metrics endpoint"
+            ),
+        }
+    }
     let (report_tx, report_rx) = report_queue(REPORT_CAPACITY);
     let reporter = Reporter::new(
         settings.clone(),
@@ -202,6 +224,7 @@ pub fn run(
         info,
         stats,
         liveness: upkeep::Liveness::new(queue_wakes),
+        metrics,
         reopen_logs,
     };
     running.serve(signals, watch, logging);
@@ -233,4 +256,23 @@ fn warn_resolvers_outside(cfg: &Config, infra: &Infrastructure) {
             outside.join(" ")
         );
     }
+}
+
+/// What the metrics read at encode time beyond the counters: the blocks standing and
+/// waiting (a moment's lock), the kernel's queue counters.
+fn extra_source(blocks: Arc<Mutex<Blocks>>, queue: u16) -> ExtraSource {
+    Arc::new(move || {
+        let (blocked_now, blocks_pending) = {
+            let mut book = blocks.lock().unwrap_or_else(|e| e.into_inner());
+            book.prune(epoch_now());
+            (book.len() as u64, book.pending() as u64)
+        };
+        let (_, queue_dropped, user_dropped) = queue_counters(queue).unwrap_or_default();
+        Extra {
+            blocked_now,
+            blocks_pending,
+            queue_dropped,
+            user_dropped,
+        }
+    })
 }

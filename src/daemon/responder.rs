@@ -15,6 +15,7 @@ use crate::firewall::Firewall;
 use crate::output::alert;
 use crate::system::clock::epoch_now;
 use ipnet::IpNet;
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,6 +30,8 @@ pub struct Shared {
     pub blocks: Arc<Mutex<Blocks>>,
     pub stats: Arc<Stats>,
     pub control: Sender<Control>,
+    /// From a probe's arrival to its block in the set, in seconds.
+    pub time_to_block: Histogram,
 }
 
 pub struct Responder<F: Firewall> {
@@ -120,6 +123,7 @@ impl<F: Firewall> Responder<F> {
         let mut wants: Vec<Want> = Vec::new();
         let mut want_of: HashMap<IpNet, usize> = HashMap::new();
         let mut keys: Vec<Option<IpNet>> = vec![None; batch.len()];
+        let mut arrived: Vec<Instant> = Vec::new();
         for (e, k) in batch.iter().zip(&mut keys) {
             if !matches!(
                 e.decision,
@@ -133,6 +137,7 @@ impl<F: Firewall> Responder<F> {
             let key = block_key(e.probe.src, settings.ipv6_prefix, book.protected());
             *k = Some(key);
             want_of.entry(key).or_insert_with(|| {
+                arrived.push(e.at);
                 wants.push(Want {
                     key,
                     origin: Origin::Scan,
@@ -153,6 +158,14 @@ impl<F: Firewall> Responder<F> {
         let pending = book.pending();
         drop(book);
         let stats = self.shared.stats.clone();
+        let written = Instant::now();
+        for (at, d) in arrived.iter().zip(&done) {
+            if matches!(d, Done::Blocked { .. }) {
+                self.shared
+                    .time_to_block
+                    .observe(written.saturating_duration_since(*at).as_secs_f64());
+            }
+        }
 
         // A source that is not blocked must be seen again by detection.
         let mut refused = 0u64;
@@ -404,6 +417,7 @@ mod tests {
             ))),
             stats: Arc::new(Stats::default()),
             control,
+            time_to_block: crate::output::metrics::time_to_block(),
         };
         (shared, forgotten)
     }
@@ -465,6 +479,7 @@ mod tests {
                 action: Action::Block,
                 hits: 1,
             },
+            at: Instant::now(),
         }
     }
 

@@ -20,7 +20,6 @@ use crate::system::clock::epoch_now;
 use crate::system::host::{Infrastructure, Watch};
 use crate::system::listening::listening;
 use crate::system::notify::notify;
-use crate::system::proc::queue_counters;
 use ipnet::IpNet;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -66,6 +65,7 @@ pub struct Running<F: Firewall> {
     pub info: Arc<RwLock<StatusInfo>>,
     pub stats: Arc<Stats>,
     pub liveness: Liveness,
+    pub metrics: Arc<crate::output::metrics::Metrics>,
     /// Tells the reporter to reopen the history and blocked files (SIGHUP, logrotate).
     pub reopen_logs: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -167,7 +167,7 @@ impl<F: Firewall> Running<F> {
             }
             if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
                 last_metrics = Some(Instant::now());
-                self.write_metrics(&self.stats.clone());
+                self.write_metrics();
             }
             std::thread::sleep(TICK);
         }
@@ -358,26 +358,11 @@ impl<F: Firewall> Running<F> {
         self.save_every = (started.elapsed() * 10).max(SAVE_EVERY);
     }
 
-    fn write_metrics(&self, stats: &Stats) {
+    fn write_metrics(&self) {
         let Some(path) = &self.cfg.metrics_textfile else {
             return;
         };
-        let (_, queue_dropped, user_dropped) =
-            queue_counters(self.cfg.queue_num).unwrap_or_default();
-        let blocked_now = {
-            let mut book = self.book();
-            book.prune(epoch_now());
-            book.len() as u64
-        };
-        let text = crate::output::metrics::render(
-            stats,
-            crate::output::metrics::Extra {
-                blocked_now,
-                queue_dropped,
-                user_dropped,
-            },
-        );
-        if let Err(e) = crate::output::metrics::write(path, &text) {
+        if let Err(e) = crate::output::metrics::write(path, &self.metrics.render()) {
             tracing::warn!("metrics textfile {}: {e}", path.display());
         }
     }
@@ -616,6 +601,11 @@ mod tests {
             info: Arc::new(RwLock::new(StatusInfo::default())),
             stats: Arc::new(Stats::default()),
             liveness: Liveness::new(true),
+            metrics: Arc::new(crate::output::metrics::Metrics::new(
+                Arc::new(Stats::default()),
+                Arc::new(crate::output::metrics::Extra::default),
+                crate::output::metrics::time_to_block(),
+            )),
             reopen_logs: Default::default(),
             fw,
             cfg,

@@ -17,6 +17,8 @@ use std::sync::mpsc::SyncSender;
 pub struct Event {
     pub probe: Probe,
     pub decision: Decision,
+    /// When the packet was read: time to block is measured from here.
+    pub at: std::time::Instant,
 }
 
 /// Events waiting for the responder: a lock-free bounded queue, so the packet path makes

@@ -157,8 +157,14 @@ pub fn run(
         let verdict = match packet::parse(msg.get_payload()) {
             Ok(probe) => {
                 Stats::inc(&stats.probes[crate::core::stats::kind_index(probe.kind)]);
-                let decision = detector.observe(&probe, now());
-                if hand_off(Event { probe, decision }, &handoff.events, detector, stats) {
+                let at = now();
+                let decision = detector.observe(&probe, at);
+                let ev = Event {
+                    probe,
+                    decision,
+                    at,
+                };
+                if hand_off(ev, &handoff.events, detector, stats) {
                     unannounced += 1;
                     if unannounced >= WAKE_EVERY {
                         let _ = handoff.wake.try_send(());

@@ -6,5 +6,6 @@
 pub mod alert;
 pub mod logging;
 pub mod metrics;
+pub mod scrape;
 pub mod syslog;
 pub mod writer;

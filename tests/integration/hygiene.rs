@@ -271,3 +271,45 @@ fn a_hostile_reverse_name_never_reaches_the_logs() {
     );
     assert!(!d.log_text().contains("ev;il"), "{}", d.log_text());
 }
+
+/// The metrics a scrape reads: counters by protocol and scan kind, blocks, and how long
+/// blocking took.
+#[test]
+fn metrics_are_served_for_a_scrape() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let d = Daemon::start(&lab, &target, "[metrics]\nlisten = \"127.0.0.1:9707\"\n");
+    assert_eq!(scanner.tcp_connect(TARGET4, 111), "timeout");
+    assert!(target.becomes_blocked("192.0.2.2"));
+    let scrape = || {
+        target.ok(&[
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9707/metrics', timeout=5).read().decode())",
+        ])
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || scrape()
+            .contains("portsentry_blocks_total 1\n")),
+        "{}\n{}",
+        scrape(),
+        d.log_text()
+    );
+    let text = scrape();
+    for line in [
+        "portsentry_probes_total{proto=\"tcp\",type=\"syn\"} 1\n",
+        "portsentry_blocked 1\n",
+        "# TYPE portsentry_time_to_block_seconds histogram\n",
+        "portsentry_time_to_block_seconds_count 1\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+    // Nothing else is served.
+    let other = target.run(&[
+        "python3",
+        "-c",
+        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9707/', timeout=5)",
+    ]);
+    assert!(!other.status.success());
+}
