@@ -137,8 +137,9 @@ impl<F: Firewall + 'static> Server<F> {
                                 Origin::Scan => "scan",
                                 Origin::Admin => "admin",
                             }),
-                            reason: rec
-                                .map_or("added outside portsentry".into(), |r| r.reason.clone()),
+                            reason: rec.map_or("added outside portsentry".into(), |r| {
+                                r.reason.to_string()
+                            }),
                         }
                     })
                     .collect()

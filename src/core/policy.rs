@@ -16,6 +16,7 @@ use crate::core::probe::Probe;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest timeout accepted: a century ("100y", years of 365.25 days as humantime
@@ -64,7 +65,8 @@ pub struct Record {
     /// How many times this network has been blocked (repeat offenders get longer blocks).
     #[serde(default = "one")]
     pub count: u32,
-    pub reason: String,
+    /// Shared, so a snapshot of a million records is cheap to take under the lock.
+    pub reason: Arc<str>,
     #[serde(default)]
     pub origin: Origin,
 }
@@ -309,10 +311,16 @@ impl Blocks {
 
     /// Standing records, oldest first.
     pub fn active(&mut self, now: u64) -> Vec<Record> {
-        self.prune(now);
-        let mut v: Vec<Record> = self.records.values().cloned().collect();
+        let mut v = self.snapshot(now);
         v.sort_by_key(|r| (r.since, r.key));
         v
+    }
+
+    /// Standing records in no order: what to take under the lock (cheap clones), to sort
+    /// and write out after it is released.
+    pub fn snapshot(&mut self, now: u64) -> Vec<Record> {
+        self.prune(now);
+        self.records.values().cloned().collect()
     }
 
     pub fn take_dirty(&mut self) -> bool {
@@ -476,7 +484,7 @@ impl Blocks {
                             },
                             expires,
                             count: *count,
-                            reason: w.reason.clone(),
+                            reason: Arc::from(w.reason.as_str()),
                             origin: *origin,
                         });
                         Outcome::Blocked {

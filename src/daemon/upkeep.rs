@@ -343,14 +343,16 @@ impl<F: Firewall> Running<F> {
     /// responder needs it on the blocking path.
     fn save(&mut self) {
         let now = epoch_now();
-        let snapshot = {
+        // Only the clones under the lock (the block writer needs it); sorted after.
+        let mut snapshot = {
             let mut book = self.book();
             if !book.take_dirty() {
                 return;
             }
-            book.active(now)
+            book.snapshot(now)
         };
         let started = Instant::now();
+        snapshot.sort_by_key(|r| (r.since, r.key));
         if let Err(e) = self.state_file.save_records(&snapshot) {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
