@@ -218,7 +218,8 @@ impl<F: Firewall> Running<F> {
             ..new.table()
         };
         // A table damaged meanwhile (an nftables reload reaches us as a reload too) is
-        // rebuilt whole, never sealed as it is.
+        // healed first, and said so, never sealed as it is.
+        self.heal();
         let intact = matches!(self.fw.check(), Ok(Health::Intact));
         let result = if spec != self.spec || !intact {
             self.spec = spec;
