@@ -305,6 +305,16 @@ fn metrics_are_served_for_a_scrape() {
     ] {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
+    // Scripts read the same through the control socket, as JSON.
+    let (ok, out) = d.cli(&target, &["list", "--json"]);
+    assert!(ok, "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["address"], "192.0.2.2", "{rows}");
+    assert_eq!(rows[0]["origin"], "scan", "{rows}");
+    let (ok, out) = d.cli(&target, &["status", "--json"]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["blocked"], 1, "{status}");
     // Nothing else is served.
     let other = target.run(&[
         "python3",
