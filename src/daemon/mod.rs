@@ -84,11 +84,10 @@ pub fn run(
 
     // Bind before steering: with `bypass`, packets steered before we listen are accepted.
     let opts = cfg.queue();
-    let (mut q, queue_wakes) =
-        dataplane::queue::open(&opts).map_err(|error| DaemonError::Queue {
-            num: opts.num,
-            error,
-        })?;
+    let mut q = dataplane::queue::open(&opts).map_err(|error| DaemonError::Queue {
+        num: opts.num,
+        error,
+    })?;
     let mut fw = Nft::open()?;
     let spec = cfg.table();
     let built = fw.build(&spec)?;
@@ -223,7 +222,7 @@ pub fn run(
         heal_error: None,
         info,
         stats,
-        liveness: upkeep::Liveness::new(queue_wakes),
+        liveness: upkeep::Liveness::new(),
         metrics,
         reopen_logs,
     };

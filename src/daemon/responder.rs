@@ -187,7 +187,8 @@ impl<F: Firewall> Responder<F> {
             let p = &ev.probe;
             let Decision::Act { action, .. } = ev.decision else {
                 if ev.decision == Decision::Repeat {
-                    *repeats.entry(p.src).or_default() += 1;
+                    let r = repeats.entry(p.src).or_default();
+                    *r = r.saturating_add(ev.count);
                 }
                 continue;
             };
@@ -480,6 +481,7 @@ mod tests {
                 hits: 1,
             },
             at: Instant::now(),
+            count: 1,
         }
     }
 

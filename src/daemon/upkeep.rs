@@ -73,9 +73,6 @@ pub struct Running<F: Firewall> {
 /// Whether the packet thread and the block writer are making progress: the watchdog is
 /// fed only while both are. Each goes round at least once a second, busy or idle.
 pub struct Liveness {
-    /// The packet thread wakes when idle (its socket was found); else only its packets
-    /// show it is alive, and an idle queue proves nothing.
-    queue_wakes: bool,
     queue: (u64, Instant),
     responder: (u64, Instant),
     /// A stall already reported.
@@ -94,16 +91,16 @@ fn stall_limit() -> Duration {
     (Duration::from_micros(usec) / 3).clamp(Duration::from_secs(3), Duration::from_secs(10))
 }
 
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness::new()
+    }
+}
+
 impl Liveness {
-    pub fn new(queue_wakes: bool) -> Liveness {
-        if !queue_wakes {
-            tracing::warn!(
-                "the packet thread cannot be watched while the queue is idle (its socket was not found)"
-            );
-        }
+    pub fn new() -> Liveness {
         let now = Instant::now();
         Liveness {
-            queue_wakes,
             queue: (0, now),
             responder: (0, now),
             reported: false,
@@ -120,7 +117,7 @@ impl Liveness {
                 *seen = (value, now);
             }
         }
-        if self.queue_wakes && now.duration_since(self.queue.1) > self.stalled {
+        if now.duration_since(self.queue.1) > self.stalled {
             Some("packet thread")
         } else if now.duration_since(self.responder.1) > self.stalled {
             Some("block writer")
@@ -603,7 +600,7 @@ mod tests {
             heal_error: None,
             info: Arc::new(RwLock::new(StatusInfo::default())),
             stats: Arc::new(Stats::default()),
-            liveness: Liveness::new(true),
+            liveness: Liveness::new(),
             metrics: Arc::new(crate::output::metrics::Metrics::new(
                 Arc::new(Stats::default()),
                 Arc::new(crate::output::metrics::Extra::default),
@@ -649,7 +646,7 @@ mod tests {
     fn the_watchdog_is_fed_only_while_both_threads_go_round() {
         let stats = Stats::default();
         let t0 = Instant::now();
-        let mut l = Liveness::new(true);
+        let mut l = Liveness::new();
         let at = |s| t0 + Duration::from_secs(s);
         Stats::inc(&stats.queue_idle);
         Stats::inc(&stats.responder_rounds);
@@ -662,17 +659,11 @@ mod tests {
         }
         assert_eq!(l.check(&stats, at(21)), Some("block writer"));
         // The packet thread stops while the block writer goes on.
-        let mut l = Liveness::new(true);
+        let mut l = Liveness::new();
         Stats::inc(&stats.responder_rounds);
         l.check(&stats, at(30));
         Stats::inc(&stats.responder_rounds);
         assert_eq!(l.check(&stats, at(42)), Some("packet thread"));
-        // Unless its idle queue cannot wake it: then only the block writer is watched.
-        let mut l = Liveness::new(false);
-        Stats::inc(&stats.responder_rounds);
-        l.check(&stats, at(50));
-        Stats::inc(&stats.responder_rounds);
-        assert_eq!(l.check(&stats, at(62)), None);
     }
 
     #[test]

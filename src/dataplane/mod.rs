@@ -4,6 +4,7 @@
 //!
 //! May use: `core`.
 
+pub mod nfqueue;
 pub mod queue;
 
 use crate::core::detector::{Decision, DetectorConfig};
@@ -19,6 +20,9 @@ pub struct Event {
     pub decision: Decision,
     /// When the packet was read: time to block is measured from here.
     pub at: std::time::Instant,
+    /// How many probes this event stands for: repeats are counted where they are decided
+    /// and handed on as one event per source a tick.
+    pub count: u32,
 }
 
 /// Events waiting for the responder: a lock-free bounded queue, so the packet path makes

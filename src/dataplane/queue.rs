@@ -1,103 +1,109 @@
-//! The packet path: recv → parse → detector → verdict, plus a non-blocking hand-off of
-//! decisions to the responder. One `recv` and one verdict `sendto` per packet; no
-//! allocation, formatting or other syscall here.
+//! The packet path: drain → parse → detector → batch verdict, plus a non-blocking hand-off
+//! of decisions to the responder. Up to `BATCH` packets per receive (one or two system
+//! calls), one verdict message per run of drops; repeats from sources already acted on are
+//! counted here and handed on as one summary per source a tick. No allocation or
+//! formatting per packet.
 
+use super::nfqueue::{Binding, QueueSocket, Verdict as QueueVerdict, BATCH};
 use super::{stall, Control, Event, Fault, Handoff, QueueOptions};
 use crate::core::detector::{Decision, Detector, Verdict};
 use crate::core::packet;
-use crate::core::stats::Stats;
+use crate::core::probe::Probe;
+use crate::core::stats::{kind_index, Stats};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Events between two wake-ups of the responder under a flood.
 const WAKE_EVERY: u32 = 256;
-
-/// Opens and binds the queue. Binding fails if another process holds the queue. The flag
-/// says whether the idle queue wakes the thread every IDLE_WAKE (its socket was found).
-pub fn open(opts: &QueueOptions) -> Result<(nfq::Queue, bool), std::io::Error> {
-    let before = open_fds();
-    let mut q = nfq::Queue::open()?;
-    // A burst must wait in the socket, not be dropped by the kernel when the default
-    // ~200 KiB receive buffer fills (counted as user_dropped). nfq does not expose its fd;
-    // the daemon is single-threaded here, so the one new fd is the queue's socket.
-    let new: Vec<i32> = open_fds()
-        .into_iter()
-        .filter(|(_, inode)| !before.iter().any(|(_, b)| b == inode))
-        .map(|(fd, _)| fd)
-        .collect();
-    let wakes = new.len() == 1;
-    if let [fd] = new[..] {
-        let size: libc::c_int = SOCKET_BUFFER;
-        // SAFETY: setsockopt on a socket we own with an int option.
-        unsafe {
-            let p = (&size as *const libc::c_int).cast();
-            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
-            }
-            let mut got: libc::c_int = 0;
-            let mut glen = len;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut got as *mut libc::c_int).cast(),
-                &mut glen,
-            );
-            tracing::info!("queue socket (fd {fd}) receive buffer: {got} bytes");
-            // An idle queue wakes the packet thread once a second, so it can show it is
-            // alive (the watchdog) and take control messages.
-            let tv = libc::timeval {
-                tv_sec: IDLE_WAKE.as_secs() as libc::time_t,
-                tv_usec: 0,
-            };
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
-    } else {
-        tracing::warn!("could not identify the queue socket ({} new fds); its receive buffer stays at the default", new.len());
-    }
-    q.bind(opts.num)?;
-    // bind() sets a 64 KiB copy range; headers are all we read.
-    q.set_copy_range(opts.num, opts.copy_range)?;
-    q.set_queue_max_len(opts.num, opts.max_len)?;
-    q.set_fail_open(opts.num, opts.fail_open)?;
-    q.set_nonblocking(false);
-    Ok((q, wakes))
-}
-
 /// Receive buffer of the queue socket: room for tens of thousands of queued headers.
-const SOCKET_BUFFER: libc::c_int = 64 << 20;
+const SOCKET_BUFFER: usize = 64 << 20;
 /// The longest the packet thread sleeps on an idle queue.
-pub const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How often the repeats counted here are handed on.
+const REPEAT_TICK: Duration = Duration::from_millis(100);
+/// Sources whose repeats are counted here at once; past that they are handed on one by
+/// one (bounded memory under a flood of sources).
+const REPEAT_SOURCES: usize = 4096;
 
-/// (fd, socket inode) of this process's open sockets. Compared by inode, since fd numbers
-/// are reused (the listing's own directory fd among them).
-fn open_fds() -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.filter_map(|e| {
-                let e = e.ok()?;
-                let fd: i32 = e.file_name().to_str()?.parse().ok()?;
-                let target = std::fs::read_link(e.path()).ok()?;
-                let target = target.to_str()?;
-                target
-                    .starts_with("socket:")
-                    .then(|| (fd, target.to_string()))
-            })
-            .collect()
-        })
-        .unwrap_or_default()
+/// Opens and binds the queue. Binding fails if another process holds the queue.
+pub fn open(opts: &QueueOptions) -> std::io::Result<QueueSocket> {
+    let q = QueueSocket::open(&Binding {
+        num: opts.num,
+        copy_range: opts.copy_range,
+        max_len: opts.max_len,
+        fail_open: opts.fail_open,
+        idle_wake: IDLE_WAKE,
+        socket_buffer: SOCKET_BUFFER,
+    })?;
+    tracing::info!(
+        "queue {} bound; socket receive buffer {} bytes",
+        opts.num,
+        q.receive_buffer()
+    );
+    Ok(q)
 }
 
-/// Runs until the process exits. `now` is the clock seam.
+/// Repeats from sources already acted on, counted where they are decided: a flood of
+/// them costs a hash update per probe, not a hand-off.
+struct Tally {
+    by_src: HashMap<IpAddr, (Probe, u32), ahash::RandomState>,
+    since: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            by_src: HashMap::with_hasher(ahash::RandomState::new()),
+            since: None,
+        }
+    }
+
+    /// Counts `probe`; false if the tally is full (hand it on by itself).
+    fn add(&mut self, probe: &Probe, now: Instant) -> bool {
+        if let Some(e) = self.by_src.get_mut(&probe.src) {
+            e.1 = e.1.saturating_add(1);
+            return true;
+        }
+        if self.by_src.len() >= REPEAT_SOURCES {
+            return false;
+        }
+        self.by_src.insert(probe.src, (*probe, 1));
+        self.since.get_or_insert(now);
+        true
+    }
+
+    /// Hands the counts on if a tick has passed (or `force`); how many were handed on.
+    fn flush(&mut self, now: Instant, force: bool, handoff: &Handoff, stats: &Stats) -> u32 {
+        let due = self
+            .since
+            .is_some_and(|t| force || now.saturating_duration_since(t) >= REPEAT_TICK);
+        if !due {
+            return 0;
+        }
+        self.since = None;
+        let mut sent = 0;
+        for (_, (probe, count)) in self.by_src.drain() {
+            let ev = Event {
+                probe,
+                decision: Decision::Repeat,
+                at: now,
+                count,
+            };
+            if handoff.events.push(ev).is_ok() {
+                sent += 1;
+            } else {
+                Stats::inc(&stats.events_dropped);
+            }
+        }
+        sent
+    }
+}
+
+/// Runs until the process exits. `now` is the clock seam, read once per batch.
 pub fn run(
-    queue: &mut nfq::Queue,
+    queue: &mut QueueSocket,
     detector: &mut Detector,
     handoff: &Handoff,
     control: &Receiver<Control>,
@@ -105,33 +111,19 @@ pub fn run(
     now: impl Fn() -> Instant,
 ) -> ! {
     let mut unannounced = 0u32;
+    let mut verdicts: Vec<(u32, QueueVerdict)> = Vec::with_capacity(BATCH);
+    let mut tally = Tally::new();
     let fault = Fault::from_env();
     loop {
-        // With events the responder has not been woken for, ask without blocking whether the
-        // kernel queue is empty, and wake it before we sleep. Otherwise just block: the
-        // probe would be one more syscall per packet.
-        let received = if unannounced > 0 {
-            queue.set_nonblocking(true);
-            let r = queue.recv();
-            queue.set_nonblocking(false);
-            match r {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // A full wake channel means a wake is already pending.
-                    let _ = handoff.wake.try_send(());
-                    unannounced = 0;
-                    queue.recv()
-                }
-                r => r,
-            }
-        } else {
-            queue.recv()
-        };
-        let mut msg = match received {
-            Ok(m) => m,
+        let n = match queue.receive() {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Idle for IDLE_WAKE: alive, and the control messages may matter now.
                 Stats::inc(&stats.queue_idle);
                 apply(control, detector);
+                if tally.flush(now(), true, handoff, stats) > 0 {
+                    let _ = handoff.wake.try_send(());
+                }
                 if fault == Some(Fault::StallQueue) && Stats::get(&stats.packets) > 0 {
                     stall("packet");
                 }
@@ -149,41 +141,63 @@ pub fn run(
                 continue;
             }
         };
-        Stats::inc(&stats.packets);
         apply(control, detector);
         if fault == Some(Fault::StallQueue) {
             stall("packet");
         }
-        let verdict = match packet::parse(msg.get_payload()) {
-            Ok(probe) => {
-                Stats::inc(&stats.probes[crate::core::stats::kind_index(probe.kind)]);
-                let at = now();
-                let decision = detector.observe(&probe, at);
-                let ev = Event {
-                    probe,
-                    decision,
-                    at,
-                };
-                if hand_off(ev, &handoff.events, detector, stats) {
-                    unannounced += 1;
-                    if unannounced >= WAKE_EVERY {
-                        let _ = handoff.wake.try_send(());
-                        unannounced = 0;
+        let at = now();
+        let mut counts = Counts::default();
+        verdicts.clear();
+        for p in queue.packets(n) {
+            counts.packets += 1;
+            let verdict = match packet::parse(p.payload) {
+                Ok(probe) => {
+                    counts.probes[kind_index(probe.kind)] += 1;
+                    let decision = detector.observe(&probe, at);
+                    match decision {
+                        Decision::Repeat => {
+                            counts.repeats += 1;
+                            if !tally.add(&probe, at) {
+                                let ev = Event {
+                                    probe,
+                                    decision,
+                                    at,
+                                    count: 1,
+                                };
+                                unannounced += u32::from(hand_off(ev, handoff, detector, stats));
+                            }
+                        }
+                        Decision::Act { .. } => {
+                            counts.acted += 1;
+                            let ev = Event {
+                                probe,
+                                decision,
+                                at,
+                                count: 1,
+                            };
+                            unannounced += u32::from(hand_off(ev, handoff, detector, stats));
+                        }
+                        Decision::Pass => counts.passed += 1,
+                        Decision::Discard | Decision::Count { .. } => {}
                     }
+                    decision.verdict()
                 }
-                decision.verdict()
-            }
-            Err(_) => {
-                // Junk aimed at an unused port: nothing listens there, so dropping is safe.
-                Stats::inc(&stats.unparsed);
-                Verdict::Drop
-            }
-        };
-        msg.set_verdict(match verdict {
-            Verdict::Accept => nfq::Verdict::Accept,
-            Verdict::Drop => nfq::Verdict::Drop,
-        });
-        if let Err(e) = queue.verdict(msg) {
+                Err(_) => {
+                    // Junk aimed at an unused port: nothing listens there, so dropping
+                    // is safe.
+                    counts.unparsed += 1;
+                    Verdict::Drop
+                }
+            };
+            verdicts.push((
+                p.id,
+                match verdict {
+                    Verdict::Accept => QueueVerdict::Accept,
+                    Verdict::Drop => QueueVerdict::Drop,
+                },
+            ));
+        }
+        if let Err(e) = queue.answer(&verdicts) {
             Stats::inc(&stats.verdict_errors);
             if Stats::get(&stats.verdict_errors).is_power_of_two() {
                 tracing::warn!(
@@ -192,6 +206,46 @@ pub fn run(
                 );
             }
         }
+        counts.add_to(stats);
+        unannounced += tally.flush(at, false, handoff, stats);
+        // A short batch means the queue ran empty: a lone scanner is blocked now. A full
+        // one means a flood: wake the responder every WAKE_EVERY events, for large
+        // transactions.
+        if unannounced > 0 && (n < BATCH || unannounced >= WAKE_EVERY) {
+            // A full wake channel means a wake is already pending.
+            let _ = handoff.wake.try_send(());
+            unannounced = 0;
+        }
+    }
+}
+
+/// A batch's counts, added to the shared counters once per batch.
+#[derive(Default)]
+struct Counts {
+    packets: u64,
+    probes: [u64; 8],
+    acted: u64,
+    repeats: u64,
+    passed: u64,
+    unparsed: u64,
+}
+
+impl Counts {
+    fn add_to(&self, stats: &Stats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let add = |c: &std::sync::atomic::AtomicU64, v: u64| {
+            if v > 0 {
+                c.fetch_add(v, Relaxed);
+            }
+        };
+        add(&stats.packets, self.packets);
+        for (c, v) in stats.probes.iter().zip(self.probes) {
+            add(c, v);
+        }
+        add(&stats.acted, self.acted);
+        add(&stats.repeats, self.repeats);
+        add(&stats.passed, self.passed);
+        add(&stats.unparsed, self.unparsed);
     }
 }
 
@@ -208,23 +262,9 @@ fn apply(control: &Receiver<Control>, detector: &mut Detector) {
     }
 }
 
-/// Passes an event on if the responder needs it; returns whether one was sent.
-fn hand_off(
-    ev: Event,
-    events: &crossbeam_queue::ArrayQueue<Event>,
-    detector: &mut Detector,
-    stats: &Stats,
-) -> bool {
-    match ev.decision {
-        Decision::Act { .. } => Stats::inc(&stats.acted),
-        Decision::Repeat => Stats::inc(&stats.repeats),
-        Decision::Pass => {
-            Stats::inc(&stats.passed);
-            return false;
-        }
-        Decision::Discard | Decision::Count { .. } => return false,
-    }
-    match events.push(ev) {
+/// Passes an event on; whether it was taken.
+fn hand_off(ev: Event, handoff: &Handoff, detector: &mut Detector, stats: &Stats) -> bool {
+    match handoff.events.push(ev) {
         Ok(()) => true,
         Err(_) => {
             Stats::inc(&stats.events_dropped);
