@@ -22,6 +22,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub const DEFAULT_PATH: &str = "/etc/portsentry/portsentry.toml";
+/// Most queues (packet threads) a configuration may ask for.
+pub const MAX_QUEUES: u16 = crate::core::stats::MAX_SHARDS as u16;
+
+/// One queue per CPU, up to 8: the kernel spreads sources over them by address, so a
+/// spoofed flood uses every core while one scanner stays on one queue.
+pub fn default_queues() -> u16 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8) as u16
+}
 pub const DEFAULT_INCLUDE: &str = "/usr/share/portsentry/portsentry.nft";
 pub const DEFAULT_SOCKET: &str = "/run/portsentry/portsentry.sock";
 
@@ -51,6 +61,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawQueue {
     pub num: Option<u16>,
+    /// How many queues (num, num+1, …), one packet thread each.
+    pub queues: Option<Spanned<u16>>,
     pub max_len: Option<Spanned<u32>>,
     pub fail_open: Option<bool>,
 }
@@ -351,6 +363,8 @@ pub fn parse_log_rate(text: &str) -> Result<(u32, RatePer), String> {
 pub struct Config {
     pub source: Option<PathBuf>,
     pub queue_num: u16,
+    /// Queues queue_num.. in all: one packet thread each.
+    pub queues: u16,
     pub queue_max_len: u32,
     pub fail_open: bool,
     pub tcp: Watch,
@@ -667,6 +681,24 @@ impl Validator<'_> {
         Ok(Config {
             source: None,
             queue_num: raw.queue.num.unwrap_or(0),
+            queues: match raw.queue.queues {
+                Some(n) if !(1..=MAX_QUEUES).contains(n.get_ref()) => {
+                    return Err((self.err)(
+                        n.span(),
+                        format!("queues must be between 1 and {MAX_QUEUES}"),
+                    ))
+                }
+                Some(n)
+                    if u32::from(raw.queue.num.unwrap_or(0)) + u32::from(*n.get_ref()) > 65536 =>
+                {
+                    return Err((self.err)(
+                        n.span(),
+                        "num + queues goes past queue 65535".into(),
+                    ))
+                }
+                Some(n) => n.into_inner(),
+                None => default_queues(),
+            },
             queue_max_len,
             fail_open: raw.queue.fail_open.unwrap_or(false),
             tcp,

@@ -32,7 +32,8 @@ impl Config {
             // A source stays "acted on" as long as its first block lasts (a century for
             // permanent); one whose block could not be made is handed back at once.
             hold: self.block_timeout.unwrap_or(MAX_TIMEOUT),
-            max_sources: self.max_sources,
+            // Each packet thread tracks its share of the sources.
+            max_sources: (self.max_sources / usize::from(self.queues.max(1))).max(1),
             score: self.score,
             ipv6_prefix: self.ipv6_prefix,
         }
@@ -53,7 +54,7 @@ impl Config {
     pub fn table(&self) -> TableSpec {
         TableSpec {
             queue: self.queue_num,
-            queues: 1,
+            queues: self.queues,
             steering: match self.steering {
                 SteeringChoice::Auto => None,
                 SteeringChoice::Native => Some(Steering::Native),
@@ -68,10 +69,10 @@ impl Config {
         }
     }
 
-    /// The queue socket.
-    pub fn queue(&self) -> QueueOptions {
+    /// The queue socket of packet thread `i`.
+    pub fn queue(&self, i: u16) -> QueueOptions {
         QueueOptions {
-            num: self.queue_num,
+            num: self.queue_num + i,
             max_len: self.queue_max_len,
             fail_open: self.fail_open,
             copy_range: 256,

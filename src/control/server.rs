@@ -6,7 +6,7 @@ use crate::config::settings::Settings;
 use crate::core::ignore::{block_key, net_text};
 use crate::core::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want};
 use crate::core::stats::Stats;
-use crate::dataplane::Control;
+use crate::dataplane::{Control, Controls};
 use crate::firewall::Firewall;
 use crate::system::clock::epoch_now;
 use crate::system::proc::queue_counters;
@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
+
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ const MAX_REQUEST: usize = 4096;
 pub struct StatusInfo {
     pub version: &'static str,
     pub queue: u16,
+    /// Queues `queue`.., one packet thread each.
+    pub queues: u16,
     pub steering: String,
     pub tcp: String,
     pub udp: String,
@@ -43,7 +45,7 @@ pub struct Server<F: Firewall> {
     pub fw: Mutex<F>,
     pub blocks: Arc<Mutex<Blocks>>,
     pub settings: Arc<RwLock<Settings>>,
-    pub control: Sender<Control>,
+    pub control: Controls,
     pub stats: Arc<Stats>,
     pub info: Arc<RwLock<StatusInfo>>,
 }
@@ -303,7 +305,8 @@ impl<F: Firewall + 'static> Server<F> {
                     (book.len(), book.pending())
                 };
                 let s = &self.stats;
-                let (waiting, qdrop, udrop) = queue_counters(info.queue).unwrap_or((0, 0, 0));
+                let (waiting, qdrop, udrop) =
+                    queue_counters(info.queue, info.queues.max(1)).unwrap_or((0, 0, 0));
                 let counters = [
                     ("packets", Stats::get(&s.packets)),
                     ("acted", Stats::get(&s.acted)),
@@ -325,6 +328,7 @@ impl<F: Firewall + 'static> Server<F> {
                     let status = serde_json::json!({
                         "version": info.version,
                         "queue": info.queue,
+                        "queues": info.queues,
                         "steering": info.steering,
                         "tcp": info.tcp,
                         "udp": info.udp,
@@ -339,7 +343,17 @@ impl<F: Firewall + 'static> Server<F> {
                 }
                 let mut out = String::from("ok\n");
                 let _ = writeln!(out, "portsentry {}", info.version);
-                let _ = writeln!(out, "queue:            {} ({})", info.queue, info.steering);
+                let _ = writeln!(
+                    out,
+                    "queue:            {}{} ({})",
+                    info.queue,
+                    if info.queues > 1 {
+                        format!("-{}", u32::from(info.queue) + u32::from(info.queues) - 1)
+                    } else {
+                        String::new()
+                    },
+                    info.steering
+                );
                 let _ = writeln!(out, "tcp:              {}", info.tcp);
                 let _ = writeln!(out, "udp:              {}", info.udp);
                 let _ = writeln!(out, "blocked now:      {blocked}");
@@ -425,7 +439,7 @@ mod tests {
             fw: Mutex::new(fw),
             blocks: Arc::new(Mutex::new(Blocks::new(cfg.policy(), protected))),
             settings: Arc::new(RwLock::new(cfg.settings())),
-            control,
+            control: control.into(),
             stats: Arc::new(Stats::default()),
             info: Arc::new(RwLock::new(StatusInfo::default())),
         };
@@ -476,7 +490,7 @@ mod tests {
                 actions: false,
                 ipv6_prefix: 64,
             })),
-            control,
+            control: control.into(),
             stats: Arc::new(Stats::default()),
             info: Arc::default(),
         };

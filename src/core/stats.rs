@@ -1,6 +1,9 @@
 //! Counters shared between threads: relaxed atomics, no locks on the packet path.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Packet threads (queues) at most.
+pub const MAX_SHARDS: usize = 32;
 
 use crate::core::probe::ScanKind;
 
@@ -57,6 +60,11 @@ pub struct Stats {
     /// Times the packet thread found its queue idle for a second: with `packets`, its sign
     /// of life for the watchdog.
     pub queue_idle: AtomicU64,
+    /// Each packet thread's rounds (a batch, or an idle second): what the watchdog reads,
+    /// so one stalled thread among several is noticed.
+    pub shard_rounds: [AtomicU64; MAX_SHARDS],
+    /// Packet threads running.
+    pub shards: AtomicUsize,
     /// Rounds of the block writer, busy or idle (at least one a second).
     pub responder_rounds: AtomicU64,
     /// Outcomes the reporter was too far behind to take (name lookups, a slow log): their
@@ -65,6 +73,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    pub fn set_shards(&self, n: usize) {
+        self.shards.store(n.min(MAX_SHARDS), Relaxed);
+    }
+
+    /// Packet thread `shard` went round.
+    pub fn round(&self, shard: usize) {
+        if let Some(c) = self.shard_rounds.get(shard) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
     #[inline]
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
@@ -72,6 +91,10 @@ impl Stats {
 
     pub fn set(c: &AtomicU64, v: u64) {
         c.store(v, Relaxed);
+    }
+
+    pub fn get_usize(c: &AtomicUsize) -> usize {
+        c.load(Relaxed)
     }
 
     pub fn get(c: &AtomicU64) -> u64 {

@@ -18,7 +18,7 @@ use crate::core::detector::Detector;
 use crate::core::ignore::IgnoreFile;
 use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
-use crate::dataplane::{self, Handoff};
+use crate::dataplane::{self, Controls, Handoff};
 use crate::firewall::nft::Nft;
 use crate::firewall::{Firewall, FirewallError};
 use crate::output::logging::Logging;
@@ -83,11 +83,16 @@ pub fn run(
     book.load(records, epoch_now());
 
     // Bind before steering: with `bypass`, packets steered before we listen are accepted.
-    let opts = cfg.queue();
-    let mut q = dataplane::queue::open(&opts).map_err(|error| DaemonError::Queue {
-        num: opts.num,
-        error,
-    })?;
+    let mut queues = Vec::new();
+    for i in 0..cfg.queues {
+        let opts = cfg.queue(i);
+        queues.push(
+            dataplane::queue::open(&opts).map_err(|error| DaemonError::Queue {
+                num: opts.num,
+                error,
+            })?,
+        );
+    }
     let mut fw = Nft::open()?;
     let spec = cfg.table();
     let built = fw.build(&spec)?;
@@ -104,8 +109,8 @@ pub fn run(
         );
     }
     tracing::warn!(
-        "adminalert: steering probes to queue {} with the {}",
-        cfg.queue_num,
+        "adminalert: steering probes to {} with the {}",
+        queue_range(&cfg),
         built.steering.name()
     );
 
@@ -113,7 +118,16 @@ pub fn run(
     let blocks = Arc::new(Mutex::new(book));
     let settings = Arc::new(RwLock::new(cfg.settings()));
     let actions = Arc::new(RwLock::new(cfg.actions.clone()));
-    let (control_tx, control_rx) = channel();
+    let mut control_rxs = Vec::new();
+    let control_tx = Controls::new(
+        (0..cfg.queues)
+            .map(|_| {
+                let (tx, rx) = channel();
+                control_rxs.push(rx);
+                tx
+            })
+            .collect(),
+    );
 
     let (job_tx, job_rx) = sync_channel(ACTION_CAPACITY);
     {
@@ -136,7 +150,7 @@ pub fn run(
     };
     let metrics = Arc::new(Metrics::new(
         stats.clone(),
-        extra_source(blocks.clone(), cfg.queue_num),
+        extra_source(blocks.clone(), cfg.queue_num, cfg.queues),
         time_to_block,
     ));
     if let Some(addr) = cfg.metrics_listen {
@@ -185,18 +199,23 @@ pub fn run(
         ),
     }
 
-    let mut detector = Detector::new(cfg.detector(), protected);
-    let qstats = stats.clone();
-    spawn("queue", move || {
-        dataplane::queue::run(
-            &mut q,
-            &mut detector,
-            &handoff,
-            &control_rx,
-            &qstats,
-            Instant::now,
-        );
-    })?;
+    // One packet thread per queue, each with its own detector (its share of the sources).
+    stats.set_shards(queues.len());
+    for (shard, (mut q, control_rx)) in queues.into_iter().zip(control_rxs).enumerate() {
+        let mut detector = Detector::new(cfg.detector(), protected.clone());
+        let (qstats, handoff) = (stats.clone(), handoff.clone());
+        spawn(&format!("queue {shard}"), move || {
+            dataplane::queue::run(
+                &mut q,
+                &mut detector,
+                &handoff,
+                &control_rx,
+                &qstats,
+                shard,
+                Instant::now,
+            );
+        })?;
+    }
     tracing::warn!("adminalert: PortSentry is now active and listening.");
     notify("READY=1");
 
@@ -259,14 +278,14 @@ fn warn_resolvers_outside(cfg: &Config, infra: &Infrastructure) {
 
 /// What the metrics read at encode time beyond the counters: the blocks standing and
 /// waiting (a moment's lock), the kernel's queue counters.
-fn extra_source(blocks: Arc<Mutex<Blocks>>, queue: u16) -> ExtraSource {
+fn extra_source(blocks: Arc<Mutex<Blocks>>, queue: u16, queues: u16) -> ExtraSource {
     Arc::new(move || {
         let (blocked_now, blocks_pending) = {
             let mut book = blocks.lock().unwrap_or_else(|e| e.into_inner());
             book.prune(epoch_now());
             (book.len() as u64, book.pending() as u64)
         };
-        let (_, queue_dropped, user_dropped) = queue_counters(queue).unwrap_or_default();
+        let (_, queue_dropped, user_dropped) = queue_counters(queue, queues).unwrap_or_default();
         Extra {
             blocked_now,
             blocks_pending,
@@ -274,4 +293,17 @@ fn extra_source(blocks: Arc<Mutex<Blocks>>, queue: u16) -> ExtraSource {
             user_dropped,
         }
     })
+}
+
+/// "queue 0", or "queues 0-3".
+pub fn queue_range(cfg: &Config) -> String {
+    if cfg.queues > 1 {
+        format!(
+            "queues {}-{}",
+            cfg.queue_num,
+            u32::from(cfg.queue_num) + u32::from(cfg.queues) - 1
+        )
+    } else {
+        format!("queue {}", cfg.queue_num)
+    }
 }

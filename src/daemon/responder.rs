@@ -10,7 +10,7 @@ use crate::core::probe::Proto;
 use crate::core::stats::Stats;
 use crate::daemon::actions::Job;
 use crate::daemon::reporter::{Outcome, Report, ReportSender};
-use crate::dataplane::{stall, Control, Event, Fault, Handoff};
+use crate::dataplane::{stall, Control, Controls, Event, Fault, Handoff};
 use crate::firewall::Firewall;
 use crate::output::alert;
 use crate::system::clock::epoch_now;
@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub struct Shared {
     pub settings: Arc<RwLock<Settings>>,
     pub blocks: Arc<Mutex<Blocks>>,
     pub stats: Arc<Stats>,
-    pub control: Sender<Control>,
+    pub control: Controls,
     /// From a probe's arrival to its block in the set, in seconds.
     pub time_to_block: Histogram,
 }
@@ -417,7 +417,7 @@ mod tests {
                 IgnoreList::new(["192.0.2.1/32".parse().unwrap()]),
             ))),
             stats: Arc::new(Stats::default()),
-            control,
+            control: control.into(),
             time_to_block: crate::output::metrics::time_to_block(),
         };
         (shared, forgotten)

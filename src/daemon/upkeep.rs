@@ -11,7 +11,7 @@ use crate::core::policy::Blocks;
 use crate::core::ports::{self, PortSet};
 use crate::core::probe::Proto;
 use crate::core::stats::Stats;
-use crate::dataplane::Control;
+use crate::dataplane::{Control, Controls};
 use crate::firewall::{
     Built, Firewall, FirewallError, Health, Steering, TableSpec, DEFINITION, SPOT_CHECK,
 };
@@ -23,7 +23,7 @@ use crate::system::notify::notify;
 use ipnet::IpNet;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
-use std::sync::mpsc::{Sender, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ pub struct Running<F: Firewall> {
     pub fw: F,
     pub spec: TableSpec,
     pub steering: Steering,
-    pub control: Sender<Control>,
+    pub control: Controls,
     pub wake: SyncSender<()>,
     pub settings: Arc<RwLock<Settings>>,
     pub actions: Arc<RwLock<ActionsConfig>>,
@@ -73,7 +73,8 @@ pub struct Running<F: Firewall> {
 /// Whether the packet thread and the block writer are making progress: the watchdog is
 /// fed only while both are. Each goes round at least once a second, busy or idle.
 pub struct Liveness {
-    queue: (u64, Instant),
+    /// Each packet thread's rounds when they last changed, and when.
+    queues: Vec<(u64, Instant)>,
     responder: (u64, Instant),
     /// A stall already reported.
     reported: bool,
@@ -101,7 +102,7 @@ impl Liveness {
     pub fn new() -> Liveness {
         let now = Instant::now();
         Liveness {
-            queue: (0, now),
+            queues: Vec::new(),
             responder: (0, now),
             reported: false,
             stalled: stall_limit(),
@@ -110,20 +111,26 @@ impl Liveness {
 
     /// Notes the counters' progress at `now`; the thread that has stalled, if any.
     pub fn check(&mut self, stats: &Stats, now: Instant) -> Option<&'static str> {
-        let q = Stats::get(&stats.packets) + Stats::get(&stats.queue_idle);
+        let shards = Stats::get_usize(&stats.shards).max(1);
+        self.queues.resize(shards, (0, now));
         let r = Stats::get(&stats.responder_rounds);
-        for (seen, value) in [(&mut self.queue, q), (&mut self.responder, r)] {
-            if seen.0 != value {
-                *seen = (value, now);
+        if self.responder.0 != r {
+            self.responder = (r, now);
+        }
+        let mut stalled = None;
+        for (seen, c) in self.queues.iter_mut().zip(&stats.shard_rounds) {
+            let v = Stats::get(c);
+            if seen.0 != v {
+                *seen = (v, now);
+            }
+            if now.duration_since(seen.1) > self.stalled {
+                stalled = Some("packet thread");
             }
         }
-        if now.duration_since(self.queue.1) > self.stalled {
-            Some("packet thread")
-        } else if now.duration_since(self.responder.1) > self.stalled {
-            Some("block writer")
-        } else {
-            None
+        if stalled.is_none() && now.duration_since(self.responder.1) > self.stalled {
+            stalled = Some("block writer");
         }
+        stalled
     }
 }
 
@@ -555,6 +562,7 @@ pub fn status_info(cfg: &Config, steering: Steering) -> StatusInfo {
     StatusInfo {
         version: env!("CARGO_PKG_VERSION"),
         queue: cfg.queue_num,
+        queues: cfg.queues,
         steering: steering.name().to_string(),
         tcp: format!("{}, block: {:?}", watch(&cfg.tcp), cfg.block_tcp).to_lowercase(),
         udp: format!("{}, block: {:?}", watch(&cfg.udp), cfg.block_udp).to_lowercase(),
@@ -588,7 +596,7 @@ mod tests {
         let r = Running {
             spec: cfg.table(),
             steering: Steering::Native,
-            control,
+            control: control.into(),
             wake,
             settings: Arc::new(RwLock::new(cfg.settings())),
             actions: Arc::new(RwLock::new(cfg.actions.clone())),
@@ -648,22 +656,31 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new();
         let at = |s| t0 + Duration::from_secs(s);
-        Stats::inc(&stats.queue_idle);
+        stats.set_shards(2);
+        let both = |stats: &Stats| {
+            stats.round(0);
+            stats.round(1);
+        };
+        both(&stats);
         Stats::inc(&stats.responder_rounds);
         assert_eq!(l.check(&stats, at(1)), None);
-        // The block writer stops; the packet thread goes on.
+        // The block writer stops; the packet threads go on.
         for s in 2..=20 {
-            Stats::inc(&stats.queue_idle);
+            both(&stats);
             let stalled = l.check(&stats, at(s));
             assert_eq!(stalled.is_some(), s > 11, "at {s}s: {stalled:?}");
         }
         assert_eq!(l.check(&stats, at(21)), Some("block writer"));
-        // The packet thread stops while the block writer goes on.
+        // One of the two packet threads stops while the rest goes on.
         let mut l = Liveness::new();
         Stats::inc(&stats.responder_rounds);
         l.check(&stats, at(30));
-        Stats::inc(&stats.responder_rounds);
-        assert_eq!(l.check(&stats, at(42)), Some("packet thread"));
+        for s in 31..=42 {
+            Stats::inc(&stats.responder_rounds);
+            stats.round(0);
+            let stalled = l.check(&stats, at(s));
+            assert_eq!(stalled, (s > 40).then_some("packet thread"), "at {s}s");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::core::detector::{Decision, DetectorConfig};
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::IpNet;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Sender, SyncSender};
 
 /// What the packet path tells the responder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct Handoff {
 
 /// Changes for the packet thread, applied before the next packet (state only matters when
 /// a packet arrives, so nothing waits on them).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Control {
     Reconfigure(DetectorConfig, IgnoreList),
     /// This network is not blocked (unblocked, or the block could not be made): the next
@@ -82,5 +82,37 @@ pub fn stall(thread: &str) -> ! {
     tracing::warn!("PORTSENTRY_FAULT: the {thread} thread stops here (test fault)");
     loop {
         std::thread::park();
+    }
+}
+
+/// The packet threads' control channels, one per queue: a message goes to every one
+/// (a source's probes all reach one queue, but which one only the kernel's hash says).
+#[derive(Clone, Debug, Default)]
+pub struct Controls(Vec<Sender<Control>>);
+
+impl Controls {
+    pub fn new(senders: Vec<Sender<Control>>) -> Controls {
+        Controls(senders)
+    }
+
+    /// Sends `c` to every packet thread; an error if one of them is gone.
+    pub fn send(&self, c: Control) -> Result<(), Gone> {
+        let mut result = Ok(());
+        for tx in &self.0 {
+            if tx.send(c.clone()).is_err() {
+                result = Err(Gone);
+            }
+        }
+        result
+    }
+}
+
+/// A packet thread no longer takes control messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl From<Sender<Control>> for Controls {
+    fn from(tx: Sender<Control>) -> Controls {
+        Controls(vec![tx])
     }
 }

@@ -108,6 +108,7 @@ pub fn run(
     handoff: &Handoff,
     control: &Receiver<Control>,
     stats: &Stats,
+    shard: usize,
     now: impl Fn() -> Instant,
 ) -> ! {
     let mut unannounced = 0u32;
@@ -120,6 +121,7 @@ pub fn run(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Idle for IDLE_WAKE: alive, and the control messages may matter now.
                 Stats::inc(&stats.queue_idle);
+                stats.round(shard);
                 apply(control, detector);
                 if tally.flush(now(), true, handoff, stats) > 0 {
                     let _ = handoff.wake.try_send(());
@@ -142,6 +144,7 @@ pub fn run(
             }
         };
         apply(control, detector);
+        stats.round(shard);
         if fault == Some(Fault::StallQueue) {
             stall("packet");
         }

@@ -238,7 +238,9 @@ impl Nft {
         queue: u16,
         queues: u16,
     ) -> Result<Steering, FirewallError> {
-        let flags = raw::QUEUE_BYPASS | if queues > 1 { raw::QUEUE_FANOUT } else { 0 };
+        // No CPU fanout: over several queues the kernel then picks one by a hash of the
+        // addresses, so all of one scanner's probes reach the same packet thread.
+        let flags = raw::QUEUE_BYPASS;
         let try_one = |nft: &mut Nft, s: Steering| -> Result<(), FirewallError> {
             let table = Table::new(TABLE, ProtoFamily::Inet);
             let chain = Chain::new(STEER, &table);

@@ -19,8 +19,6 @@ use std::ptr::NonNull;
 pub const ELEM_INTERVAL_END: u32 = 1;
 /// NFT_QUEUE_FLAG_BYPASS: accept instead of drop when no process listens on the queue.
 pub const QUEUE_BYPASS: u16 = 1;
-/// NFT_QUEUE_FLAG_CPU_FANOUT.
-pub const QUEUE_FANOUT: u16 = 2;
 
 /// One set element: a key of up to 16 bytes, an optional timeout, flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

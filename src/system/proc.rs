@@ -1,9 +1,12 @@
 //! Kernel counters read from /proc.
 
-/// (waiting, queue_dropped, user_dropped) for `queue` from /proc/net/netfilter/nfnetlink_queue.
-pub fn queue_counters(queue: u16) -> Option<(u64, u64, u64)> {
+/// (waiting, queue_dropped, user_dropped) summed over queues `first`.. (`n` of them)
+/// from /proc/net/netfilter/nfnetlink_queue.
+pub fn queue_counters(first: u16, n: u16) -> Option<(u64, u64, u64)> {
     let text = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
-    parse_queue_counters(&text, queue)
+    (0..n)
+        .filter_map(|i| parse_queue_counters(&text, first.checked_add(i)?))
+        .reduce(|a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
 }
 
 pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {

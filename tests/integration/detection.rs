@@ -143,3 +143,37 @@ fn fragmented_and_ip_option_probes_are_caught() {
         .log_text()
         .contains("has IP options set (detection avoidance technique)."));
 }
+
+/// Several queues, one packet thread each: the kernel sends all of one scanner's probes to
+/// one queue, so a scan of 1,000 ports is one source reaching the trigger once, not one
+/// per thread.
+#[test]
+fn with_four_queues_a_scanner_is_counted_by_one_thread() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let other = lab.host("other", 3);
+    let d = Daemon::start(
+        &lab,
+        &target,
+        "[queue]\nqueues = 4\n[detect]\ntrigger = 3\n",
+    );
+    let bound = target.ok(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
+    assert_eq!(bound.lines().count(), 4, "{bound}");
+    let steer = target.ok(&["nft", "list", "chain", "inet", "portsentry", "steer"]);
+    assert!(steer.contains("queue num 0-3 bypass"), "{steer}");
+    assert!(!steer.contains("fanout"), "{steer}");
+    nmap(&scanner, &["-sS", "-p", "1-1000"], TARGET4);
+    nmap(&other, &["-sS", "-p", "1-1000"], TARGET4);
+    assert!(target.becomes_blocked("192.0.2.2") && target.becomes_blocked("192.0.2.3"));
+    let log = d.log_text();
+    for who in ["192.0.2.2", "192.0.2.3"] {
+        let alerts = log
+            .lines()
+            .filter(|l| l.contains(&format!("SYN/Normal scan from host: {who}/")))
+            .count();
+        assert_eq!(alerts, 1, "{who}:\n{log}");
+    }
+    let (ok, status) = d.cli(&target, &["status"]);
+    assert!(ok && status.contains("queue:            0-3"), "{status}");
+}

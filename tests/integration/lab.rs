@@ -555,9 +555,13 @@ pub fn craft() -> String {
 }
 
 /// (waiting, queue_dropped, user_dropped) of queue 0 inside `host`.
+/// (waiting, queue_dropped, user_dropped) of every queue of `host`, summed.
 pub fn queue_counters(host: &Host) -> (u64, u64, u64) {
     let text = host.ok(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
-    portsentry::system::proc::parse_queue_counters(&text, 0).unwrap_or_default()
+    (0..=u16::MAX)
+        .take_while(|q| *q < 64)
+        .filter_map(|q| portsentry::system::proc::parse_queue_counters(&text, q))
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
 }
 
 /// A counter from `portsentry status` output.
