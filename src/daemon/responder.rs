@@ -136,6 +136,9 @@ impl<F: Firewall> Responder<F> {
             }
             let key = block_key(e.probe.src, settings.ipv6_prefix, book.protected());
             *k = Some(key);
+            if raced(&book, key, epoch) {
+                continue;
+            }
             want_of.entry(key).or_insert_with(|| {
                 arrived.push(e.at);
                 wants.push(Want {
@@ -211,6 +214,8 @@ impl<F: Firewall> Responder<F> {
                 }
                 Action::Block => {
                     let Some((key, &i)) = key.and_then(|k| Some((k, want_of.get(&k)?))) else {
+                        // Another packet thread blocked this network a moment ago.
+                        *repeats.entry(p.src).or_default() += 1;
                         continue;
                     };
                     if reported.insert(key, ()).is_some() {
@@ -353,6 +358,24 @@ impl<F: Firewall> Responder<F> {
 }
 
 /// Why a network was blocked, as `list` shows it.
+/// Whether a block decision for `key` only repeats one just written. Each packet thread
+/// counts its own share of the sources (the kernel spreads them by address), so two
+/// addresses of one IPv6 prefix can both reach the trigger before the first block drops
+/// the rest. A thread acts on a network again only once its block has ended (its hold is
+/// the block timeout) or was lifted, so a block that began a moment ago and has time to
+/// run means a race, not a return.
+fn raced(book: &Blocks, key: IpNet, epoch: u64) -> bool {
+    book.covering(key).is_some_and(|r| {
+        r.since.saturating_add(RACE_SECS) >= epoch
+            && r.expires
+                .is_none_or(|e| e > epoch.saturating_add(RACE_SECS))
+    })
+}
+
+/// How long after a block another thread's decision for it counts as a race (seconds; the
+/// records keep whole seconds).
+const RACE_SECS: u64 = 2;
+
 fn reason(p: &crate::core::probe::Probe) -> String {
     format!(
         "{} to {} port {} from {}",
@@ -667,5 +690,52 @@ mod tests {
             1000,
         );
         assert_eq!(blocked(&fw), vec!["2001:db8::2", "2001:db8:5::/64"]);
+    }
+
+    #[test]
+    fn two_threads_racing_to_one_prefix_make_one_alert_and_a_return_is_acted_on() {
+        let lines = lines_of(|| {
+            let (shared, _) = shared(PolicyConfig {
+                timeout: Some(Duration::from_secs(10)),
+                ..policy()
+            });
+            let blocks = shared.blocks.clone();
+            let mut reporter = Reporter::new(shared.settings.clone(), None, None, 100);
+            let (tx, rx) = crate::daemon::reporter::report_queue(1024);
+            let mut r = Responder::new(firewall(), shared, tx, None);
+            let mut round = |r: &mut Responder<Memory>, batch: &[Event], epoch: u64| {
+                r.handle(batch, Instant::now(), epoch);
+                let mut reports = Vec::new();
+                rx.recv_batch(Duration::ZERO, 1024, &mut reports).unwrap();
+                reporter.handle(&reports, Instant::now());
+            };
+            // Two addresses of one /64, decided by two threads, reaching us a batch apart.
+            round(&mut r, &[act("2001:db8:ff:1::1")], 1000);
+            round(&mut r, &[act("2001:db8:ff:1::2")], 1001);
+            assert_eq!(
+                blocks
+                    .lock()
+                    .unwrap()
+                    .covering("2001:db8:ff:1::/64".parse().unwrap())
+                    .unwrap()
+                    .count,
+                1
+            );
+            // Back after its block ended (and before the record was pruned): a new block.
+            round(&mut r, &[act("2001:db8:ff:1::3")], 1010);
+        });
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("scan from host"))
+                .count(),
+            2,
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[2],
+            "attackalert: Host: 2001:db8:ff:1::2/2001:db8:ff:1::2 is already blocked Ignoring",
+            "{lines:#?}"
+        );
     }
 }

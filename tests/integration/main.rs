@@ -109,9 +109,9 @@ fn include_loads_twice_keeping_elements_and_rules_single() {
     ]);
     host.ok(&["nft", "-f", inc]);
     assert!(host.nft_set("blocked4").contains("192.0.2.99"));
-    let rules = host.ok(&["nft", "list", "chain", "inet", "portsentry", "input"]);
+    let rules = host.ok(&["nft", "list", "chain", "inet", "portsentry", "prerouting"]);
     assert_eq!(
-        rules.matches("@blocked4 goto blocked").count(),
+        rules.matches("@blocked4 goto blocked_early").count(),
         1,
         "{rules}"
     );

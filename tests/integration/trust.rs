@@ -366,9 +366,9 @@ fn partial_damage_to_the_table_is_healed() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let intact = || {
-        let i = listed("input");
-        i.contains("ip saddr @blocked4 goto blocked")
-            && i.contains("fib daddr type != local return")
+        listed("prerouting").contains("ip saddr @blocked4 goto blocked_early")
+            && listed("blocked_early").contains("fib daddr type != local return")
+            && listed("input").contains("fib daddr type != local return")
             && listed("steer").contains("queue")
             && listed("blocked").contains("drop")
             && target.is_blocked("192.0.2.2")
@@ -417,6 +417,14 @@ fn partial_damage_to_the_table_is_healed() {
         d.log_text()
     );
     target.ok(&["nft", "flush", "chain", "inet", "portsentry", "input"]);
+    target.ok(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "portsentry",
+        "blocked_early",
+    ]);
     target.ok(&["nft", "delete", "set", "inet", "portsentry", "allow6"]);
     assert!(
         wait_until(Duration::from_secs(3), intact),
