@@ -11,6 +11,7 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
+use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::IpNet;
@@ -30,13 +31,28 @@ const MAX_PENDING: usize = 65_536;
 const MAX_PAST: usize = 131_072;
 /// Longest wait between two tries of a refused block.
 const MAX_BACKOFF: u64 = 60;
+/// Fleet decisions held at most, unless configured.
+pub const DEFAULT_MAX_DECISIONS: usize = 100_000;
 
-/// A block to write: a network (an address is a /32 or /128) and its timeout.
+/// A block to write: a network (an address is a /32 or /128), its timeout, and the sets
+/// it goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Block {
     pub net: IpNet,
     /// `None`: permanent.
     pub timeout: Option<Duration>,
+    pub set: Set,
+}
+
+/// Which sets hold a block: this host's own (`blocked4`/`blocked6`: detection and the
+/// administrator), or the fleet's (`fleet4`/`fleet6`: CrowdSec decisions). Kept apart so a
+/// fleet range and a local address inside it never collide in one interval set, and a
+/// deletion in the LAPI can only ever lift what the LAPI gave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Set {
+    #[default]
+    Local,
+    Fleet,
 }
 
 /// Who asked for a block.
@@ -49,6 +65,9 @@ pub enum Origin {
     Scan,
     /// `portsentry block`.
     Admin,
+    /// A CrowdSec decision pulled from the LAPI: kept in its own book (`core::decisions`),
+    /// never mixed with the two above.
+    Fleet,
 }
 
 /// What is remembered of a block: what puts it back after a restart or a flush.
@@ -225,6 +244,8 @@ pub struct Blocks {
     dirty: bool,
     /// Blocks given up (retry queue full, or ended before they could be written).
     pub given_up: u64,
+    /// The fleet's blocks: same protection, their own sets and rules.
+    fleet: FleetBook,
 }
 
 impl Blocks {
@@ -244,11 +265,15 @@ impl Blocks {
             window: (0, 0),
             dirty: false,
             given_up: 0,
+            fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
         }
     }
 
     /// Takes records remembered from an earlier run; ended ones are dropped.
     pub fn load(&mut self, records: Vec<Record>, now: u64) {
+        let (fleet, records): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| r.origin == Origin::Fleet);
+        self.fleet.load(fleet, &self.protected, now);
         for r in records {
             if r.expires.is_none_or(|e| e > now) {
                 let key = r.key.trunc();
@@ -260,7 +285,19 @@ impl Blocks {
 
     pub fn reconfigure(&mut self, cfg: PolicyConfig, protected: IgnoreList) {
         self.cfg = cfg;
+        if protected != self.protected {
+            self.fleet.reprotect(&protected);
+        }
         self.protected = protected;
+    }
+
+    /// The fleet's blocks, with the protected list they are checked against.
+    pub fn fleet(&mut self) -> (&mut FleetBook, &IgnoreList) {
+        (&mut self.fleet, &self.protected)
+    }
+
+    pub fn fleet_book(&self) -> &FleetBook {
+        &self.fleet
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -307,16 +344,20 @@ impl Blocks {
         }
     }
 
-    /// Standing records, oldest first.
+    /// Standing records, oldest first, the fleet's after this host's own.
     pub fn active(&mut self, now: u64) -> Vec<Record> {
         self.prune(now);
         let mut v: Vec<Record> = self.records.values().cloned().collect();
         v.sort_by_key(|r| (r.since, r.key));
+        self.fleet.prune(now);
+        v.extend(self.fleet.records());
         v
     }
 
+    /// Whether anything to save changed since the last call.
     pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+        let fleet = self.fleet.take_changed();
+        std::mem::take(&mut self.dirty) | fleet
     }
 
     /// Decides what to write for `wants`. Evictions take effect now; blocks are recorded by
@@ -347,7 +388,11 @@ impl Blocks {
                     origin = origin.max(r.origin);
                 }
                 Step::Write {
-                    block: Block { net: key, timeout },
+                    block: Block {
+                        net: key,
+                        timeout,
+                        set: Set::Local,
+                    },
                     count,
                     origin,
                 }
@@ -359,6 +404,7 @@ impl Blocks {
                         block: Block {
                             net: wider,
                             timeout: longest(self.timeout(w, 1), remaining(r, now)),
+                            set: Set::Local,
                         },
                         count: r.count,
                         origin: Origin::Admin,
@@ -424,7 +470,11 @@ impl Blocks {
             self.window.1 += 1;
         }
         Step::Write {
-            block: Block { net: key, timeout },
+            block: Block {
+                net: key,
+                timeout,
+                set: Set::Local,
+            },
             count,
             origin,
         }
@@ -585,7 +635,8 @@ impl Blocks {
     /// block: the time left is never more than the block's own length.
     pub fn restore(&mut self, now: u64) -> Vec<Block> {
         self.prune(now);
-        self.records
+        let mut v: Vec<Block> = self
+            .records
             .values()
             .map(|r| Block {
                 net: r.key,
@@ -593,8 +644,11 @@ impl Blocks {
                     let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
                     clamp_timeout(Duration::from_secs(left))
                 }),
+                set: Set::Local,
             })
-            .collect()
+            .collect();
+        v.extend(self.fleet.restore(now));
+        v
     }
 
     /// The `n` newest standing records, leaving out those about to end (the kernel counts
