@@ -7,7 +7,7 @@ use crate::core::ignore::{block_key, net_text};
 use crate::core::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want};
 use crate::core::stats::Stats;
 use crate::dataplane::Control;
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Set};
 use crate::system::clock::epoch_now;
 use crate::system::proc::queue_counters;
 use ipnet::IpNet;
@@ -114,21 +114,29 @@ impl<F: Firewall + 'static> Server<F> {
                 let mut out = String::from("ok\n");
                 let _ = writeln!(
                     out,
-                    "{:<40} {:>12} {:>6}  REASON",
-                    "ADDRESS", "REMAINING", "BLOCKS"
+                    "{:<40} {:>12} {:>6}  {:<6} REASON",
+                    "ADDRESS", "REMAINING", "BLOCKS", "SOURCE"
                 );
                 for l in kernel {
-                    let rec = book.get(l.net);
+                    // Where it came from: this host (detection or the administrator), or
+                    // the fleet (a CrowdSec decision, its scenario as the reason).
+                    let (rec, source) = match l.set {
+                        Set::Local => (book.get(l.net).cloned(), "local"),
+                        Set::Fleet => (book.fleet_book().get(l.net), "fleet"),
+                    };
                     let left = l
                         .left
                         .map_or("permanent".to_string(), |d| fmt_secs(d.as_secs()));
-                    let why = rec.map_or("added outside portsentry", |r| r.reason.as_str());
+                    let why = rec
+                        .as_ref()
+                        .map_or("added outside portsentry", |r| r.reason.as_str());
                     let _ = writeln!(
                         out,
-                        "{:<40} {:>12} {:>6}  {}",
+                        "{:<40} {:>12} {:>6}  {:<6} {}",
                         net_text(l.net),
                         left,
-                        rec.map_or(1, |r| r.count),
+                        rec.as_ref().map_or(1, |r| r.count),
+                        source,
                         why
                     );
                 }
@@ -153,7 +161,7 @@ impl<F: Firewall + 'static> Server<F> {
                 let plan = book.plan(&wants, now);
                 let mut fw = self.fw();
                 if !plan.remove.is_empty() {
-                    let _ = fw.remove_blocks(&plan.remove);
+                    let _ = fw.remove_blocks(Set::Local, &plan.remove);
                 }
                 for k in &plan.evicted {
                     let _ = self.control.send(Control::Forget(*k));
@@ -210,23 +218,47 @@ impl<F: Firewall + 'static> Server<F> {
                     (keys, key)
                 };
                 let was = !keys.is_empty();
+                // The fleet's blocks that hold it go too, here, until the LAPI sends them
+                // again (`cscli decisions delete` lifts them everywhere). The book before
+                // the firewall, as everywhere.
+                let lifted = {
+                    let mut book = self.book();
+                    let (fleet, _) = book.fleet();
+                    let lifted = fleet.lift(exact);
+                    let mut fw = self.fw();
+                    fleet.write(now, |plan| {
+                        let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+                        let report = fw.add_blocks(&plan.add);
+                        (removed, report.failed.into_iter().map(|(n, _)| n).collect())
+                    });
+                    lifted
+                };
                 let mut fw = self.fw();
                 // Blocks added outside portsentry too: the exact address, and for IPv6 any
                 // interval of the kernel's set that holds it.
                 keys.push(exact);
+                let listed = fw.list_blocks().unwrap_or_default();
                 if addr.is_ipv6() {
-                    if let Ok(listed) = fw.list_blocks() {
-                        keys.extend(
-                            listed
-                                .iter()
-                                .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
-                                .map(|l| l.net),
-                        );
-                    }
+                    keys.extend(
+                        listed
+                            .iter()
+                            .filter(|l| l.set == Set::Local)
+                            .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
+                            .map(|l| l.net),
+                    );
                 }
                 keys.sort();
                 keys.dedup();
-                fw.remove_blocks(&keys).map_err(|e| e.to_string())?;
+                fw.remove_blocks(Set::Local, &keys)
+                    .map_err(|e| e.to_string())?;
+                let outside: Vec<IpNet> = listed
+                    .iter()
+                    .filter(|l| l.set == Set::Fleet && l.net.contains(&addr))
+                    .map(|l| l.net)
+                    .collect();
+                fw.remove_blocks(Set::Fleet, &outside)
+                    .map_err(|e| e.to_string())?;
+                let was = was || lifted > 0;
                 drop(fw);
                 for k in keys.iter().copied().chain([key]) {
                     let _ = self.control.send(Control::Forget(k));

@@ -317,6 +317,53 @@ impl FleetBook {
         self.changed = true;
     }
 
+    /// Plans, has `write` carry the plan out (it answers whether the deletions went
+    /// through, and which additions the kernel refused), and records the outcome.
+    pub fn write(
+        &mut self,
+        now: u64,
+        write: impl FnOnce(&FleetPlan) -> (bool, Vec<IpNet>),
+    ) -> FleetPlan {
+        self.prune(now);
+        let plan = self.plan(now);
+        if !plan.is_empty() {
+            let (removed, failed) = write(&plan);
+            self.commit(&plan, removed, &failed, now);
+        }
+        plan
+    }
+
+    /// Lifts every network that holds `net` or lies inside it, with their decisions
+    /// (`portsentry unblock`): until the LAPI sends them again. Returns how many.
+    pub fn lift(&mut self, net: IpNet) -> usize {
+        let k = key(net);
+        let (fam, start, len) = k;
+        let bits: u8 = if fam == 4 { 32 } else { 128 };
+        let mut hit: Vec<NetKey> = (0..=len.min(bits))
+            .map(|l| (fam, start & mask(bits, l), l))
+            .filter(|k| self.entries.contains_key(k))
+            .collect();
+        hit.extend(
+            self.entries
+                .range((fam, start, len)..=(fam, end_of(net), 128))
+                .map(|(k, _)| *k)
+                .filter(|k| k.2 > len),
+        );
+        hit.sort_unstable();
+        hit.dedup();
+        for k in &hit {
+            if let Some(e) = self.entries.get(k) {
+                for id in e.holders.clone() {
+                    if let Some((_, exp)) = self.decisions.remove(&id) {
+                        self.expiry.remove(&(exp, id));
+                    }
+                }
+            }
+            self.remove_entry(*k);
+        }
+        hit.len()
+    }
+
     /// Every element the fleet sets should hold, with the time it has left: what a rebuilt
     /// table gets back.
     pub fn restore(&mut self, now: u64) -> Vec<Block> {
@@ -447,17 +494,19 @@ impl FleetBook {
     /// Whether a wider network than `k` is held.
     fn covered(&self, k: NetKey) -> bool {
         let (fam, start, len) = k;
-        let bits = if fam == 4 { 32 } else { 128 };
+        let bits: u8 = if fam == 4 { 32 } else { 128 };
         (0..len)
             .filter(|l| self.lens[fam_index(k)][usize::from(*l)] > 0)
-            .any(|l| {
-                let mask = if l == 0 {
-                    0
-                } else {
-                    (u128::MAX << (bits - u32::from(l))) & (u128::MAX >> (128 - bits))
-                };
-                self.entries.contains_key(&(fam, start & mask, l))
-            })
+            .any(|l| self.entries.contains_key(&(fam, start & mask(bits, l), l)))
+    }
+}
+
+/// The network mask of length `len` in a `bits`-bit address space, as a number.
+fn mask(bits: u8, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        (u128::MAX << (bits - len.min(bits))) & (u128::MAX >> (128 - bits))
     }
 }
 
@@ -690,6 +739,32 @@ mod tests {
         assert_eq!(plan.add.len(), 1);
         b.commit(&plan, true, &[], 1001);
         assert_eq!(held(&b), ["198.18.0.9/32"]);
+    }
+
+    #[test]
+    fn unblock_lifts_what_holds_the_address_and_gives_back_the_rest() {
+        let mut b = FleetBook::new(100);
+        let p = protected();
+        b.apply(
+            vec![
+                ban(1, "198.18.0.0/16", 3000),
+                ban(2, "198.18.5.5", 3000),
+                ban(3, "198.18.9.9", 3000),
+            ],
+            &[],
+            &p,
+            1000,
+        );
+        write(&mut b, 1000);
+        assert_eq!(held(&b), ["198.18.0.0/16"]);
+        assert_eq!(b.lift(net("198.18.5.5")), 2);
+        let mut removed = Vec::new();
+        b.write(1001, |plan| {
+            removed = plan.remove.clone();
+            (true, vec![])
+        });
+        assert_eq!(removed, [net("198.18.0.0/16")]);
+        assert_eq!(held(&b), ["198.18.9.9/32"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::core::stats::Stats;
 use crate::daemon::actions::Job;
 use crate::daemon::reporter::{Outcome, Report, ReportSender};
 use crate::dataplane::{Control, Event, Handoff};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Set};
 use crate::output::alert;
 use crate::system::clock::epoch_now;
 use ipnet::IpNet;
@@ -257,7 +257,7 @@ impl<F: Firewall> Responder<F> {
     fn write(&mut self, book: &mut Blocks, wants: &[Want], epoch: u64) -> Vec<Done> {
         let plan = book.plan(wants, epoch);
         if !plan.remove.is_empty() {
-            if let Err(e) = self.fw.remove_blocks(&plan.remove) {
+            if let Err(e) = self.fw.remove_blocks(Set::Local, &plan.remove) {
                 tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
             }
         }

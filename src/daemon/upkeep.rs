@@ -13,7 +13,7 @@ use crate::core::probe::Proto;
 use crate::core::stats::Stats;
 use crate::dataplane::Control;
 use crate::firewall::{
-    Built, Firewall, FirewallError, Health, Steering, TableSpec, DEFINITION, SPOT_CHECK,
+    Built, Firewall, FirewallError, Health, Set, Steering, TableSpec, DEFINITION, SPOT_CHECK,
 };
 use crate::output::logging::Logging;
 use crate::system::clock::epoch_now;
@@ -207,8 +207,20 @@ impl<F: Firewall> Running<F> {
             }
             None => {
                 // Rules intact, but set elements can go on their own (`nft flush set`).
-                let newest = self.book().newest(SPOT_CHECK, epoch_now());
-                match self.fw.missing_blocks(&newest) {
+                let (newest, fleet) = {
+                    let mut book = self.book();
+                    let now = epoch_now();
+                    let fleet = book.fleet_book().sample(SPOT_CHECK, now);
+                    (book.newest(SPOT_CHECK, now), fleet)
+                };
+                let missing = self
+                    .fw
+                    .missing_blocks(Set::Local, &newest)
+                    .and_then(|mut m| {
+                        m.extend(self.fw.missing_blocks(Set::Fleet, &fleet)?);
+                        Ok(m)
+                    });
+                match missing {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
                         let n = restore(&mut self.fw, &mut lock(&self.blocks));
