@@ -211,6 +211,20 @@ fn print_summary(cfg: &Config) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(cs) = &cfg.crowdsec {
+        let on = |p: &Option<std::path::PathBuf>, what: &str| {
+            p.as_ref().map_or(format!("no {what}"), |p| {
+                format!("{what} ({})", p.display())
+            })
+        };
+        println!(
+            "  crowdsec: {}, {}, {} every {}",
+            cs.lapi_url,
+            on(&cs.credentials, "push"),
+            on(&cs.bouncer_key_file, "pull"),
+            humantime::format_duration(cs.pull_interval)
+        );
+    }
     let a = &cfg.actions;
     let mut actions = Vec::new();
     if !a.run.is_empty() {
