@@ -1,12 +1,25 @@
 //! What each component gets from the configuration, derived here and nowhere else: the
 //! daemon wires these to the components, it does not translate.
 
-use super::{Config, SteeringChoice, WatchMode};
+use super::{Config, Secrets, SteeringChoice, WatchMode};
 use crate::core::detector::DetectorConfig;
 use crate::core::policy::{PolicyConfig, MAX_TIMEOUT};
 use crate::core::probe::Proto;
 use crate::dataplane::QueueOptions;
 use crate::firewall::{LogRule, Steering, TableSpec};
+
+/// What the fleet threads (push and pull) read at each call; a reload may change it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// http(s)://host:port, without a trailing slash.
+    pub lapi_url: String,
+    /// The machine's login and password (push), the bouncer key (pull), the CA file's PEM.
+    pub secrets: Secrets,
+    pub pull_interval: std::time::Duration,
+    pub max_decisions: usize,
+    /// Alerts waiting for the LAPI (`state_dir/crowdsec-spool.json`).
+    pub spool: std::path::PathBuf,
+}
 
 /// What a reload may change and the threads off the packet path read: once per batch.
 #[derive(Clone, Debug)]
@@ -66,6 +79,18 @@ impl Config {
                 burst: b.burst,
             }),
         }
+    }
+
+    /// The fleet threads; `None` without `[crowdsec]`.
+    pub fn fleet(&self) -> Option<FleetSettings> {
+        let cs = self.crowdsec.as_ref()?;
+        Some(FleetSettings {
+            lapi_url: cs.lapi_url.clone(),
+            secrets: cs.secrets.clone(),
+            pull_interval: cs.pull_interval,
+            max_decisions: cs.max_decisions,
+            spool: self.state_dir.join("crowdsec-spool.json"),
+        })
     }
 
     /// The queue socket.
