@@ -32,6 +32,8 @@ pub struct Settings {
     pub actions: bool,
     /// IPv6 blocks cover this prefix.
     pub ipv6_prefix: u8,
+    /// `[crowdsec]`, for the fleet threads (shared: a batch clones `Settings`).
+    pub fleet: Option<std::sync::Arc<FleetSettings>>,
 }
 
 impl Config {
@@ -111,6 +113,7 @@ impl Config {
             udp_mode: mode_name(self.udp.mode, Proto::Udp),
             actions: !self.actions.is_empty(),
             ipv6_prefix: self.ipv6_prefix,
+            fleet: self.fleet().map(std::sync::Arc::new),
         }
     }
 }

@@ -290,6 +290,7 @@ impl<F: Firewall + 'static> Server<F> {
                 let _ = writeln!(out, "udp:              {}", info.udp);
                 let _ = writeln!(out, "blocked now:      {blocked}");
                 let _ = writeln!(out, "blocks to retry:  {pending}");
+                fleet_status(&mut out, &self.settings, s, now);
                 for (name, v) in [
                     ("packets", Stats::get(&s.packets)),
                     ("acted", Stats::get(&s.acted)),
@@ -312,6 +313,48 @@ impl<F: Firewall + 'static> Server<F> {
                 Ok(out)
             }
         }
+    }
+}
+
+/// The fleet's part of `status`: the LAPI connection, the last pull, alerts waiting, and
+/// the fleet's counters.
+fn fleet_status(out: &mut String, settings: &RwLock<Settings>, s: &Stats, now: u64) {
+    use crate::core::stats::FleetStats;
+    let Some(fleet) = settings
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .fleet
+        .clone()
+    else {
+        let _ = writeln!(out, "crowdsec:         off");
+        return;
+    };
+    let f = &s.fleet;
+    let state = match Stats::get(&f.state) {
+        FleetStats::UP => "connected".to_string(),
+        _ => format!(
+            "unreachable ({})",
+            f.last_error.lock().unwrap_or_else(|e| e.into_inner())
+        ),
+    };
+    let _ = writeln!(out, "crowdsec:         {} {state}", fleet.lapi_url);
+    let last = match Stats::get(&f.last_pull) {
+        0 => "never".to_string(),
+        t => format!("{} ago", fmt_secs(now.saturating_sub(t))),
+    };
+    let _ = writeln!(out, "last pull:        {last}");
+    for (name, v) in [
+        ("alerts waiting", Stats::get(&f.alerts_waiting)),
+        ("alerts pushed", Stats::get(&f.alerts_pushed)),
+        ("alerts dropped", Stats::get(&f.alerts_dropped)),
+        ("push failures", Stats::get(&f.push_failures)),
+        ("pulls", Stats::get(&f.pulls)),
+        ("pull failures", Stats::get(&f.pull_failures)),
+        ("fleet blocks", Stats::get(&f.blocked)),
+        ("fleet decisions", Stats::get(&f.decisions)),
+        ("fleet refused", Stats::get(&f.refused)),
+    ] {
+        let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
     }
 }
 
@@ -422,6 +465,7 @@ mod tests {
                 udp_mode: "audp",
                 actions: false,
                 ipv6_prefix: 64,
+                fleet: None,
             })),
             control,
             stats: Arc::new(Stats::default()),
@@ -500,5 +544,70 @@ mod tests {
         assert_eq!(held(&fw), ["198.51.100.7", "2001:db8::9"]);
         let list = s.handle(Request::List).unwrap();
         assert_eq!(list.matches("198.51.100.7 ").count(), 1, "{list}");
+    }
+
+    /// `list` says where each block came from; `unblock` lifts a fleet block holding the
+    /// address, and `status` shows the fleet's state.
+    #[test]
+    fn fleet_blocks_are_listed_as_such_and_unblock_lifts_them() {
+        use crate::core::decisions::Decision;
+        let fw = Memory::default();
+        let (s, _) = server(fw.clone());
+        assert!(s
+            .handle(Request::Block {
+                addr: "198.51.100.7".parse().unwrap(),
+                timeout: None
+            })
+            .is_ok());
+        let now = epoch_now();
+        {
+            let mut book = s.book();
+            let (fleet, protected) = book.fleet();
+            let protected = protected.clone();
+            fleet.apply(
+                vec![Decision {
+                    id: 9,
+                    net: "198.18.4.0/24".parse().unwrap(),
+                    expires: now + 600,
+                    reason: "portsentry/port-scan (crowdsec)".into(),
+                }],
+                &[],
+                &protected,
+                now,
+            );
+            let mut w = fw.clone();
+            fleet.write(now, |plan| {
+                (
+                    true,
+                    w.add_blocks(&plan.add)
+                        .failed
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect(),
+                )
+            });
+        }
+        let list = s.handle(Request::List).unwrap();
+        let line = |needle: &str| {
+            list.lines()
+                .find(|l| l.starts_with(needle))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(
+            line("198.51.100.7 ").contains(" local  blocked by the administrator"),
+            "{list}"
+        );
+        assert!(
+            line("198.18.4.0/24 ").contains(" fleet  portsentry/port-scan (crowdsec)"),
+            "{list}"
+        );
+        s.handle(Request::Unblock {
+            addr: "198.18.4.9".parse().unwrap(),
+        })
+        .unwrap();
+        assert!(fw.state().table.as_ref().unwrap().fleet.is_empty());
+        let status = s.handle(Request::Status).unwrap();
+        assert!(status.contains("crowdsec:         off"), "{status}");
     }
 }

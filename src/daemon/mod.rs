@@ -2,7 +2,8 @@
 //! blocks, start the threads, then hand the main thread to `upkeep`. This file wires; the
 //! settings each part gets come from `config::settings`.
 //!
-//! May use: `core`, `config`, `control`, `dataplane`, `firewall`, `output`, `system`.
+//! May use: `core`, `config`, `control`, `dataplane`, `firewall`, `fleet`, `output`,
+//! `system`.
 //! Nothing imports the daemon.
 
 pub mod actions;
@@ -135,7 +136,10 @@ pub fn run(
         cfg.alerts_per_second,
     );
     spawn("reporter", move || reporter.run(report_rx))?;
-    let responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
+    let mut responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
+    if let Some(fleet) = cfg.fleet() {
+        responder = start_fleet(fleet, &settings, &blocks, &stats, responder)?;
+    }
     {
         let handoff = handoff.clone();
         spawn("responder", move || responder.run(handoff, wake_rx))?;
@@ -200,6 +204,50 @@ pub fn run(
     };
     running.serve(signals, watch, logging);
     Ok(())
+}
+
+/// The fleet's threads: push (with `credentials`), fed by the responder without waiting,
+/// and pull (with `bouncer_key_file`), writing the fleet sets through its own netlink
+/// socket. Neither is on the packet path.
+fn start_fleet(
+    fleet: crate::config::settings::FleetSettings,
+    settings: &Arc<RwLock<crate::config::settings::Settings>>,
+    blocks: &Arc<Mutex<Blocks>>,
+    stats: &Arc<Stats>,
+    mut responder: Responder<Nft>,
+) -> Result<Responder<Nft>, DaemonError> {
+    use crate::fleet::{pull::Puller, push::Pusher, Outbox};
+    let mut ways = Vec::new();
+    if fleet.secrets.machine.is_some() {
+        let (outbox, rx) = Outbox::new(stats.clone());
+        let pusher = Pusher::new(settings.clone(), fleet.spool.clone(), stats.clone());
+        spawn("fleet push", move || pusher.run(rx))?;
+        responder = responder.with_fleet(outbox);
+        ways.push("pushing this host's blocks");
+    }
+    if fleet.secrets.bouncer_key.is_some() {
+        let puller = Puller::new(
+            Nft::open()?,
+            blocks.clone(),
+            settings.clone(),
+            stats.clone(),
+        );
+        spawn("fleet pull", move || puller.run())?;
+        ways.push("pulling the fleet's decisions");
+    }
+    Stats::set(&stats.fleet.state, crate::core::stats::FleetStats::DOWN);
+    *stats
+        .fleet
+        .last_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = "not reached yet".into();
+    tracing::warn!(
+        "adminalert: CrowdSec LAPI {}: {} (every {})",
+        fleet.lapi_url,
+        ways.join(", "),
+        humantime::format_duration(fleet.pull_interval)
+    );
+    Ok(responder)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {

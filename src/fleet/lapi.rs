@@ -194,7 +194,16 @@ fn transport(e: ureq::Error, limit: Duration) -> FleetError {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             FleetError::Timeout(limit)
         }
-        other => FleetError::Transport(other.to_string()),
+        other => {
+            let text = other.to_string();
+            // What a connect under the unit's IPAddressDeny=any looks like.
+            let hint = if text.contains("Operation not permitted") {
+                " (the systemd unit denies IP traffic: allow the LAPI's address with an IPAddressAllow= drop-in, see the README's \"Fleet\" section)"
+            } else {
+                ""
+            };
+            FleetError::Transport(format!("{text}{hint}"))
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use super::lapi::Lapi;
 use super::wire::{epoch, Delta};
 use super::{answered, failed, FleetError};
-use crate::config::settings::FleetSettings;
+use crate::config::settings::{FleetSettings, Settings};
 use crate::core::decisions::Taken;
 use crate::core::ignore::net_text;
 use crate::core::policy::Blocks;
@@ -24,7 +24,7 @@ const SAY_EVERY: Duration = Duration::from_secs(600);
 pub struct Puller<F: Firewall> {
     fw: F,
     blocks: Arc<Mutex<Blocks>>,
-    settings: Arc<RwLock<FleetSettings>>,
+    settings: Arc<RwLock<Settings>>,
     stats: Arc<Stats>,
     client: Option<(String, Option<Vec<u8>>, Lapi)>,
     /// The next call asks for everything (start, and after a failure: the LAPI may have
@@ -38,7 +38,7 @@ impl<F: Firewall> Puller<F> {
     pub fn new(
         fw: F,
         blocks: Arc<Mutex<Blocks>>,
-        settings: Arc<RwLock<FleetSettings>>,
+        settings: Arc<RwLock<Settings>>,
         stats: Arc<Stats>,
     ) -> Puller<F> {
         Puller {
@@ -57,19 +57,27 @@ impl<F: Firewall> Puller<F> {
     pub fn run(mut self) {
         loop {
             let started = Instant::now();
-            let s = self
-                .settings
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(key) = s.secrets.bouncer_key.clone() {
-                self.pull(&s, &key);
+            let fleet = self.fleet();
+            if let Some(s) = &fleet {
+                if let Some(key) = s.secrets.bouncer_key.clone() {
+                    self.pull(s, &key);
+                }
             }
             // Ended decisions go even while the LAPI is away (and ranges that ended give
             // back the addresses inside them).
             self.write(now());
-            std::thread::sleep(s.pull_interval.saturating_sub(started.elapsed()));
+            let every = fleet.map_or(Duration::from_secs(10), |s| s.pull_interval);
+            std::thread::sleep(every.saturating_sub(started.elapsed()));
         }
+    }
+
+    /// `[crowdsec]` as last loaded (a reload may change it, or take it out).
+    fn fleet(&self) -> Option<Arc<FleetSettings>> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .fleet
+            .clone()
     }
 
     /// One call of the stream, taken in.
@@ -125,10 +133,10 @@ impl<F: Firewall> Puller<F> {
     /// Takes in one answer of the stream (all of it with `startup`) and writes the sets.
     pub fn take(&mut self, delta: Delta, startup: bool, now: u64) {
         let max = self
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .max_decisions;
+            .fleet()
+            .map_or(crate::core::policy::DEFAULT_MAX_DECISIONS, |s| {
+                s.max_decisions
+            });
         let taken = {
             let mut book = self.lock();
             let (fleet, protected) = book.fleet();
@@ -264,7 +272,8 @@ mod tests {
             },
             IgnoreList::new(protected),
         );
-        let settings = FleetSettings {
+        let mut all = crate::config::Config::parse("t", "").unwrap().settings();
+        all.fleet = Some(Arc::new(FleetSettings {
             lapi_url: url.into(),
             secrets: Secrets {
                 machine: None,
@@ -274,12 +283,12 @@ mod tests {
             pull_interval: Duration::from_secs(1),
             max_decisions: 1000,
             spool: std::env::temp_dir().join("unused"),
-        };
+        }));
         let stats = Arc::new(Stats::default());
         let p = Puller::new(
             fw.clone(),
             Arc::new(Mutex::new(blocks)),
-            Arc::new(RwLock::new(settings)),
+            Arc::new(RwLock::new(all)),
             stats.clone(),
         );
         (p, fw, stats)
@@ -380,7 +389,7 @@ mod tests {
             }
         }));
         let (mut p, fw, stats) = puller(&fake.url);
-        let s = p.settings.read().unwrap().clone();
+        let s = p.fleet().unwrap();
         p.pull(&s, "key");
         assert_eq!(fleet_set(&fw), ["198.18.0.1/32", "198.18.0.2/32"]);
         phase.store(1, Relaxed);
@@ -418,7 +427,7 @@ mod tests {
             true,
             now(),
         );
-        let s = p.settings.read().unwrap().clone();
+        let s = p.fleet().unwrap();
         p.pull(&s, "key");
         assert_eq!(Stats::get(&stats.fleet.pull_failures), 1);
         assert_eq!(fleet_set(&fw), ["198.18.0.1/32"]);

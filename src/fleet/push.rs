@@ -7,7 +7,7 @@ use super::lapi::Lapi;
 use super::spool::Spool;
 use super::wire::{alert, epoch, pending};
 use super::{answered, failed, FleetError, LocalBlock};
-use crate::config::settings::FleetSettings;
+use crate::config::settings::{FleetSettings, Settings};
 use crate::core::stats::Stats;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -27,7 +27,7 @@ const TOKEN_LIFE: Duration = Duration::from_secs(50 * 60);
 const MAX_STRIKES: u32 = 10;
 
 pub struct Pusher {
-    settings: Arc<RwLock<FleetSettings>>,
+    settings: Arc<RwLock<Settings>>,
     stats: Arc<Stats>,
     spool: Spool,
     client: Option<(String, Option<Vec<u8>>, Lapi)>,
@@ -40,14 +40,13 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// The push thread's state, with the alerts an earlier run left in the spool.
-    pub fn new(settings: Arc<RwLock<FleetSettings>>, stats: Arc<Stats>) -> Pusher {
-        let path = settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .spool
-            .clone();
-        let (spool, err) = Spool::open(path, now());
+    /// The push thread's state, with the alerts an earlier run left in `spool`.
+    pub fn new(
+        settings: Arc<RwLock<Settings>>,
+        spool: std::path::PathBuf,
+        stats: Arc<Stats>,
+    ) -> Pusher {
+        let (spool, err) = Spool::open(spool, now());
         if let Some(e) = err {
             tracing::error!("adminalert: ERROR: CrowdSec alert spool: {e}");
         }
@@ -110,12 +109,17 @@ impl Pusher {
 
     /// Sends what waits, a batch at a time, until it is all sent or a call fails.
     pub fn send(&mut self) {
-        let s = self
+        // Taken out of [crowdsec] by a reload: the alerts wait (and stay on disk).
+        let fleet = self
             .settings
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .fleet
             .clone();
-        let Some((login, password)) = s.secrets.machine.clone() else {
+        let Some((s, (login, password))) =
+            fleet.and_then(|s| s.secrets.machine.clone().map(|m| (s, m)))
+        else {
+            self.save();
             return;
         };
         while !self.spool.is_empty() {
@@ -263,8 +267,9 @@ mod tests {
     use crate::config::Secrets;
     use std::sync::atomic::{AtomicBool, AtomicU32};
 
-    fn settings(url: &str, dir: &std::path::Path) -> Arc<RwLock<FleetSettings>> {
-        Arc::new(RwLock::new(FleetSettings {
+    fn settings(url: &str, dir: &std::path::Path) -> Arc<RwLock<Settings>> {
+        let mut s = crate::config::Config::parse("t", "").unwrap().settings();
+        s.fleet = Some(Arc::new(FleetSettings {
             lapi_url: url.into(),
             secrets: Secrets {
                 machine: Some(("hostA".into(), "pw".into())),
@@ -274,7 +279,8 @@ mod tests {
             pull_interval: Duration::from_secs(1),
             max_decisions: 100,
             spool: dir.join("crowdsec-spool.json"),
-        }))
+        }));
+        Arc::new(RwLock::new(s))
     }
 
     fn block(last: u8) -> LocalBlock {
@@ -318,7 +324,11 @@ mod tests {
             Some((201, "[\"1\"]".into()))
         }));
         let stats = Arc::new(Stats::default());
-        let mut p = Pusher::new(settings(&fake.url, &d), stats.clone());
+        let mut p = Pusher::new(
+            settings(&fake.url, &d),
+            d.join("crowdsec-spool.json"),
+            stats.clone(),
+        );
         let b = block(7);
         p.spool.push(pending(&b), now());
         p.send();
@@ -328,7 +338,11 @@ mod tests {
         drop(p);
 
         up.store(true, Relaxed);
-        let mut p = Pusher::new(settings(&fake.url, &d), stats.clone());
+        let mut p = Pusher::new(
+            settings(&fake.url, &d),
+            d.join("crowdsec-spool.json"),
+            stats.clone(),
+        );
         assert_eq!(p.waiting(), 1);
         p.send();
         assert_eq!(p.waiting(), 0);
@@ -358,7 +372,11 @@ mod tests {
                 (400, "bad request".into())
             })
         }));
-        let mut p = Pusher::new(settings(&fake.url, &d), Arc::new(Stats::default()));
+        let mut p = Pusher::new(
+            settings(&fake.url, &d),
+            d.join("crowdsec-spool.json"),
+            Arc::new(Stats::default()),
+        );
         p.spool.push(pending(&block(1)), now());
         p.send();
         assert_eq!(p.waiting(), 0);

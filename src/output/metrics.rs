@@ -62,7 +62,31 @@ pub fn render(s: &Stats, extra: Extra) -> String {
         "Addresses blocked now.",
         &[(String::new(), extra.blocked_now)],
     );
+    fleet(&mut out, &s.fleet);
     out
+}
+
+/// The fleet (CrowdSec LAPI) metrics: pushes, pulls, failures, fleet blocks.
+fn fleet(out: &mut String, f: &crate::core::stats::FleetStats) {
+    let up = u64::from(Stats::get(&f.state) == crate::core::stats::FleetStats::UP);
+    #[rustfmt::skip]
+    let rows: [(&str, &str, &str, u64); 10] = [
+        ("fleet_lapi_up", "gauge", "1 when the CrowdSec LAPI answered the last call.", up),
+        ("fleet_alerts_pushed_total", "counter", "Alerts the LAPI accepted.", Stats::get(&f.alerts_pushed)),
+        ("fleet_push_failures_total", "counter", "Calls to push alerts that failed.", Stats::get(&f.push_failures)),
+        ("fleet_alerts_dropped_total", "counter", "Blocks not handed to the push thread (it was behind).", Stats::get(&f.alerts_dropped)),
+        ("fleet_alerts_waiting", "gauge", "Alerts waiting for the LAPI (spooled on disk while it is away).", Stats::get(&f.alerts_waiting)),
+        ("fleet_pulls_total", "counter", "Decision stream calls answered.", Stats::get(&f.pulls)),
+        ("fleet_pull_failures_total", "counter", "Decision stream calls that failed.", Stats::get(&f.pull_failures)),
+        ("fleet_blocked", "gauge", "Elements of the fleet sets now.", Stats::get(&f.blocked)),
+        ("fleet_decisions", "gauge", "Fleet decisions held now.", Stats::get(&f.decisions)),
+        ("fleet_refused_total", "counter", "Fleet decisions not enforced: protected networks, or past max_decisions.", Stats::get(&f.refused)),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(out, "# HELP portsentry_{name} {help}");
+        let _ = writeln!(out, "# TYPE portsentry_{name} {kind}");
+        let _ = writeln!(out, "portsentry_{name} {v}");
+    }
 }
 
 /// Writes the file atomically, as the textfile collector expects (it may read at any time).
