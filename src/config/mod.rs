@@ -421,6 +421,18 @@ pub struct Crowdsec {
     pub secrets: Secrets,
 }
 
+impl Crowdsec {
+    /// The LAPI's address when `lapi_url` names one by address: never blocked, or a fleet
+    /// decision (or a scan spoofed from it) would cut this host off from its fleet.
+    pub fn lapi_addr(&self) -> Option<std::net::IpAddr> {
+        let host = self.lapi_url.split_once("://")?.1.split('/').next()?;
+        match host.strip_prefix('[') {
+            Some(r) => r.split(']').next()?.parse().ok(),
+            None => host.split(':').next()?.parse().ok(),
+        }
+    }
+}
+
 /// The machine's login and password and the bouncer's key; never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secrets {
@@ -1261,6 +1273,7 @@ pull_interval = "10s"
         .unwrap();
         let cs = c.crowdsec.unwrap();
         assert_eq!(cs.lapi_url, "https://lapi.example:8080");
+        assert_eq!(cs.lapi_addr(), None);
         assert_eq!(cs.pull_interval, Duration::from_secs(10));
         assert_eq!(cs.max_decisions, crate::core::policy::DEFAULT_MAX_DECISIONS);
         assert!(Config::parse("t", "").unwrap().crowdsec.is_none());
@@ -1273,7 +1286,9 @@ pull_interval = "10s"
             "[crowdsec]\nlapi_url = \"http://[2001:db8::10]:8080\"\nbouncer_key_file = \"/k\"\n",
         )
         .unwrap();
-        assert!(pull_only.crowdsec.unwrap().credentials.is_none());
+        let cs = pull_only.crowdsec.unwrap();
+        assert!(cs.credentials.is_none());
+        assert_eq!(cs.lapi_addr(), "2001:db8::10".parse().ok());
     }
 
     #[test]

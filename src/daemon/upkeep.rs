@@ -469,12 +469,18 @@ pub fn ignore_entries(file: Option<IgnoreFile>, previous: &[IpNet]) -> Vec<IpNet
 }
 
 /// Everything never blocked: the configured addresses, the ignore file, the host's own
-/// addresses, gateways and resolvers, and what is always protected.
+/// addresses, gateways and resolvers, the fleet's LAPI, and what is always protected.
 pub fn protected(cfg: &Config, ignore_file: &[IpNet], infra: &Infrastructure) -> IgnoreList {
     let mut nets = always_protected();
     nets.extend(cfg.ignore.iter().copied());
     nets.extend(ignore_file.iter().copied());
     nets.extend(infra.all().map(IpNet::from));
+    nets.extend(
+        cfg.crowdsec
+            .as_ref()
+            .and_then(|c| c.lapi_addr())
+            .map(IpNet::from),
+    );
     IgnoreList::new(nets)
 }
 

@@ -100,6 +100,8 @@ impl Pusher {
             while let Ok(b) = rx.try_recv() {
                 self.spool.push(pending(&b), now());
             }
+            // Before the call: a LAPI that hangs holds the call, not the count.
+            Stats::set(&self.stats.fleet.alerts_waiting, self.spool.len() as u64);
             if !self.spool.is_empty() && Instant::now() >= self.next_try {
                 self.send();
             }

@@ -3,6 +3,7 @@
 
 mod detection;
 mod docs;
+mod fleet;
 mod lab;
 mod layout;
 mod migration;
