@@ -20,7 +20,7 @@ use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
 use crate::dataplane::{self, Handoff};
 use crate::firewall::nft::Nft;
-use crate::firewall::{Firewall, FirewallError};
+use crate::firewall::{Firewall, FirewallError, Set};
 use crate::output::logging::Logging;
 use crate::system::clock::epoch_now;
 use crate::system::host::{Infrastructure, Watch};
@@ -88,6 +88,21 @@ pub fn run(
     let spec = cfg.table();
     let built = fw.build(&spec)?;
     apply_sets(&mut fw, &cfg, &protected)?;
+    // Without pull, nothing would ever lift the fleet's blocks of an earlier run.
+    if cfg
+        .crowdsec
+        .as_ref()
+        .is_none_or(|c| c.bouncer_key_file.is_none())
+    {
+        let now = epoch_now();
+        let (fleet, protected) = book.fleet();
+        let protected = protected.clone();
+        fleet.sync(Vec::new(), &protected, now);
+        fleet.write(now, |plan| {
+            let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+            (removed, Vec::new())
+        });
+    }
     let restored = restore(&mut fw, &mut book);
     if let Err(e) = fw.seal() {
         // The first check will put it right.

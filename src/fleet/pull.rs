@@ -152,23 +152,28 @@ impl<F: Firewall> Puller<F> {
         self.report(&taken, delta.skipped, delta.over + taken.over_cap, max);
     }
 
-    /// Makes the fleet sets what the decisions say (the book held meanwhile, as the
-    /// responder holds it while it writes).
+    /// Makes the fleet sets what the decisions say. The book is not held while the kernel
+    /// is written: a startup pull of a large fleet must not hold up the responder's next
+    /// block. A change made meanwhile (an unblock) is set right by the next write.
     pub fn write(&mut self, now: u64) {
-        let blocks = self.blocks.clone();
-        let mut book = blocks.lock().unwrap_or_else(|e| e.into_inner());
-        let (fleet, _) = book.fleet();
-        let fw = &mut self.fw;
+        let plan = {
+            let mut book = self.lock();
+            let (fleet, _) = book.fleet();
+            fleet.prune(now);
+            fleet.plan(now)
+        };
         let mut failures = Vec::new();
-        fleet.write(now, |plan| {
-            let removed = match fw.remove_blocks(Set::Fleet, &plan.remove) {
+        let (removed, refused) = if plan.is_empty() {
+            (true, Vec::new())
+        } else {
+            let removed = match self.fw.remove_blocks(Set::Fleet, &plan.remove) {
                 Ok(()) => true,
                 Err(e) => {
                     failures.push(format!("removing fleet blocks: {e}"));
                     false
                 }
             };
-            let report = fw.add_blocks(&plan.add);
+            let report = self.fw.add_blocks(&plan.add);
             failures.extend(
                 report
                     .failed
@@ -177,9 +182,15 @@ impl<F: Firewall> Puller<F> {
                     .map(|(n, e)| format!("{}: {e}", net_text(*n))),
             );
             (removed, report.failed.into_iter().map(|(n, _)| n).collect())
-        });
-        let (blocked, held) = (fleet.blocked(), fleet.decisions());
-        drop(book);
+        };
+        let (blocked, held) = {
+            let mut book = self.lock();
+            let (fleet, _) = book.fleet();
+            if !plan.is_empty() {
+                fleet.commit(&plan, removed, &refused, now);
+            }
+            (fleet.blocked(), fleet.decisions())
+        };
         Stats::set(&self.stats.fleet.blocked, blocked as u64);
         Stats::set(&self.stats.fleet.decisions, held as u64);
         if !failures.is_empty() {

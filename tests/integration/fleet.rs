@@ -174,11 +174,19 @@ fn member(lab: &Lab, host: &Host, name: &str, crowdsec: &str) -> Daemon {
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let config = dir.join("portsentry.toml");
+    // Empty: no [crowdsec] at all.
+    let section = if crowdsec.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "[crowdsec]\nlapi_url = \"http://{LAPI}:8080/\"\npull_interval = \"{}s\"\n{crowdsec}\n",
+            PULL.as_secs()
+        )
+    };
     fs::write(
         &config,
         format!(
-            "[udp]\nmode = \"off\"\n\n[crowdsec]\nlapi_url = \"http://{LAPI}:8080/\"\npull_interval = \"{}s\"\n{crowdsec}\n\n[files]\nstate_dir = \"{d}\"\n\n[firewall]\ninclude = \"{inc}\"\n\n[control]\nsocket = \"{d}/control.sock\"\n",
-            PULL.as_secs(),
+            "[udp]\nmode = \"off\"\n\n{section}\n[files]\nstate_dir = \"{d}\"\n\n[firewall]\ninclude = \"{inc}\"\n\n[control]\nsocket = \"{d}/control.sock\"\n",
             d = dir.display(),
             inc = nft_include().display()
         ),
@@ -406,6 +414,19 @@ fn decisions_for_a_hosts_own_addresses_are_not_enforced_there() {
     // A can still reach the LAPI (and so still pulls).
     let (_, status) = da.cli(&a, &["status"]);
     assert!(status.contains("connected"), "{status}");
+
+    // Pull turned off: the fleet's blocks of this run do not outlive it.
+    let mut da = da;
+    assert!(da.stop_with(libc::SIGTERM).success());
+    assert!(
+        in_fleet(&a, "198.18.0.77"),
+        "the sets keep their elements over a stop"
+    );
+    let _da = member(&lab, &a, "a", "");
+    assert!(
+        !in_fleet(&a, "198.18.0.77"),
+        "a fleet block outlived [crowdsec]"
+    );
 }
 
 #[test]
@@ -605,4 +626,59 @@ fn crowdsecs_own_firewall_bouncer_blocks_what_we_reported() {
         fs::read_to_string(dir.join("bouncer.log")).unwrap_or_default()
     );
     assert_eq!(scanner.tcp_connect(&c.v4, 80), "timeout");
+}
+
+/// A startup pull of a large list (20,000 decisions, imported with cscli) reaches the
+/// fleet sets in one go, and a probe meanwhile is blocked as fast as ever: the fleet's
+/// writes never hold the book the responder needs.
+#[test]
+fn a_large_decision_list_is_taken_without_holding_up_local_blocks() {
+    const N: u32 = 20_000;
+    let mut lab = Lab::new();
+    let a = lab.host("a", 1);
+    let s = lab.host("scanner", 2);
+    let lapi_host = lab.host("lapi", 10);
+    let lapi = Lapi::start(&lab, &lapi_host);
+    let mut csv = String::from("duration,scope,value,reason\n");
+    for i in 0..N {
+        let addr = std::net::Ipv4Addr::from(0xC612_0000u32 + 0x100 + i);
+        csv.push_str(&format!("4h,Ip,{addr},test-list\n"));
+    }
+    let list = lab.write("list.csv", &csv);
+    let t = Instant::now();
+    lapi.cscli(&["decisions", "import", "-i", list.to_str().unwrap()]);
+    eprintln!("cscli imported {N} decisions in {:?}", t.elapsed());
+    let key = lapi.bouncer("hostA");
+    let t = Instant::now();
+    let da = member(
+        &lab,
+        &a,
+        "a",
+        &format!("bouncer_key_file = \"{}\"", key.display()),
+    );
+    // A probe while the list comes in.
+    let probe = s.spawn(&[
+        "socat",
+        "-T1",
+        "-u",
+        "OPEN:/dev/null",
+        &format!("TCP4:{}:111,connect-timeout=1", a.v4),
+    ]);
+    lab.keep(probe);
+    let blocked = time_until(Duration::from_secs(5), || a.is_blocked(&s.v4));
+    let all = time_until(Duration::from_secs(60), || {
+        let (_, status) = da.cli(&a, &["status"]);
+        counter(&status, "fleet blocks") == u64::from(N)
+    });
+    eprintln!(
+        "{N} decisions enforced {:?} after the daemon started ({:?} after it was ready); a probe meanwhile was blocked in {blocked:?}",
+        t.elapsed(),
+        all
+    );
+    assert!(all.is_some(), "{}", da.log_text());
+    assert!(
+        blocked.is_some_and(|b| b < Duration::from_secs(1)),
+        "{blocked:?}"
+    );
+    assert!(in_fleet(&a, "198.18.1.0") && in_fleet(&a, "198.18.78.31"));
 }
