@@ -13,8 +13,8 @@
 //! - At most `max` decisions are held: a flood from a hostile or misconfigured LAPI costs
 //!   bounded memory, the excess is counted.
 
+use crate::core::block::{clamp_timeout, Block, Origin, Record, Set};
 use crate::core::ignore::IgnoreList;
-use crate::core::policy::{clamp_timeout, Block, Origin, Record, Set};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //!
 //! May use: nothing else of this crate.
 
+pub mod block;
 pub mod decisions;
 pub mod detector;
 pub mod ignore;

@@ -11,20 +11,14 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
+pub use crate::core::block::{clamp_timeout, Block, Origin, Record, Set, MAX_TIMEOUT, MIN_TIMEOUT};
 use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-/// The longest timeout accepted: a century ("100y", years of 365.25 days as humantime
-/// counts them). The kernel's own limit is about 584 years of
-/// milliseconds; anything longer is meant as "permanent", which is written "0".
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_155_760_000);
-/// Least time a block lasts.
-pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
 /// Offence counts remembered after their block ended (for `repeat_factor`).
@@ -33,80 +27,6 @@ const MAX_PAST: usize = 131_072;
 const MAX_BACKOFF: u64 = 60;
 /// Fleet decisions held at most, unless configured.
 pub const DEFAULT_MAX_DECISIONS: usize = 100_000;
-
-/// A block to write: a network (an address is a /32 or /128), its timeout, and the sets
-/// it goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Block {
-    pub net: IpNet,
-    /// `None`: permanent.
-    pub timeout: Option<Duration>,
-    pub set: Set,
-}
-
-/// Which sets hold a block: this host's own (`blocked4`/`blocked6`: detection and the
-/// administrator), or the fleet's (`fleet4`/`fleet6`: CrowdSec decisions). Kept apart so a
-/// fleet range and a local address inside it never collide in one interval set, and a
-/// deletion in the LAPI can only ever lift what the LAPI gave.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Set {
-    #[default]
-    Local,
-    Fleet,
-}
-
-/// Who asked for a block.
-/// Ordered: a block that is the administrator's stays theirs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// Detection: a scan reached the trigger.
-    #[default]
-    Scan,
-    /// `portsentry block`.
-    Admin,
-    /// A CrowdSec decision pulled from the LAPI: kept in its own book (`core::decisions`),
-    /// never mixed with the two above.
-    Fleet,
-}
-
-/// What is remembered of a block: what puts it back after a restart or a flush.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The blocked network; written as a plain address for a single host.
-    #[serde(rename = "addr", with = "net_serde")]
-    pub key: IpNet,
-    /// Epoch seconds.
-    pub since: u64,
-    /// Epoch seconds; `None` = permanent.
-    pub expires: Option<u64>,
-    /// How many times this network has been blocked (repeat offenders get longer blocks).
-    #[serde(default = "one")]
-    pub count: u32,
-    pub reason: String,
-    #[serde(default)]
-    pub origin: Origin,
-}
-
-fn one() -> u32 {
-    1
-}
-
-mod net_serde {
-    use ipnet::IpNet;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::core::ignore::net_text(*net))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::core::ignore::parse_net(&text)
-            .map(|n| n.trunc())
-            .map_err(|e| serde::de::Error::custom(format!("{e}: '{text}'")))
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -133,13 +53,6 @@ impl PolicyConfig {
             .unwrap_or(u32::MAX);
         Some(base.checked_mul(factor).map_or(cap, |t| t.min(cap)))
     }
-}
-
-/// Whole seconds within MIN_TIMEOUT..=MAX_TIMEOUT (configuration checks this already;
-/// the policy does not rely on it).
-pub fn clamp_timeout(t: Duration) -> Duration {
-    let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
-    Duration::from_secs(secs).clamp(MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
 /// A request for a block.

@@ -25,6 +25,11 @@ pub struct Lapi {
 
 impl Lapi {
     pub fn start(lab: &Lab, host: &Host) -> Lapi {
+        Lapi::start_tls(lab, host, None)
+    }
+
+    /// With `tls` (certificate and key files), the LAPI speaks https only.
+    pub fn start_tls(lab: &Lab, host: &Host, tls: Option<(&Path, &Path)>) -> Lapi {
         let dir = lab.dir.join("lapi");
         fs::create_dir_all(dir.join("data")).unwrap();
         fs::create_dir_all(dir.join("hub")).unwrap();
@@ -35,8 +40,14 @@ impl Lapi {
                 "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: {d}\n\
                  config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n  simulation_path: {d}/simulation.yaml\n  hub_dir: {d}/hub/\n  index_path: {d}/hub/.index.json\n\
                  db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: true\n\
-                 api:\n  client:\n    credentials_path: {d}/cscli.yaml\n  server:\n    log_level: info\n    listen_uri: {LAPI}:8080\n    profiles_path: {d}/profiles.yaml\n\
+                 api:\n  client:\n    insecure_skip_verify: true\n    credentials_path: {d}/cscli.yaml\n  server:\n    log_level: info\n    listen_uri: {LAPI}:8080\n    profiles_path: {d}/profiles.yaml\n{tls}\
                  prometheus:\n  enabled: false\n"
+            ,
+                tls = tls.map_or(String::new(), |(cert, key)| format!(
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n",
+                    cert.display(),
+                    key.display()
+                ))
             ),
         )
         .unwrap();
@@ -63,6 +74,10 @@ impl Lapi {
             "-f",
             creds.to_str().unwrap(),
         ]);
+        if tls.is_some() {
+            let text = fs::read_to_string(&creds).unwrap();
+            fs::write(&creds, text.replace("url: http://", "url: https://")).unwrap();
+        }
         lapi
     }
 
@@ -168,8 +183,14 @@ impl Drop for Lapi {
     }
 }
 
-/// A daemon of the fleet: its own directory (state, socket, log) in the lab.
+/// A daemon of the fleet: its own directory (state, socket, log) in the lab; `crowdsec`
+/// holds `[crowdsec]`'s lines past `lapi_url` and `pull_interval` (none: no section).
 fn member(lab: &Lab, host: &Host, name: &str, crowdsec: &str) -> Daemon {
+    member_with(lab, host, name, "http", crowdsec)
+}
+
+/// `member`, the LAPI reached with `scheme`.
+fn member_with(lab: &Lab, host: &Host, name: &str, scheme: &str, crowdsec: &str) -> Daemon {
     let dir = lab.dir.join(name);
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
@@ -179,7 +200,7 @@ fn member(lab: &Lab, host: &Host, name: &str, crowdsec: &str) -> Daemon {
         String::new()
     } else {
         format!(
-            "[crowdsec]\nlapi_url = \"http://{LAPI}:8080/\"\npull_interval = \"{}s\"\n{crowdsec}\n",
+            "[crowdsec]\nlapi_url = \"{scheme}://{LAPI}:8080/\"\npull_interval = \"{}s\"\n{crowdsec}\n",
             PULL.as_secs()
         )
     };
@@ -681,4 +702,109 @@ fn a_large_decision_list_is_taken_without_holding_up_local_blocks() {
         "{blocked:?}"
     );
     assert!(in_fleet(&a, "198.18.1.0") && in_fleet(&a, "198.18.78.31"));
+}
+
+/// An https LAPI signed by a CA of our own: trusted through `ca_file`, refused (and said
+/// why) with the system's certificates.
+#[test]
+fn an_https_lapi_is_trusted_through_ca_file_only() {
+    let mut lab = Lab::new();
+    let a = lab.host("a", 1);
+    let scanner = lab.host("scanner", 2);
+    let b = lab.host("b", 3);
+    let lapi_host = lab.host("lapi", 10);
+    let pki = lab.dir.join("pki");
+    fs::create_dir_all(&pki).unwrap();
+    let p = |name: &str| pki.join(name).to_str().unwrap().to_string();
+    fs::write(
+        pki.join("ext.cnf"),
+        format!(
+            "subjectAltName=IP:{LAPI}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca) = (p("ca.key"), p("ca.pem"));
+    let mut req = vec!["openssl", "req", "-x509"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portsentry test CA",
+    ]);
+    ok(&req);
+    let (key, csr, cert, ext) = (p("lapi.key"), p("lapi.csr"), p("lapi.pem"), p("ext.cnf"));
+    let mut req = vec!["openssl", "req"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=lapi"]);
+    ok(&req);
+    ok(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    let lapi = Lapi::start_tls(&lab, &lapi_host, Some((Path::new(&cert), Path::new(&key))));
+    let (ma, ka) = (lapi.machine("hostA"), lapi.bouncer("hostA"));
+    let da = member_with(
+        &lab,
+        &a,
+        "a",
+        "https",
+        &format!("{}\nca_file = \"{ca}\"", both(&ma, &ka)),
+    );
+    let kb = lapi.bouncer("hostB");
+    let db = member_with(
+        &lab,
+        &b,
+        "b",
+        "https",
+        &format!("bouncer_key_file = \"{}\"", kb.display()),
+    );
+    nmap(&scanner, &["-sS", "-p", "1-100"], &a.v4);
+    assert!(
+        wait_until(Duration::from_secs(10), || lapi.ours(&scanner.v4).is_some()),
+        "{}",
+        da.log_text()
+    );
+    lapi.cscli(&["decisions", "add", "--ip", "198.18.0.9", "--duration", "1h"]);
+    assert!(wait_until(Duration::from_secs(10), || in_fleet(
+        &a,
+        "198.18.0.9"
+    )));
+    // B trusts only the system's certificates: no pull, and status says why.
+    std::thread::sleep(PULL);
+    assert!(!in_fleet(&b, "198.18.0.9"));
+    let (_, status) = db.cli(&b, &["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("crowdsec:"))
+        .unwrap_or("");
+    assert!(
+        line.contains("unreachable") && line.to_lowercase().contains("certificate"),
+        "{status}"
+    );
 }
