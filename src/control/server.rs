@@ -332,6 +332,7 @@ fn fleet_status(out: &mut String, settings: &RwLock<Settings>, s: &Stats, now: u
     let f = &s.fleet;
     let state = match Stats::get(&f.state) {
         FleetStats::UP => "connected".to_string(),
+        FleetStats::WAITING => "not contacted yet".to_string(),
         _ => format!(
             "unreachable ({})",
             f.last_error.lock().unwrap_or_else(|e| e.into_inner())
@@ -344,7 +345,7 @@ fn fleet_status(out: &mut String, settings: &RwLock<Settings>, s: &Stats, now: u
     };
     let _ = writeln!(out, "last pull:        {last}");
     for (name, v) in [
-        ("alerts waiting", Stats::get(&f.alerts_waiting)),
+        ("alerts waiting", f.waiting()),
         ("alerts pushed", Stats::get(&f.alerts_pushed)),
         ("alerts dropped", Stats::get(&f.alerts_dropped)),
         ("push failures", Stats::get(&f.push_failures)),

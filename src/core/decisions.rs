@@ -3,7 +3,8 @@
 //!
 //! Rules (portsentry.toml(5) and the README say the same to administrators):
 //! - A decision whose network holds anything protected (the host's own addresses,
-//!   gateways, resolvers, ignore list, loopback…) is refused whole, and said once.
+//!   gateways, resolvers, ignore list, loopback…), or is wider than a /8 (a /16 for
+//!   IPv6), is refused whole, and said once.
 //! - The same decision seen again changes nothing; a network held by several decisions
 //!   stays blocked until the last of them ends or is deleted.
 //! - Fleet blocks are kept apart from this host's own: they never count against
@@ -18,6 +19,21 @@ use crate::core::ignore::IgnoreList;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+
+/// The widest networks a decision may ban: past them it is a mistake or an attack, not a
+/// scanner's network (and would take the host's upstream with it).
+pub const WIDEST_V4: u8 = 8;
+pub const WIDEST_V6: u8 = 16;
+
+/// Whether `net` is wider than a decision may ban.
+pub fn too_wide(net: IpNet) -> bool {
+    let floor = if net.addr().is_ipv4() {
+        WIDEST_V4
+    } else {
+        WIDEST_V6
+    };
+    net.prefix_len() < floor
+}
 
 /// Refused decision ids remembered so each is said once (cleared when full).
 const MAX_REFUSED_IDS: usize = 65_536;
@@ -95,7 +111,7 @@ pub struct Taken {
     pub added: usize,
     /// Bans lifted.
     pub deleted: usize,
-    /// Refused for the first time (protected): to be logged, once.
+    /// Refused for the first time (protected, or too wide): to be logged, once.
     pub refused: Vec<Decision>,
     /// Left out because `max` decisions are held.
     pub over_cap: u64,
@@ -170,7 +186,7 @@ impl FleetBook {
             if d.expires <= now || self.decisions.contains_key(&d.id) {
                 continue;
             }
-            if protected.overlaps(d.net) {
+            if too_wide(d.net) || protected.overlaps(d.net) {
                 if self.refused.len() >= MAX_REFUSED_IDS {
                     self.refused.clear();
                 }
@@ -595,9 +611,16 @@ mod tests {
             ban(4, "::/0", 2000),
             ban(5, "192.0.2.0/24", 2000), // a range over the host's LAN
             ban(6, "127.0.0.1", 2000),
+            ban(7, "64.0.0.0/2", 2000), // nothing protected in it, but a quarter of IPv4
+            ban(8, "4000::/2", 2000),
         ];
         let t = b.apply(bad.clone(), &[], &p, 1000);
-        assert_eq!(t.refused.len(), 6);
+        assert_eq!(t.refused.len(), 8);
+        assert_eq!(
+            b.apply(vec![ban(9, "10.0.0.0/8", 2000)], &[], &p, 1000)
+                .added,
+            1
+        );
         assert_eq!(t.added, 0);
         // Repeated by the next delta or a full sync: not said again.
         assert!(b.apply(bad.clone(), &[], &p, 1001).refused.is_empty());

@@ -64,7 +64,7 @@ pub struct Stats {
 /// The LAPI connection as `status` and the metrics show it.
 #[derive(Debug, Default)]
 pub struct FleetStats {
-    /// 0: not configured, 1: connected (the last call answered), 2: unreachable or refusing.
+    /// `OFF`, `UP` (the last call was answered), `DOWN` (unreachable or refusing), `WAITING`.
     pub state: AtomicU64,
     /// Epoch second of the last successful pull (0: none yet).
     pub last_pull: AtomicU64,
@@ -76,8 +76,10 @@ pub struct FleetStats {
     pub push_failures: AtomicU64,
     /// Local blocks not handed to the push thread (its queue was full).
     pub alerts_dropped: AtomicU64,
-    /// Alerts waiting to be pushed (a gauge, spooled on disk while the LAPI is away).
+    /// Alerts the push thread holds (a gauge, spooled on disk while the LAPI is away).
     pub alerts_waiting: AtomicU64,
+    /// Blocks handed over that the push thread has not taken yet (it is in a call).
+    pub alerts_queued: AtomicU64,
     pub pulls: AtomicU64,
     pub pull_failures: AtomicU64,
     /// Elements of the fleet sets now (a gauge).
@@ -89,9 +91,16 @@ pub struct FleetStats {
 }
 
 impl FleetStats {
+    /// Alerts not yet accepted by the LAPI: held by the push thread, or handed to it.
+    pub fn waiting(&self) -> u64 {
+        Stats::get(&self.alerts_waiting).saturating_add(Stats::get(&self.alerts_queued))
+    }
+
     pub const OFF: u64 = 0;
     pub const UP: u64 = 1;
     pub const DOWN: u64 = 2;
+    /// Configured, no call made yet.
+    pub const WAITING: u64 = 3;
 }
 
 impl Stats {

@@ -232,6 +232,8 @@ fn start_fleet(
     mut responder: Responder<Nft>,
 ) -> Result<Responder<Nft>, DaemonError> {
     use crate::fleet::{pull::Puller, push::Pusher, Outbox};
+    // Before the threads, which say how their first call went.
+    Stats::set(&stats.fleet.state, crate::core::stats::FleetStats::WAITING);
     let mut ways = Vec::new();
     if fleet.secrets.machine.is_some() {
         let (outbox, rx) = Outbox::new(stats.clone());
@@ -250,12 +252,6 @@ fn start_fleet(
         spawn("fleet pull", move || puller.run())?;
         ways.push("pulling the fleet's decisions");
     }
-    Stats::set(&stats.fleet.state, crate::core::stats::FleetStats::DOWN);
-    *stats
-        .fleet
-        .last_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = "not reached yet".into();
     tracing::warn!(
         "adminalert: CrowdSec LAPI {}: {} (every {})",
         fleet.lapi_url,

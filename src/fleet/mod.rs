@@ -18,6 +18,7 @@ pub mod wire;
 use crate::core::probe::Probe;
 use crate::core::stats::Stats;
 use ipnet::IpNet;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +56,9 @@ impl Outbox {
     /// Hands `b` over, or drops and counts it when the push thread is behind.
     pub fn offer(&self, b: LocalBlock) {
         match self.tx.try_send(b) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.stats.fleet.alerts_queued.fetch_add(1, Relaxed);
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 Stats::inc(&self.stats.fleet.alerts_dropped)
             }

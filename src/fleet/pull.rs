@@ -7,7 +7,7 @@ use super::lapi::Lapi;
 use super::wire::{epoch, Delta};
 use super::{answered, failed, FleetError};
 use crate::config::settings::{FleetSettings, Settings};
-use crate::core::decisions::Taken;
+use crate::core::decisions::{too_wide, Taken};
 use crate::core::ignore::net_text;
 use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
@@ -27,6 +27,8 @@ pub struct Puller<F: Firewall> {
     settings: Arc<RwLock<Settings>>,
     stats: Arc<Stats>,
     client: Option<(String, Option<Vec<u8>>, Lapi)>,
+    /// The bouncer key of the last call: a new key starts with everything.
+    key: String,
     /// The next call asks for everything (start, and after a failure: the LAPI may have
     /// restarted, or changes were missed).
     resync: bool,
@@ -47,6 +49,7 @@ impl<F: Firewall> Puller<F> {
             settings,
             stats,
             client: None,
+            key: String::new(),
             resync: true,
             up: true,
             said: None,
@@ -122,6 +125,10 @@ impl<F: Firewall> Puller<F> {
         if !fresh {
             let lapi = Lapi::new(&s.lapi_url, s.secrets.ca_pem.as_deref())?;
             self.client = Some((s.lapi_url.clone(), s.secrets.ca_pem.clone(), lapi));
+            self.resync = true;
+        }
+        if self.key != key {
+            self.key = key.to_string();
             self.resync = true;
         }
         let Some((_, _, lapi)) = &self.client else {
@@ -204,8 +211,13 @@ impl<F: Firewall> Puller<F> {
 
     fn report(&mut self, taken: &Taken, skipped: u64, over: u64, max: usize) {
         for d in taken.refused.iter().take(NAMED_REFUSALS) {
+            let why = if too_wide(d.net) {
+                "it is wider than a /8 (a /16 for IPv6)"
+            } else {
+                "it covers this host's own address, a gateway, a resolver or the ignore list"
+            };
             tracing::warn!(
-                "adminalert: fleet decision {} for {} ({}) not enforced: it covers this host's own address, a gateway, a resolver or the ignore list",
+                "adminalert: fleet decision {} for {} ({}) not enforced: {why}",
                 d.id,
                 net_text(d.net),
                 d.reason
@@ -213,7 +225,7 @@ impl<F: Firewall> Puller<F> {
         }
         if taken.refused.len() > NAMED_REFUSALS {
             tracing::warn!(
-                "adminalert: {} more fleet decisions not enforced: they cover protected addresses",
+                "adminalert: {} more fleet decisions not enforced: too wide, or covering protected addresses",
                 taken.refused.len() - NAMED_REFUSALS
             );
         }

@@ -31,7 +31,8 @@ pub struct Pusher {
     stats: Arc<Stats>,
     spool: Spool,
     client: Option<(String, Option<Vec<u8>>, Lapi)>,
-    token: Option<(String, Instant)>,
+    /// The bearer token, when it was given, and for which login and password.
+    token: Option<(String, Instant, (String, String))>,
     backoff: Duration,
     next_try: Instant,
     strikes: u32,
@@ -73,6 +74,9 @@ impl Pusher {
 
     /// Takes blocks from the responder until it is gone, sending them as they come.
     pub fn run(mut self, rx: Receiver<LocalBlock>) {
+        // Log in at once: bad credentials or an unreachable LAPI are said at start, not at
+        // the first scan (and what an earlier run spooled goes now).
+        self.send();
         loop {
             let wait = if self.spool.is_empty() {
                 Duration::from_secs(1)
@@ -81,12 +85,12 @@ impl Pusher {
             };
             match rx.recv_timeout(wait) {
                 Ok(b) => {
-                    self.spool.push(pending(&b), now());
+                    self.take(&b);
                     // A moment for the rest of a burst, so it goes in one call.
                     let until = Instant::now() + GATHER;
                     while let Some(left) = until.checked_duration_since(Instant::now()) {
                         match rx.recv_timeout(left) {
-                            Ok(b) => self.spool.push(pending(&b), now()),
+                            Ok(b) => self.take(&b),
                             Err(_) => break,
                         }
                     }
@@ -98,7 +102,7 @@ impl Pusher {
                 }
             }
             while let Ok(b) = rx.try_recv() {
-                self.spool.push(pending(&b), now());
+                self.take(&b);
             }
             // Before the call: a LAPI that hangs holds the call, not the count.
             Stats::set(&self.stats.fleet.alerts_waiting, self.spool.len() as u64);
@@ -107,6 +111,13 @@ impl Pusher {
             }
             Stats::set(&self.stats.fleet.alerts_waiting, self.spool.len() as u64);
         }
+    }
+
+    /// A block from the responder, into the spool.
+    fn take(&mut self, b: &LocalBlock) {
+        let q = &self.stats.fleet.alerts_queued;
+        let _ = q.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        self.spool.push(pending(b), now());
     }
 
     /// Sends what waits, a batch at a time, until it is all sent or a call fails.
@@ -124,6 +135,9 @@ impl Pusher {
             self.save();
             return;
         };
+        if self.spool.is_empty() && self.token.is_none() {
+            self.hello(&s, &login, &password);
+        }
         while !self.spool.is_empty() {
             let batch = self.spool.batch(BATCH, now());
             if batch.is_empty() {
@@ -171,14 +185,28 @@ impl Pusher {
         self.discarded();
     }
 
-    /// One batch, logging in first if need be, and once more if the token is refused.
-    fn call(
-        &mut self,
-        s: &FleetSettings,
-        login: &str,
-        password: &str,
-        alerts: &[serde_json::Value],
-    ) -> Result<(), FleetError> {
+    /// A login alone, to know the LAPI takes us.
+    fn hello(&mut self, s: &FleetSettings, login: &str, password: &str) {
+        let result = self.client(s).and_then(|lapi| lapi.login(login, password));
+        match result {
+            Ok(t) => {
+                answered(&self.stats);
+                self.token = Some((t, Instant::now(), (login.into(), password.into())));
+            }
+            Err(e) => {
+                Stats::inc(&self.stats.fleet.push_failures);
+                failed(&self.stats, &e);
+                self.up = false;
+                tracing::error!(
+                    "adminalert: ERROR: CrowdSec LAPI {}: cannot log in as machine {login}: {e}; alerts will wait on disk until it can",
+                    s.lapi_url
+                );
+            }
+        }
+    }
+
+    /// The client for the configured LAPI (made anew when its address or CA changes).
+    fn client(&mut self, s: &FleetSettings) -> Result<&Lapi, FleetError> {
         let fresh = self
             .client
             .as_ref()
@@ -188,20 +216,36 @@ impl Pusher {
             self.client = Some((s.lapi_url.clone(), s.secrets.ca_pem.clone(), lapi));
             self.token = None;
         }
-        let Some((_, _, lapi)) = &self.client else {
-            return Err(FleetError::Transport("no client".into()));
-        };
+        match &self.client {
+            Some((_, _, lapi)) => Ok(lapi),
+            None => Err(FleetError::Transport("no client".into())),
+        }
+    }
+
+    /// One batch, logging in first if need be, and once more if the token is refused.
+    fn call(
+        &mut self,
+        s: &FleetSettings,
+        login: &str,
+        password: &str,
+        alerts: &[serde_json::Value],
+    ) -> Result<(), FleetError> {
+        let creds = (login.to_string(), password.to_string());
         for retry in [false, true] {
-            let token = match &self.token {
-                Some((t, at)) if at.elapsed() < TOKEN_LIFE => t.clone(),
-                _ => {
-                    let t = lapi.login(login, password)?;
+            let fresh = match &self.token {
+                Some((t, at, who)) if at.elapsed() < TOKEN_LIFE && *who == creds => Some(t.clone()),
+                _ => None,
+            };
+            let token = match fresh {
+                Some(t) => t,
+                None => {
+                    let t = self.client(s)?.login(login, password)?;
                     answered(&self.stats);
-                    self.token = Some((t.clone(), Instant::now()));
+                    self.token = Some((t.clone(), Instant::now(), creds.clone()));
                     t
                 }
             };
-            match lapi.push(&token, alerts) {
+            match self.client(s)?.push(&token, alerts) {
                 Ok(()) => {
                     answered(&self.stats);
                     return Ok(());

@@ -75,7 +75,7 @@ fn fleet(out: &mut String, f: &crate::core::stats::FleetStats) {
         ("fleet_alerts_pushed_total", "counter", "Alerts the LAPI accepted.", Stats::get(&f.alerts_pushed)),
         ("fleet_push_failures_total", "counter", "Calls to push alerts that failed.", Stats::get(&f.push_failures)),
         ("fleet_alerts_dropped_total", "counter", "Blocks not handed to the push thread (it was behind).", Stats::get(&f.alerts_dropped)),
-        ("fleet_alerts_waiting", "gauge", "Alerts waiting for the LAPI (spooled on disk while it is away).", Stats::get(&f.alerts_waiting)),
+        ("fleet_alerts_waiting", "gauge", "Alerts waiting for the LAPI (spooled on disk while it is away).", f.waiting()),
         ("fleet_pulls_total", "counter", "Decision stream calls answered.", Stats::get(&f.pulls)),
         ("fleet_pull_failures_total", "counter", "Decision stream calls that failed.", Stats::get(&f.pull_failures)),
         ("fleet_blocked", "gauge", "Elements of the fleet sets now.", Stats::get(&f.blocked)),
