@@ -132,6 +132,8 @@ impl Pusher {
         let Some((s, (login, password))) =
             fleet.and_then(|s| s.secrets.machine.clone().map(|m| (s, m)))
         else {
+            // Look again in a while, not in a loop.
+            self.next_try = Instant::now() + MAX_BACKOFF;
             self.save();
             return;
         };
@@ -426,6 +428,41 @@ mod tests {
         p.spool.push(pending(&block(1)), now());
         p.send();
         assert_eq!(p.waiting(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A LAPI that answers every batch with a server error (its database broken, or an
+    /// alert it can never take: the LAPI says 500 for a missing field) is retried with
+    /// backoff, and the batch given up after MAX_STRIKES tries.
+    #[test]
+    fn server_errors_are_retried_then_the_batch_is_given_up() {
+        let d = dir("500");
+        let fake = Fake::start(Arc::new(|head: &str, _: &str| {
+            Some(if head.contains("login") {
+                (200, r#"{"token":"t"}"#.into())
+            } else {
+                (500, "validation failure list".into())
+            })
+        }));
+        let stats = Arc::new(Stats::default());
+        let mut p = Pusher::new(
+            settings(&fake.url, &d),
+            d.join("crowdsec-spool.json"),
+            stats.clone(),
+        );
+        p.spool.push(pending(&block(1)), now());
+        for i in 1..MAX_STRIKES {
+            p.send();
+            assert_eq!(p.waiting(), 1, "given up after {i} tries");
+            assert!(p.next_try > Instant::now(), "no backoff");
+            p.next_try = Instant::now();
+        }
+        p.send();
+        assert_eq!(p.waiting(), 0);
+        assert_eq!(
+            Stats::get(&stats.fleet.push_failures),
+            u64::from(MAX_STRIKES)
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
