@@ -55,11 +55,13 @@ impl Outbox {
 
     /// Hands `b` over, or drops and counts it when the push thread is behind.
     pub fn offer(&self, b: LocalBlock) {
+        // Counted before it goes: the push thread may take it (and count it off) at once.
+        let queued = &self.stats.fleet.alerts_queued;
+        queued.fetch_add(1, Relaxed);
         match self.tx.try_send(b) {
-            Ok(()) => {
-                self.stats.fleet.alerts_queued.fetch_add(1, Relaxed);
-            }
+            Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                queued.fetch_sub(1, Relaxed);
                 Stats::inc(&self.stats.fleet.alerts_dropped)
             }
         }

@@ -115,8 +115,7 @@ impl Pusher {
 
     /// A block from the responder, into the spool.
     fn take(&mut self, b: &LocalBlock) {
-        let q = &self.stats.fleet.alerts_queued;
-        let _ = q.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        self.stats.fleet.alerts_queued.fetch_sub(1, Relaxed);
         self.spool.push(pending(b), now());
     }
 
