@@ -498,6 +498,8 @@ pub enum ConfigError {
     Unsafe(Untrusted),
     #[error("{path}: {why}")]
     Secret { path: String, why: String },
+    #[error("{0}: it holds this host's credentials for the fleet")]
+    UnsafeSecret(Untrusted),
 }
 
 /// A file others could change, refused.
@@ -1060,7 +1062,10 @@ pub fn lapi_url(text: &str) -> Result<String, String> {
 /// by root alone: the machine password and the bouncer key are the fleet's trust).
 fn read_secrets(cs: &Crowdsec) -> Result<Secrets, ConfigError> {
     let read = |p: &Path| -> Result<String, ConfigError> {
-        trusted(p)?;
+        trusted(p).map_err(|e| match e {
+            ConfigError::Unsafe(u) => ConfigError::UnsafeSecret(u),
+            other => other,
+        })?;
         let io = |source| ConfigError::Io {
             path: p.display().to_string(),
             source,
@@ -1385,7 +1390,7 @@ pull_interval = "10s"
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(matches!(
             Config::load_trusted(Some(&cfg)),
-            Err(ConfigError::Unsafe(_))
+            Err(ConfigError::UnsafeSecret(_))
         ));
         std::fs::remove_file(&key).unwrap();
         assert!(matches!(
