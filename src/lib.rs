@@ -16,5 +16,6 @@ pub mod core;
 pub mod daemon;
 pub mod dataplane;
 pub mod firewall;
+pub mod fleet;
 pub mod output;
 pub mod system;

@@ -55,6 +55,24 @@ pub struct RawConfig {
     pub log: RawLog,
     pub control: RawControl,
     pub metrics: RawMetrics,
+    pub crowdsec: RawCrowdsec,
+}
+
+/// Sharing blocks with a fleet through CrowdSec's Local API. The key names are a contract
+/// (scripts write them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCrowdsec {
+    pub lapi_url: Option<Spanned<String>>,
+    /// `cscli machines add NAME -f FILE`'s output: push this host's blocks as alerts.
+    pub credentials: Option<PathBuf>,
+    /// A file holding `cscli bouncers add NAME -o raw`'s key: pull the fleet's decisions.
+    pub bouncer_key_file: Option<PathBuf>,
+    pub pull_interval: Option<Spanned<String>>,
+    /// PEM certificates to trust for an https LAPI instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Most fleet decisions held at once.
+    pub max_decisions: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,7 +421,61 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The block state (`state_dir/blocks.json`).
     pub state_file: PathBuf,
+    /// `[crowdsec]`; `None`: no fleet.
+    pub crowdsec: Option<Crowdsec>,
 }
+
+/// `[crowdsec]`, validated. Push is on with `credentials`, pull with `bouncer_key_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crowdsec {
+    /// http:// or https://, without a trailing slash.
+    pub lapi_url: String,
+    pub credentials: Option<PathBuf>,
+    pub bouncer_key_file: Option<PathBuf>,
+    pub pull_interval: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub max_decisions: usize,
+    /// What the files above hold, read by `Config::load_trusted` (none from `parse`).
+    pub secrets: Secrets,
+}
+
+impl Crowdsec {
+    /// The LAPI's address when `lapi_url` names one by address: never blocked, or a fleet
+    /// decision (or a scan spoofed from it) would cut this host off from its fleet.
+    pub fn lapi_addr(&self) -> Option<std::net::IpAddr> {
+        let host = self.lapi_url.split_once("://")?.1.split('/').next()?;
+        match host.strip_prefix('[') {
+            Some(r) => r.split(']').next()?.parse().ok(),
+            None => host.split(':').next()?.parse().ok(),
+        }
+    }
+}
+
+/// The machine's login and password and the bouncer's key; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub machine: Option<(String, String)>,
+    pub bouncer_key: Option<String>,
+    /// The ca_file's PEM text.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("machine", &self.machine.as_ref().map(|(login, _)| login))
+            .field("bouncer_key", &self.bouncer_key.as_ref().map(|_| "…"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Longest pull interval: past it a fleet is hardly one.
+pub const MAX_PULL_INTERVAL: Duration = Duration::from_secs(3600);
+/// Most decisions `max_decisions` may allow (a few hundred bytes of memory each).
+pub const MAX_MAX_DECISIONS: usize = 10_000_000;
+/// Longest credentials, key or CA file read.
+const MAX_SECRET_FILE: u64 = 1 << 20;
 
 /// PortSentry's actions beyond the nft block: KILL_RUN_CMD, KILL_HOSTS_DENY, KILL_ROUTE.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -442,6 +514,10 @@ pub enum ConfigError {
     Invalid(Located),
     #[error("{0}: it decides what runs as root and who is never blocked")]
     Unsafe(Untrusted),
+    #[error("{path}: {why}")]
+    Secret { path: String, why: String },
+    #[error("{0}: it holds this host's credentials for the fleet")]
+    UnsafeSecret(Untrusted),
 }
 
 /// A file others could change, refused.
@@ -537,6 +613,10 @@ impl Config {
             }),
             None => None,
         };
+        let mut cfg = cfg;
+        if let Some(cs) = &mut cfg.crowdsec {
+            cs.secrets = read_secrets(cs)?;
+        }
         Ok((cfg, ignore))
     }
 
@@ -789,7 +869,64 @@ impl Validator<'_> {
                 })?),
                 None => None,
             },
+            crowdsec: self.crowdsec(raw.crowdsec)?,
         })
+    }
+
+    fn crowdsec(&self, raw: RawCrowdsec) -> Result<Option<Crowdsec>, ConfigError> {
+        let pull_interval = self
+            .duration(raw.pull_interval.as_ref(), "10s", false)?
+            .unwrap_or(Duration::from_secs(10));
+        if let Some(p) = &raw.pull_interval {
+            if pull_interval > MAX_PULL_INTERVAL {
+                return Err((self.err)(
+                    p.span(),
+                    "pull_interval must be at most 1h".into(),
+                ));
+            }
+        }
+        let max_decisions = match raw.max_decisions {
+            Some(m) if !(1..=MAX_MAX_DECISIONS).contains(m.get_ref()) => {
+                return Err((self.err)(
+                    m.span(),
+                    format!("max_decisions must be between 1 and {MAX_MAX_DECISIONS}"),
+                ))
+            }
+            Some(m) => m.into_inner(),
+            None => crate::core::policy::DEFAULT_MAX_DECISIONS,
+        };
+        let Some(url) = raw.lapi_url else {
+            if raw.credentials.is_some() || raw.bouncer_key_file.is_some() {
+                return Err((self.err)(
+                    0..0,
+                    "[crowdsec] needs lapi_url (\"http://HOST:8080/\" or https) with credentials or bouncer_key_file".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let lapi_url = lapi_url(url.get_ref()).map_err(|m| (self.err)(url.span(), m))?;
+        if raw.credentials.is_none() && raw.bouncer_key_file.is_none() {
+            return Err((self.err)(
+                url.span(),
+                "[crowdsec] has nothing to do: give credentials (push this host's blocks) and/or bouncer_key_file (pull the fleet's)".into(),
+            ));
+        }
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        if empty(&raw.credentials) || empty(&raw.bouncer_key_file) || empty(&raw.ca_file) {
+            return Err((self.err)(
+                url.span(),
+                "[crowdsec] file paths must not be empty (leave the key out instead)".into(),
+            ));
+        }
+        Ok(Some(Crowdsec {
+            lapi_url,
+            credentials: raw.credentials,
+            bouncer_key_file: raw.bouncer_key_file,
+            pull_interval,
+            ca_file: raw.ca_file,
+            max_decisions,
+            secrets: Secrets::default(),
+        }))
     }
 
     fn watch(
@@ -932,6 +1069,127 @@ impl Validator<'_> {
     }
 }
 
+/// The LAPI's address: http or https, a host, an optional port and path prefix; no
+/// credentials, query or fragment. Returned without its trailing slash.
+pub fn lapi_url(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let bad = |why: &str| format!("lapi_url '{t}': {why}");
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(bad("has no host"));
+    }
+    if rest.contains(['@', '?', '#']) || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "must not hold credentials, a query, a fragment or spaces",
+        ));
+    }
+    let port = match host.strip_prefix('[') {
+        Some(r) => {
+            let (addr, after) = r
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '['"))?;
+            addr.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("has a bad IPv6 address"))?;
+            match after {
+                "" => None,
+                a => Some(a.strip_prefix(':').ok_or_else(|| bad("has a bad port"))?),
+            }
+        }
+        None => host.split_once(':').map(|(_, p)| p),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err(bad("has a bad port"));
+    }
+    Ok(t.trim_end_matches('/').to_string())
+}
+
+/// Reads the files `[crowdsec]` names, each held to the configuration's rule (changeable
+/// by root alone: the machine password and the bouncer key are the fleet's trust).
+fn read_secrets(cs: &Crowdsec) -> Result<Secrets, ConfigError> {
+    let read = |p: &Path| -> Result<String, ConfigError> {
+        trusted(p).map_err(|e| match e {
+            ConfigError::Unsafe(u) => ConfigError::UnsafeSecret(u),
+            other => other,
+        })?;
+        let io = |source| ConfigError::Io {
+            path: p.display().to_string(),
+            source,
+        };
+        let f = std::fs::File::open(p).map_err(io)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_SECRET_FILE), &mut text)
+            .map_err(io)?;
+        Ok(text)
+    };
+    let secret = |p: &Path, why: String| ConfigError::Secret {
+        path: p.display().to_string(),
+        why,
+    };
+    let mut out = Secrets::default();
+    if let Some(p) = &cs.credentials {
+        out.machine = Some(parse_credentials(&read(p)?).map_err(|w| secret(p, w))?);
+    }
+    if let Some(p) = &cs.bouncer_key_file {
+        let key = read(p)?.trim().to_string();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(secret(
+                p,
+                "not a bouncer key (the one line `cscli bouncers add NAME -o raw` prints)".into(),
+            ));
+        }
+        out.bouncer_key = Some(key);
+    }
+    if let Some(p) = &cs.ca_file {
+        let pem = read(p)?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(secret(p, "holds no PEM certificate".into()));
+        }
+        out.ca_pem = Some(pem.into_bytes());
+    }
+    Ok(out)
+}
+
+/// The machine's login and password from `cscli machines add … -f FILE`'s YAML (`url:`,
+/// `login:`, `password:` lines; values plain or quoted).
+pub fn parse_credentials(text: &str) -> Result<(String, String), String> {
+    let mut login = None;
+    let mut password = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('\'') && v.ends_with('\''))
+                || (v.starts_with('"') && v.ends_with('"')))
+        {
+            let inner = &v[1..v.len() - 1];
+            if v.starts_with('\'') {
+                inner.replace("''", "'")
+            } else {
+                inner.replace("\\\"", "\"").replace("\\\\", "\\")
+            }
+        } else {
+            v.to_string()
+        };
+        match k.trim() {
+            "login" => login = Some(v),
+            "password" => password = Some(v),
+            _ => {}
+        }
+    }
+    match (login, password) {
+        (Some(l), Some(p)) if !l.is_empty() && !p.is_empty() => Ok((l, p)),
+        _ => Err(
+            "no login and password (write it with `cscli machines add NAME --auto -f FILE`)".into(),
+        ),
+    }
+}
+
 /// A duration as the configuration and `portsentry block --timeout` take it: "90s", "2h",
 /// "7d", whole seconds from 1 s to a century; "0" alone is "never" where `zero_is_never`
 /// (a timeout of "0s" is a mistake more often than a wish for a permanent block).
@@ -1051,6 +1309,144 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
         );
         assert_eq!(c.block_timeout, d.block_timeout);
         assert_eq!(c.control_socket, d.control_socket);
+    }
+
+    /// The `[crowdsec]` names the issue fixes as the contract.
+    #[test]
+    fn crowdsec_contract_parses() {
+        let c = Config::parse(
+            "t",
+            r#"
+[crowdsec]
+lapi_url = "https://lapi.example:8080/"
+credentials = "/etc/portsentry/crowdsec-machine.yaml"
+bouncer_key_file = "/etc/portsentry/crowdsec-bouncer.key"
+pull_interval = "10s"
+"#,
+        )
+        .unwrap();
+        let cs = c.crowdsec.unwrap();
+        assert_eq!(cs.lapi_url, "https://lapi.example:8080");
+        assert_eq!(cs.lapi_addr(), None);
+        assert_eq!(cs.pull_interval, Duration::from_secs(10));
+        assert_eq!(cs.max_decisions, crate::core::policy::DEFAULT_MAX_DECISIONS);
+        assert!(Config::parse("t", "").unwrap().crowdsec.is_none());
+        assert!(Config::parse("t", "[crowdsec]\n")
+            .unwrap()
+            .crowdsec
+            .is_none());
+        let pull_only = Config::parse(
+            "t",
+            "[crowdsec]\nlapi_url = \"http://[2001:db8::10]:8080\"\nbouncer_key_file = \"/k\"\n",
+        )
+        .unwrap();
+        let cs = pull_only.crowdsec.unwrap();
+        assert!(cs.credentials.is_none());
+        assert_eq!(cs.lapi_addr(), "2001:db8::10".parse().ok());
+    }
+
+    #[test]
+    fn crowdsec_mistakes_are_located() {
+        for (text, says) in [
+            (
+                "lapi_url = \"ftp://x\"\ncredentials = \"/c\"",
+                "http:// or https://",
+            ),
+            (
+                "lapi_url = \"http://:8080\"\ncredentials = \"/c\"",
+                "no host",
+            ),
+            (
+                "lapi_url = \"http://x:99999\"\ncredentials = \"/c\"",
+                "bad port",
+            ),
+            (
+                "lapi_url = \"http://u:p@x\"\ncredentials = \"/c\"",
+                "credentials",
+            ),
+            ("lapi_url = \"http://x\"", "nothing to do"),
+            ("credentials = \"/c\"", "needs lapi_url"),
+            (
+                "lapi_url = \"http://x\"\ncredentials = \"/c\"\npull_interval = \"2h\"",
+                "at most 1h",
+            ),
+            (
+                "lapi_url = \"http://x\"\ncredentials = \"/c\"\npull_interval = \"0\"",
+                "not allowed",
+            ),
+            (
+                "lapi_url = \"http://x\"\ncredentials = \"/c\"\nmax_decisions = 0",
+                "max_decisions",
+            ),
+            (
+                "lapi_url = \"http://x\"\ncredentials = \"\"",
+                "must not be empty",
+            ),
+        ] {
+            let l = invalid(&format!("[crowdsec]\n{text}\n"));
+            assert!(l.message.contains(says), "{text}: {}", l.message);
+        }
+    }
+
+    #[test]
+    fn credentials_files_read_as_cscli_writes_them() {
+        let text = "url: http://192.0.2.10:8080/\nlogin: hostA\npassword: s3cr3t\n";
+        assert_eq!(
+            parse_credentials(text),
+            Ok(("hostA".to_string(), "s3cr3t".to_string()))
+        );
+        let quoted = "login: 'a b'\npassword: \"p: \\\"q\\\"\"\n";
+        assert_eq!(
+            parse_credentials(quoted),
+            Ok(("a b".to_string(), "p: \"q\"".to_string()))
+        );
+        assert!(parse_credentials("url: http://x/\n").is_err());
+        assert!(parse_credentials("").is_err());
+    }
+
+    /// The files are held to the configuration's rule, and their secrets never printed.
+    #[test]
+    fn crowdsec_files_must_be_trusted_and_secrets_stay_hidden() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ps-cs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let creds = dir.join("machine.yaml");
+        let key = dir.join("bouncer.key");
+        std::fs::write(&creds, "login: a\npassword: topsecret\n").unwrap();
+        std::fs::write(&key, "k3y\n").unwrap();
+        let cfg = dir.join("p.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[crowdsec]\nlapi_url = \"http://192.0.2.10:8080\"\ncredentials = \"{}\"\nbouncer_key_file = \"{}\"\n",
+                creds.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        for p in [&creds, &key, &cfg] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let (c, _) = Config::load_trusted(Some(&cfg)).unwrap();
+        let s = &c.crowdsec.as_ref().unwrap().secrets;
+        assert_eq!(s.machine, Some(("a".into(), "topsecret".into())));
+        assert_eq!(s.bouncer_key.as_deref(), Some("k3y"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            Config::load_trusted(Some(&cfg)),
+            Err(ConfigError::UnsafeSecret(_))
+        ));
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(
+            Config::load_trusted(Some(&cfg)),
+            Err(ConfigError::Io { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,12 +1,25 @@
 //! What each component gets from the configuration, derived here and nowhere else: the
 //! daemon wires these to the components, it does not translate.
 
-use super::{Config, SteeringChoice, WatchMode};
+use super::{Config, Secrets, SteeringChoice, WatchMode};
 use crate::core::detector::DetectorConfig;
 use crate::core::policy::{PolicyConfig, MAX_TIMEOUT};
 use crate::core::probe::Proto;
 use crate::dataplane::QueueOptions;
 use crate::firewall::{LogRule, Steering, TableSpec};
+
+/// What the fleet threads (push and pull) read at each call; a reload may change it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// http(s)://host:port, without a trailing slash.
+    pub lapi_url: String,
+    /// The machine's login and password (push), the bouncer key (pull), the CA file's PEM.
+    pub secrets: Secrets,
+    pub pull_interval: std::time::Duration,
+    pub max_decisions: usize,
+    /// Alerts waiting for the LAPI (`state_dir/crowdsec-spool.json`).
+    pub spool: std::path::PathBuf,
+}
 
 /// What a reload may change and the threads off the packet path read: once per batch.
 #[derive(Clone, Debug)]
@@ -19,6 +32,8 @@ pub struct Settings {
     pub actions: bool,
     /// IPv6 blocks cover this prefix.
     pub ipv6_prefix: u8,
+    /// `[crowdsec]`, for the fleet threads (shared: a batch clones `Settings`).
+    pub fleet: Option<std::sync::Arc<FleetSettings>>,
 }
 
 impl Config {
@@ -69,6 +84,18 @@ impl Config {
         }
     }
 
+    /// The fleet threads; `None` without `[crowdsec]`.
+    pub fn fleet(&self) -> Option<FleetSettings> {
+        let cs = self.crowdsec.as_ref()?;
+        Some(FleetSettings {
+            lapi_url: cs.lapi_url.clone(),
+            secrets: cs.secrets.clone(),
+            pull_interval: cs.pull_interval,
+            max_decisions: cs.max_decisions,
+            spool: self.state_dir.join("crowdsec-spool.json"),
+        })
+    }
+
     /// The queue socket of packet thread `i`.
     pub fn queue(&self, i: u16) -> QueueOptions {
         QueueOptions {
@@ -87,6 +114,7 @@ impl Config {
             udp_mode: mode_name(self.udp.mode, Proto::Udp),
             actions: !self.actions.is_empty(),
             ipv6_prefix: self.ipv6_prefix,
+            fleet: self.fleet().map(std::sync::Arc::new),
         }
     }
 }

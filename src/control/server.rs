@@ -7,7 +7,7 @@ use crate::core::ignore::{block_key, net_text};
 use crate::core::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want};
 use crate::core::stats::Stats;
 use crate::dataplane::{Control, Controls};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Set};
 use crate::system::clock::epoch_now;
 use crate::system::proc::queue_counters;
 use ipnet::IpNet;
@@ -118,8 +118,8 @@ impl<F: Firewall + 'static> Server<F> {
         } else {
             writeln!(
                 out,
-                "{:<40} {:>12} {:>6}  REASON",
-                "ADDRESS", "REMAINING", "BLOCKS"
+                "{:<40} {:>12} {:>6}  {:<6} REASON",
+                "ADDRESS", "REMAINING", "BLOCKS", "SOURCE"
             )
             .map_err(io)?;
         }
@@ -130,14 +130,22 @@ impl<F: Firewall + 'static> Server<F> {
                 chunk
                     .iter()
                     .map(|l| {
-                        let rec = book.get(l.net);
+                        // Where it came from: this host (detection or the administrator),
+                        // or the fleet (a CrowdSec decision, its scenario as the reason).
+                        let (rec, source) = match l.set {
+                            Set::Local => (book.get(l.net).cloned(), "local"),
+                            Set::Fleet => (book.fleet_book().get(l.net), "fleet"),
+                        };
+                        let rec = rec.as_ref();
                         ListRow {
                             address: net_text(l.net),
                             remaining_seconds: l.left.map(|d| d.as_secs()),
                             blocks: rec.map_or(1, |r| r.count),
+                            source,
                             origin: rec.map_or("outside", |r| match r.origin {
                                 Origin::Scan => "scan",
                                 Origin::Admin => "admin",
+                                Origin::Fleet => "fleet",
                             }),
                             reason: rec.map_or("added outside portsentry".into(), |r| {
                                 r.reason.to_string()
@@ -159,8 +167,8 @@ impl<F: Firewall + 'static> Server<F> {
                         .map_or("permanent".to_string(), fmt_secs);
                     writeln!(
                         out,
-                        "{:<40} {:>12} {:>6}  {}",
-                        r.address, left, r.blocks, r.reason
+                        "{:<40} {:>12} {:>6}  {:<6} {}",
+                        r.address, left, r.blocks, r.source, r.reason
                     )
                     .map_err(io)?;
                 }
@@ -208,7 +216,7 @@ impl<F: Firewall + 'static> Server<F> {
                 let plan = book.plan(&wants, now);
                 let mut fw = self.fw();
                 if !plan.remove.is_empty() {
-                    let _ = fw.remove_blocks(&plan.remove);
+                    let _ = fw.remove_blocks(Set::Local, &plan.remove);
                 }
                 for k in &plan.evicted {
                     let _ = self.control.send(Control::Forget(*k));
@@ -265,23 +273,47 @@ impl<F: Firewall + 'static> Server<F> {
                     (keys, key)
                 };
                 let was = !keys.is_empty();
+                // The fleet's blocks that hold it go too, here, until the LAPI sends them
+                // again (`cscli decisions delete` lifts them everywhere). The book before
+                // the firewall, as everywhere.
+                let lifted = {
+                    let mut book = self.book();
+                    let (fleet, _) = book.fleet();
+                    let lifted = fleet.lift(exact);
+                    let mut fw = self.fw();
+                    fleet.write(now, |plan| {
+                        let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+                        let report = fw.add_blocks(&plan.add);
+                        (removed, report.failed.into_iter().map(|(n, _)| n).collect())
+                    });
+                    lifted
+                };
                 let mut fw = self.fw();
                 // Blocks added outside portsentry too: the exact address, and for IPv6 any
                 // interval of the kernel's set that holds it.
                 keys.push(exact);
+                let listed = fw.list_blocks().unwrap_or_default();
                 if addr.is_ipv6() {
-                    if let Ok(listed) = fw.list_blocks() {
-                        keys.extend(
-                            listed
-                                .iter()
-                                .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
-                                .map(|l| l.net),
-                        );
-                    }
+                    keys.extend(
+                        listed
+                            .iter()
+                            .filter(|l| l.set == Set::Local)
+                            .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
+                            .map(|l| l.net),
+                    );
                 }
                 keys.sort();
                 keys.dedup();
-                fw.remove_blocks(&keys).map_err(|e| e.to_string())?;
+                fw.remove_blocks(Set::Local, &keys)
+                    .map_err(|e| e.to_string())?;
+                let outside: Vec<IpNet> = listed
+                    .iter()
+                    .filter(|l| l.set == Set::Fleet && l.net.contains(&addr))
+                    .map(|l| l.net)
+                    .collect();
+                fw.remove_blocks(Set::Fleet, &outside)
+                    .map_err(|e| e.to_string())?;
+                let was = was || lifted > 0;
                 drop(fw);
                 for k in keys.iter().copied().chain([key]) {
                     let _ = self.control.send(Control::Forget(k));
@@ -324,6 +356,7 @@ impl<F: Firewall + 'static> Server<F> {
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),
                 ];
+                let fleet = fleet_status(&self.settings, s, now);
                 if json {
                     let status = serde_json::json!({
                         "version": info.version,
@@ -338,6 +371,7 @@ impl<F: Firewall + 'static> Server<F> {
                             .iter()
                             .map(|(k, v)| (k.replace(' ', "_"), serde_json::json!(v)))
                             .collect::<serde_json::Map<_, _>>(),
+                        "crowdsec": fleet.as_ref().map(FleetStatus::json),
                     });
                     return Ok(format!("ok\n{status:#}\n"));
                 }
@@ -358,6 +392,12 @@ impl<F: Firewall + 'static> Server<F> {
                 let _ = writeln!(out, "udp:              {}", info.udp);
                 let _ = writeln!(out, "blocked now:      {blocked}");
                 let _ = writeln!(out, "blocks to retry:  {pending}");
+                match &fleet {
+                    Some(f) => f.text(&mut out),
+                    None => {
+                        let _ = writeln!(out, "crowdsec:         off");
+                    }
+                }
                 for (name, v) in counters {
                     let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
                 }
@@ -374,13 +414,103 @@ struct ListRow {
     /// `null`: permanent.
     remaining_seconds: Option<u64>,
     blocks: u32,
-    /// "scan", "admin", or "outside" (added to the set by someone else).
+    /// "local" (blocked4/blocked6) or "fleet" (fleet4/fleet6).
+    source: &'static str,
+    /// "scan", "admin", "fleet" (a CrowdSec decision), or "outside" (added to the set by
+    /// someone else).
     origin: &'static str,
     reason: String,
 }
 
 /// Records looked up per hold of the policy's lock while listing.
 const LIST_CHUNK: usize = 1024;
+
+/// The fleet's part of `status`: the LAPI connection, the last pull, alerts waiting, and
+/// the fleet's counters. `None` without `[crowdsec]`.
+struct FleetStatus {
+    lapi_url: String,
+    /// "connected", "not contacted yet", or "unreachable".
+    state: &'static str,
+    error: Option<String>,
+    /// Seconds since the last pull answered; `None`: never.
+    last_pull_ago: Option<u64>,
+    counters: [(&'static str, u64); 9],
+}
+
+fn fleet_status(settings: &RwLock<Settings>, s: &Stats, now: u64) -> Option<FleetStatus> {
+    use crate::core::stats::FleetStats;
+    let lapi_url = settings
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .fleet
+        .as_ref()?
+        .lapi_url
+        .clone();
+    let f = &s.fleet;
+    let (state, error) = match Stats::get(&f.state) {
+        FleetStats::UP => ("connected", None),
+        FleetStats::WAITING => ("not contacted yet", None),
+        _ => (
+            "unreachable",
+            Some(
+                f.last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+        ),
+    };
+    Some(FleetStatus {
+        lapi_url,
+        state,
+        error,
+        last_pull_ago: match Stats::get(&f.last_pull) {
+            0 => None,
+            t => Some(now.saturating_sub(t)),
+        },
+        counters: [
+            ("alerts waiting", f.waiting()),
+            ("alerts pushed", Stats::get(&f.alerts_pushed)),
+            ("alerts dropped", Stats::get(&f.alerts_dropped)),
+            ("push failures", Stats::get(&f.push_failures)),
+            ("pulls", Stats::get(&f.pulls)),
+            ("pull failures", Stats::get(&f.pull_failures)),
+            ("fleet blocks", Stats::get(&f.blocked)),
+            ("fleet decisions", Stats::get(&f.decisions)),
+            ("fleet refused", Stats::get(&f.refused)),
+        ],
+    })
+}
+
+impl FleetStatus {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lapi_url": self.lapi_url,
+            "state": self.state,
+            "error": self.error,
+            "last_pull_seconds_ago": self.last_pull_ago,
+            "counters": self.counters
+                .iter()
+                .map(|(k, v)| (k.replace(' ', "_"), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    fn text(&self, out: &mut String) {
+        let state = match &self.error {
+            Some(e) => format!("{} ({e})", self.state),
+            None => self.state.to_string(),
+        };
+        let _ = writeln!(out, "crowdsec:         {} {state}", self.lapi_url);
+        let last = self
+            .last_pull_ago
+            .map_or("never".to_string(), |t| format!("{} ago", fmt_secs(t)));
+        let _ = writeln!(out, "last pull:        {last}");
+        for (name, v) in self.counters {
+            let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
+        }
+    }
+}
 
 /// The request line (at most 4096 bytes), read by `deadline` in all: a read timeout alone
 /// is renewed by every byte a slow client trickles.
@@ -489,6 +619,7 @@ mod tests {
                 udp_mode: "audp",
                 actions: false,
                 ipv6_prefix: 64,
+                fleet: None,
             })),
             control: control.into(),
             stats: Arc::new(Stats::default()),
@@ -591,5 +722,70 @@ mod tests {
             status["counters"]["blocks_written"].as_u64().is_some(),
             "{status}"
         );
+    }
+
+    /// `list` says where each block came from; `unblock` lifts a fleet block holding the
+    /// address, and `status` shows the fleet's state.
+    #[test]
+    fn fleet_blocks_are_listed_as_such_and_unblock_lifts_them() {
+        use crate::core::decisions::Decision;
+        let fw = Memory::default();
+        let (s, _) = server(fw.clone());
+        assert!(s
+            .handle(Request::Block {
+                addr: "198.51.100.7".parse().unwrap(),
+                timeout: None
+            })
+            .is_ok());
+        let now = epoch_now();
+        {
+            let mut book = s.book();
+            let (fleet, protected) = book.fleet();
+            let protected = protected.clone();
+            fleet.apply(
+                vec![Decision {
+                    id: 9,
+                    net: "198.18.4.0/24".parse().unwrap(),
+                    expires: now + 600,
+                    reason: "portsentry/port-scan (crowdsec)".into(),
+                }],
+                &[],
+                &protected,
+                now,
+            );
+            let mut w = fw.clone();
+            fleet.write(now, |plan| {
+                (
+                    true,
+                    w.add_blocks(&plan.add)
+                        .failed
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect(),
+                )
+            });
+        }
+        let list = s.handle(Request::List { json: false }).unwrap();
+        let line = |needle: &str| {
+            list.lines()
+                .find(|l| l.starts_with(needle))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(
+            line("198.51.100.7 ").contains(" local  blocked by the administrator"),
+            "{list}"
+        );
+        assert!(
+            line("198.18.4.0/24 ").contains(" fleet  portsentry/port-scan (crowdsec)"),
+            "{list}"
+        );
+        s.handle(Request::Unblock {
+            addr: "198.18.4.9".parse().unwrap(),
+        })
+        .unwrap();
+        assert!(fw.state().table.as_ref().unwrap().fleet.is_empty());
+        let status = s.handle(Request::Status { json: false }).unwrap();
+        assert!(status.contains("crowdsec:         off"), "{status}");
     }
 }

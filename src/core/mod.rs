@@ -3,6 +3,8 @@
 //!
 //! May use: nothing else of this crate.
 
+pub mod block;
+pub mod decisions;
 pub mod detector;
 pub mod ignore;
 pub mod packet;

@@ -11,85 +11,23 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
+pub use crate::core::block::{clamp_timeout, Block, Origin, Record, Set, MAX_TIMEOUT, MIN_TIMEOUT};
+use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The longest timeout accepted: a century ("100y", years of 365.25 days as humantime
-/// counts them). The kernel's own limit is about 584 years of
-/// milliseconds; anything longer is meant as "permanent", which is written "0".
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_155_760_000);
-/// Least time a block lasts.
-pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
 /// Offence counts remembered after their block ended (for `repeat_factor`).
 const MAX_PAST: usize = 131_072;
 /// Longest wait between two tries of a refused block.
 const MAX_BACKOFF: u64 = 60;
-
-/// A block to write: a network (an address is a /32 or /128) and its timeout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Block {
-    pub net: IpNet,
-    /// `None`: permanent.
-    pub timeout: Option<Duration>,
-}
-
-/// Who asked for a block.
-/// Ordered: a block that is the administrator's stays theirs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// Detection: a scan reached the trigger.
-    #[default]
-    Scan,
-    /// `portsentry block`.
-    Admin,
-}
-
-/// What is remembered of a block: what puts it back after a restart or a flush.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The blocked network; written as a plain address for a single host.
-    #[serde(rename = "addr", with = "net_serde")]
-    pub key: IpNet,
-    /// Epoch seconds.
-    pub since: u64,
-    /// Epoch seconds; `None` = permanent.
-    pub expires: Option<u64>,
-    /// How many times this network has been blocked (repeat offenders get longer blocks).
-    #[serde(default = "one")]
-    pub count: u32,
-    /// Shared, so a snapshot of a million records is cheap to take under the lock.
-    pub reason: Arc<str>,
-    #[serde(default)]
-    pub origin: Origin,
-}
-
-fn one() -> u32 {
-    1
-}
-
-mod net_serde {
-    use ipnet::IpNet;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::core::ignore::net_text(*net))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::core::ignore::parse_net(&text)
-            .map(|n| n.trunc())
-            .map_err(|e| serde::de::Error::custom(format!("{e}: '{text}'")))
-    }
-}
+/// Fleet decisions held at most, unless configured.
+pub const DEFAULT_MAX_DECISIONS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -116,13 +54,6 @@ impl PolicyConfig {
             .unwrap_or(u32::MAX);
         Some(base.checked_mul(factor).map_or(cap, |t| t.min(cap)))
     }
-}
-
-/// Whole seconds within MIN_TIMEOUT..=MAX_TIMEOUT (configuration checks this already;
-/// the policy does not rely on it).
-pub fn clamp_timeout(t: Duration) -> Duration {
-    let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
-    Duration::from_secs(secs).clamp(MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
 /// A request for a block.
@@ -227,6 +158,8 @@ pub struct Blocks {
     dirty: bool,
     /// Blocks given up (retry queue full, or ended before they could be written).
     pub given_up: u64,
+    /// The fleet's blocks: same protection, their own sets and rules.
+    fleet: FleetBook,
 }
 
 impl Blocks {
@@ -246,11 +179,15 @@ impl Blocks {
             window: (0, 0),
             dirty: false,
             given_up: 0,
+            fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
         }
     }
 
     /// Takes records remembered from an earlier run; ended ones are dropped.
     pub fn load(&mut self, records: Vec<Record>, now: u64) {
+        let (fleet, records): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| r.origin == Origin::Fleet);
+        self.fleet.load(fleet, &self.protected, now);
         for r in records {
             if r.expires.is_none_or(|e| e > now) {
                 let key = r.key.trunc();
@@ -262,7 +199,19 @@ impl Blocks {
 
     pub fn reconfigure(&mut self, cfg: PolicyConfig, protected: IgnoreList) {
         self.cfg = cfg;
+        if protected != self.protected {
+            self.fleet.reprotect(&protected);
+        }
         self.protected = protected;
+    }
+
+    /// The fleet's blocks, with the protected list they are checked against.
+    pub fn fleet(&mut self) -> (&mut FleetBook, &IgnoreList) {
+        (&mut self.fleet, &self.protected)
+    }
+
+    pub fn fleet_book(&self) -> &FleetBook {
+        &self.fleet
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -309,22 +258,27 @@ impl Blocks {
         }
     }
 
-    /// Standing records, oldest first.
+    /// Standing records, oldest first, the fleet's after this host's own.
     pub fn active(&mut self, now: u64) -> Vec<Record> {
         let mut v = self.snapshot(now);
-        v.sort_by_key(|r| (r.since, r.key));
+        v.sort_by_key(|r| (r.origin == Origin::Fleet, r.since, r.key));
         v
     }
 
-    /// Standing records in no order: what to take under the lock (cheap clones), to sort
-    /// and write out after it is released.
+    /// Standing records in no order, the fleet's too: what to take under the lock (cheap
+    /// clones), to sort and write out after it is released.
     pub fn snapshot(&mut self, now: u64) -> Vec<Record> {
         self.prune(now);
-        self.records.values().cloned().collect()
+        self.fleet.prune(now);
+        let mut v: Vec<Record> = self.records.values().cloned().collect();
+        v.extend(self.fleet.records());
+        v
     }
 
+    /// Whether anything to save changed since the last call.
     pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+        let fleet = self.fleet.take_changed();
+        std::mem::take(&mut self.dirty) | fleet
     }
 
     /// Decides what to write for `wants`. Evictions take effect now; blocks are recorded by
@@ -355,7 +309,11 @@ impl Blocks {
                     origin = origin.max(r.origin);
                 }
                 Step::Write {
-                    block: Block { net: key, timeout },
+                    block: Block {
+                        net: key,
+                        timeout,
+                        set: Set::Local,
+                    },
                     count,
                     origin,
                 }
@@ -367,6 +325,7 @@ impl Blocks {
                         block: Block {
                             net: wider,
                             timeout: longest(self.timeout(w, 1), remaining(r, now)),
+                            set: Set::Local,
                         },
                         count: r.count,
                         origin: Origin::Admin,
@@ -432,7 +391,11 @@ impl Blocks {
             self.window.1 += 1;
         }
         Step::Write {
-            block: Block { net: key, timeout },
+            block: Block {
+                net: key,
+                timeout,
+                set: Set::Local,
+            },
             count,
             origin,
         }
@@ -593,7 +556,8 @@ impl Blocks {
     /// block: the time left is never more than the block's own length.
     pub fn restore(&mut self, now: u64) -> Vec<Block> {
         self.prune(now);
-        self.records
+        let mut v: Vec<Block> = self
+            .records
             .values()
             .map(|r| Block {
                 net: r.key,
@@ -601,8 +565,11 @@ impl Blocks {
                     let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
                     clamp_timeout(Duration::from_secs(left))
                 }),
+                set: Set::Local,
             })
-            .collect()
+            .collect();
+        v.extend(self.fleet.restore(now));
+        v
     }
 
     /// The `n` newest standing records, leaving out those about to end (the kernel counts

@@ -70,6 +70,50 @@ pub struct Stats {
     /// Outcomes the reporter was too far behind to take (name lookups, a slow log): their
     /// alert and history lines are not written; the blocks are made all the same.
     pub reports_dropped: AtomicU64,
+    /// Sharing blocks with the fleet through CrowdSec's LAPI.
+    pub fleet: FleetStats,
+}
+
+/// The LAPI connection as `status` and the metrics show it.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    /// `OFF`, `UP` (the last call was answered), `DOWN` (unreachable or refusing), `WAITING`.
+    pub state: AtomicU64,
+    /// Epoch second of the last successful pull (0: none yet).
+    pub last_pull: AtomicU64,
+    /// Why the last call failed, for `status`.
+    pub last_error: std::sync::Mutex<String>,
+    /// Alerts the LAPI accepted.
+    pub alerts_pushed: AtomicU64,
+    /// Calls to push alerts (or log in for it) that failed.
+    pub push_failures: AtomicU64,
+    /// Local blocks not handed to the push thread (its queue was full).
+    pub alerts_dropped: AtomicU64,
+    /// Alerts the push thread holds (a gauge, spooled on disk while the LAPI is away).
+    pub alerts_waiting: AtomicU64,
+    /// Blocks handed over that the push thread has not taken yet (it is in a call).
+    pub alerts_queued: AtomicU64,
+    pub pulls: AtomicU64,
+    pub pull_failures: AtomicU64,
+    /// Elements of the fleet sets now (a gauge).
+    pub blocked: AtomicU64,
+    /// Decisions held now (a gauge).
+    pub decisions: AtomicU64,
+    /// Decisions refused: protected networks, or past the cap.
+    pub refused: AtomicU64,
+}
+
+impl FleetStats {
+    /// Alerts not yet accepted by the LAPI: held by the push thread, or handed to it.
+    pub fn waiting(&self) -> u64 {
+        Stats::get(&self.alerts_waiting).saturating_add(Stats::get(&self.alerts_queued))
+    }
+
+    pub const OFF: u64 = 0;
+    pub const UP: u64 = 1;
+    pub const DOWN: u64 = 2;
+    /// Configured, no call made yet.
+    pub const WAITING: u64 = 3;
 }
 
 impl Stats {

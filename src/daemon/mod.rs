@@ -2,7 +2,8 @@
 //! blocks, start the threads, then hand the main thread to `upkeep`. This file wires; the
 //! settings each part gets come from `config::settings`.
 //!
-//! May use: `core`, `config`, `control`, `dataplane`, `firewall`, `output`, `system`.
+//! May use: `core`, `config`, `control`, `dataplane`, `firewall`, `fleet`, `output`,
+//! `system`.
 //! Nothing imports the daemon.
 
 pub mod actions;
@@ -20,7 +21,7 @@ use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
 use crate::dataplane::{self, Controls, Handoff};
 use crate::firewall::nft::Nft;
-use crate::firewall::{Firewall, FirewallError};
+use crate::firewall::{Firewall, FirewallError, Set};
 use crate::output::logging::Logging;
 use crate::output::metrics::{Extra, ExtraSource, Metrics};
 use crate::output::scrape;
@@ -97,6 +98,21 @@ pub fn run(
     let spec = cfg.table();
     let built = fw.build(&spec)?;
     apply_sets(&mut fw, &cfg, &protected)?;
+    // Without pull, nothing would ever lift the fleet's blocks of an earlier run.
+    if cfg
+        .crowdsec
+        .as_ref()
+        .is_none_or(|c| c.bouncer_key_file.is_none())
+    {
+        let now = epoch_now();
+        let (fleet, protected) = book.fleet();
+        let protected = protected.clone();
+        fleet.sync(Vec::new(), &protected, now);
+        fleet.write(now, |plan| {
+            let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+            (removed, Vec::new())
+        });
+    }
     let restored = restore(&mut fw, &mut book);
     if let Err(e) = fw.seal() {
         // The first check will put it right.
@@ -174,7 +190,10 @@ pub fn run(
     );
     let reopen_logs = reporter.reopen_flag();
     spawn("reporter", move || reporter.run(report_rx))?;
-    let responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
+    let mut responder = Responder::new(Nft::open()?, shared, report_tx, Some(job_tx));
+    if let Some(fleet) = cfg.fleet() {
+        responder = start_fleet(fleet, &settings, &blocks, &stats, responder)?;
+    }
     {
         let handoff = handoff.clone();
         spawn("responder", move || responder.run(handoff, wake_rx))?;
@@ -247,6 +266,46 @@ pub fn run(
     };
     running.serve(signals, watch, logging);
     Ok(())
+}
+
+/// The fleet's threads: push (with `credentials`), fed by the responder without waiting,
+/// and pull (with `bouncer_key_file`), writing the fleet sets through its own netlink
+/// socket. Neither is on the packet path.
+fn start_fleet(
+    fleet: crate::config::settings::FleetSettings,
+    settings: &Arc<RwLock<crate::config::settings::Settings>>,
+    blocks: &Arc<Mutex<Blocks>>,
+    stats: &Arc<Stats>,
+    mut responder: Responder<Nft>,
+) -> Result<Responder<Nft>, DaemonError> {
+    use crate::fleet::{pull::Puller, push::Pusher, Outbox};
+    // Before the threads, which say how their first call went.
+    Stats::set(&stats.fleet.state, crate::core::stats::FleetStats::WAITING);
+    let mut ways = Vec::new();
+    if fleet.secrets.machine.is_some() {
+        let (outbox, rx) = Outbox::new(stats.clone());
+        let pusher = Pusher::new(settings.clone(), fleet.spool.clone(), stats.clone());
+        spawn("fleet push", move || pusher.run(rx))?;
+        responder = responder.with_fleet(outbox);
+        ways.push("pushing this host's blocks");
+    }
+    if fleet.secrets.bouncer_key.is_some() {
+        let puller = Puller::new(
+            Nft::open()?,
+            blocks.clone(),
+            settings.clone(),
+            stats.clone(),
+        );
+        spawn("fleet pull", move || puller.run())?;
+        ways.push("pulling the fleet's decisions");
+    }
+    tracing::warn!(
+        "adminalert: CrowdSec LAPI {}: {} (every {})",
+        fleet.lapi_url,
+        ways.join(", "),
+        humantime::format_duration(fleet.pull_interval)
+    );
+    Ok(responder)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {

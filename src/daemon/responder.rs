@@ -11,7 +11,8 @@ use crate::core::stats::Stats;
 use crate::daemon::actions::Job;
 use crate::daemon::reporter::{Outcome, Report, ReportSender};
 use crate::dataplane::{stall, Control, Controls, Event, Fault, Handoff};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Set};
+use crate::fleet::{LocalBlock, Outbox};
 use crate::output::alert;
 use crate::system::clock::epoch_now;
 use ipnet::IpNet;
@@ -43,6 +44,8 @@ pub struct Responder<F: Firewall> {
     last_cap_log: Option<Instant>,
     /// Whether any action is configured (read once per batch): no job, no wake-up otherwise.
     actions_enabled: bool,
+    /// To the fleet's push thread (`[crowdsec] credentials`): never waited on.
+    fleet: Option<Outbox>,
 }
 
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
@@ -66,7 +69,14 @@ impl<F: Firewall> Responder<F> {
             actions,
             last_cap_log: None,
             actions_enabled: true,
+            fleet: None,
         }
+    }
+
+    /// Hands this host's detection blocks to the fleet's push thread.
+    pub fn with_fleet(mut self, outbox: Outbox) -> Self {
+        self.fleet = Some(outbox);
+        self
     }
 
     /// Sleeps until woken, takes every waiting event, handles them as one batch: a lone
@@ -167,6 +177,30 @@ impl<F: Firewall> Responder<F> {
                 self.shared
                     .time_to_block
                     .observe(written.saturating_duration_since(*at).as_secs_f64());
+            }
+        }
+
+        // Blocks detection made here go to the fleet; the administrator's and retried
+        // ones of theirs stay here, and the fleet's own never pass through this path.
+        if let Some(out) = &self.fleet {
+            for (w, d) in wants.iter().zip(&done) {
+                if let (
+                    Origin::Scan,
+                    Done::Blocked {
+                        key,
+                        timeout,
+                        count,
+                    },
+                ) = (w.origin, d)
+                {
+                    out.offer(LocalBlock {
+                        net: *key,
+                        timeout: *timeout,
+                        count: *count,
+                        at: epoch,
+                        probe: w.probe,
+                    });
+                }
             }
         }
 
@@ -277,7 +311,7 @@ impl<F: Firewall> Responder<F> {
     fn write(&mut self, book: &mut Blocks, wants: &[Want], epoch: u64) -> Vec<Done> {
         let plan = book.plan(wants, epoch);
         if !plan.remove.is_empty() {
-            if let Err(e) = self.fw.remove_blocks(&plan.remove) {
+            if let Err(e) = self.fw.remove_blocks(Set::Local, &plan.remove) {
                 tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
             }
         }
@@ -484,6 +518,7 @@ mod tests {
             udp_mode: "audp",
             actions: false,
             ipv6_prefix: 64,
+            fleet: None,
         }
     }
 
@@ -670,6 +705,57 @@ mod tests {
         r.handle(&[], Instant::now(), 1003);
         assert_eq!(blocked(&fw), vec!["198.18.0.9"]);
         assert_eq!(blocks.lock().unwrap().pending(), 0);
+    }
+
+    /// Detection blocks go to the fleet's push thread, once each; the administrator's do
+    /// not, and a push thread that never takes them costs nothing here.
+    #[test]
+    fn detection_blocks_go_to_the_fleet_and_nothing_else_does() {
+        let fw = firewall();
+        let (shared, _) = shared(PolicyConfig {
+            max_blocked: 100,
+            ..policy()
+        });
+        let stats = shared.stats.clone();
+        let blocks = shared.blocks.clone();
+        let (out, rx) = Outbox::new(stats.clone());
+        let mut r = Responder::new(fw.clone(), shared, unread(), None).with_fleet(out);
+        r.handle(
+            &[act("198.18.0.1"), act("198.18.0.1")],
+            Instant::now(),
+            1000,
+        );
+        let got: Vec<LocalBlock> = rx.try_iter().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].net.to_string(), "198.18.0.1/32");
+        assert_eq!(got[0].timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(got[0].probe.unwrap().dst_port, 111);
+        // An administrator's block waiting for a retry is written by the responder: not
+        // pushed.
+        {
+            let mut book = blocks.lock().unwrap();
+            let wants = [Want {
+                key: "198.51.100.7/32".parse().unwrap(),
+                origin: Origin::Admin,
+                timeout: None,
+                reason: "admin".into(),
+                probe: None,
+            }];
+            let plan = book.plan(&wants, 1000);
+            let failed = [(wants[0].key, "ENOENT".to_string())].into_iter().collect();
+            book.commit(&wants, &plan, &failed, 1000);
+        }
+        r.handle(&[], Instant::now(), 1002);
+        assert!(blocked(&fw).contains(&"198.51.100.7".to_string()));
+        assert_eq!(rx.try_iter().count(), 0);
+        // Nobody reads: the hand-off fills, then drops and counts, never waits.
+        let t0 = Instant::now();
+        for i in 0..(crate::fleet::OUTBOX_CAPACITY as u32 + 5) {
+            let a = std::net::Ipv4Addr::from(0xC612_0000 + 0x100 + i);
+            r.handle(&[act(&a.to_string())], t0, 2000 + u64::from(i) / 1000);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(Stats::get(&stats.fleet.alerts_dropped) > 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::core::probe::Proto;
 use crate::core::stats::Stats;
 use crate::dataplane::{Control, Controls};
 use crate::firewall::{
-    Built, Firewall, FirewallError, Health, Steering, TableSpec, DEFINITION, SPOT_CHECK,
+    Built, Firewall, FirewallError, Health, Set, Steering, TableSpec, DEFINITION, SPOT_CHECK,
 };
 use crate::output::logging::Logging;
 use crate::system::clock::epoch_now;
@@ -215,6 +215,14 @@ impl<F: Firewall> Running<F> {
         {
             tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
         }
+        let ways = |c: &Config| {
+            c.crowdsec
+                .as_ref()
+                .map(|c| (c.credentials.is_some(), c.bouncer_key_file.is_some()))
+        };
+        if ways(&new) != ways(&self.cfg) {
+            tracing::warn!("adminalert: [crowdsec] push or pull turned on or off: takes effect at the next restart (the LAPI's address, keys and interval are taken now)");
+        }
         self.ignore_file = ignore_entries(ignore_file, &self.ignore_file);
         let protected = protected(&new, &self.ignore_file, &self.infra);
         let spec = TableSpec {
@@ -298,8 +306,20 @@ impl<F: Firewall> Running<F> {
             }
             None => {
                 // Rules intact, but set elements can go on their own (`nft flush set`).
-                let newest = self.book().newest(SPOT_CHECK, epoch_now());
-                match self.fw.missing_blocks(&newest) {
+                let (newest, fleet) = {
+                    let mut book = self.book();
+                    let now = epoch_now();
+                    let fleet = book.fleet_book().sample(SPOT_CHECK, now);
+                    (book.newest(SPOT_CHECK, now), fleet)
+                };
+                let missing = self
+                    .fw
+                    .missing_blocks(Set::Local, &newest)
+                    .and_then(|mut m| {
+                        m.extend(self.fw.missing_blocks(Set::Fleet, &fleet)?);
+                        Ok(m)
+                    });
+                match missing {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
                         let n = restore(&mut self.fw, &mut lock(&self.blocks));
@@ -357,7 +377,13 @@ impl<F: Firewall> Running<F> {
             book.snapshot(now)
         };
         let started = Instant::now();
-        snapshot.sort_by_key(|r| (r.since, r.key));
+        snapshot.sort_by_key(|r| {
+            (
+                r.origin == crate::core::policy::Origin::Fleet,
+                r.since,
+                r.key,
+            )
+        });
         if let Err(e) = self.state_file.save_records(&snapshot) {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
@@ -527,12 +553,18 @@ pub fn ignore_entries(file: Option<IgnoreFile>, previous: &[IpNet]) -> Vec<IpNet
 }
 
 /// Everything never blocked: the configured addresses, the ignore file, the host's own
-/// addresses, gateways and resolvers, and what is always protected.
+/// addresses, gateways and resolvers, the fleet's LAPI, and what is always protected.
 pub fn protected(cfg: &Config, ignore_file: &[IpNet], infra: &Infrastructure) -> IgnoreList {
     let mut nets = always_protected();
     nets.extend(cfg.ignore.iter().copied());
     nets.extend(ignore_file.iter().copied());
     nets.extend(infra.all().map(IpNet::from));
+    nets.extend(
+        cfg.crowdsec
+            .as_ref()
+            .and_then(|c| c.lapi_addr())
+            .map(IpNet::from),
+    );
     IgnoreList::new(nets)
 }
 
@@ -711,6 +743,70 @@ mod tests {
         r.heal();
         assert_eq!(fw.state().builds, 3);
         assert!(!fw.state().table.as_ref().unwrap().watch.0.is_empty());
+    }
+
+    /// Fleet blocks live in the policy's book too: a lost table gets them back, in their
+    /// own sets, and so does a flushed fleet set.
+    #[test]
+    fn fleet_blocks_come_back_with_the_table() {
+        use crate::core::decisions::Decision;
+        let fw = Memory::default();
+        let (mut r, _) = running(fw.clone());
+        block(&mut r, "198.18.0.1");
+        let now = epoch_now();
+        {
+            let mut book = lock(&r.blocks);
+            let (fleet, protected) = book.fleet();
+            let protected = protected.clone();
+            fleet.apply(
+                vec![Decision {
+                    id: 1,
+                    net: "198.18.4.0/24".parse().unwrap(),
+                    expires: now + 3600,
+                    reason: "crowdsecurity/ssh-bf (crowdsec)".into(),
+                }],
+                &[],
+                &protected,
+                now,
+            );
+            let mut w = fw.clone();
+            fleet.write(now, |plan| {
+                let removed = w.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+                (
+                    removed,
+                    w.add_blocks(&plan.add)
+                        .failed
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect(),
+                )
+            });
+        }
+        let fleet_set = |fw: &Memory| -> Vec<String> {
+            fw.state()
+                .table
+                .as_ref()
+                .map(|t| t.fleet.keys().map(|k| k.to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(fleet_set(&fw), ["198.18.4.0/24"]);
+        fw.state().table = None;
+        r.heal();
+        assert_eq!(kernel_blocks(&fw), ["198.18.0.1/32"]);
+        assert_eq!(fleet_set(&fw), ["198.18.4.0/24"]);
+        fw.state().table.as_mut().unwrap().fleet.clear();
+        r.heal();
+        assert_eq!(fleet_set(&fw), ["198.18.4.0/24"]);
+        // Saved with the rest, and read back into the fleet's book.
+        r.save();
+        let records = r.state_file.load().unwrap();
+        assert!(records
+            .iter()
+            .any(|x| x.origin == Origin::Fleet && x.reason.starts_with("crowdsecurity/ssh-bf")));
+        let (r2, _) = running(Memory::default());
+        lock(&r2.blocks).load(records, now);
+        assert_eq!(lock(&r2.blocks).len(), 1);
+        assert_eq!(lock(&r2.blocks).fleet_book().blocked(), 1);
     }
 
     #[test]

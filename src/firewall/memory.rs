@@ -3,7 +3,7 @@
 //! can look at it, damage it or make it refuse writes while the daemon's code owns it.
 
 use super::{
-    Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Steering, TableSpec,
+    Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Set, Steering, TableSpec,
 };
 use crate::core::ports::PortSet;
 use ipnet::IpNet;
@@ -15,10 +15,21 @@ use std::time::Duration;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Table {
     pub blocked: BTreeMap<IpNet, Option<Duration>>,
+    /// The fleet sets (fleet4, fleet6).
+    pub fleet: BTreeMap<IpNet, Option<Duration>>,
     pub allow: Vec<IpNet>,
     pub watch: (Vec<u16>, Vec<u16>),
     pub steering: Option<Steering>,
     pub log: bool,
+}
+
+impl Table {
+    pub fn set_mut(&mut self, set: Set) -> &mut BTreeMap<IpNet, Option<Duration>> {
+        match set {
+            Set::Local => &mut self.blocked,
+            Set::Fleet => &mut self.fleet,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +69,7 @@ impl Firewall for Memory {
             let written = match refuse {
                 Some(errno) => Err(errno),
                 None => self
-                    .with(|t| t.blocked.insert(b.net, b.timeout))
+                    .with(|t| t.set_mut(b.set).insert(b.net, b.timeout))
                     .map(|_| ())
                     .map_err(|_| libc::ENOENT),
             };
@@ -72,30 +83,35 @@ impl Firewall for Memory {
         report
     }
 
-    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+    fn remove_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<(), FirewallError> {
         self.with(|t| {
             for n in nets {
-                t.blocked.remove(n);
+                t.set_mut(set).remove(n);
             }
         })
     }
 
     fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError> {
         self.with(|t| {
-            t.blocked
-                .iter()
-                .map(|(net, left)| Listed {
-                    net: *net,
-                    left: *left,
-                })
-                .collect()
+            let listed = |set, m: &BTreeMap<IpNet, Option<Duration>>| {
+                m.iter()
+                    .map(|(net, left)| Listed {
+                        net: *net,
+                        left: *left,
+                        set,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut v = listed(Set::Local, &t.blocked);
+            v.extend(listed(Set::Fleet, &t.fleet));
+            v
         })
     }
 
-    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
+    fn missing_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
         self.with(|t| {
             nets.iter()
-                .filter(|n| !t.blocked.contains_key(n))
+                .filter(|n| !t.set_mut(set).contains_key(n))
                 .copied()
                 .collect()
         })
@@ -127,6 +143,7 @@ impl Firewall for Memory {
         // Blocks come and go; the check is about structure, as the kernel's is.
         s.sealed = s.table.clone().map(|t| Table {
             blocked: BTreeMap::new(),
+            fleet: BTreeMap::new(),
             ..t
         });
         Ok(())
@@ -139,6 +156,7 @@ impl Firewall for Memory {
             (Some(t), Some(want))
                 if Table {
                     blocked: BTreeMap::new(),
+                    fleet: BTreeMap::new(),
                     ..t.clone()
                 } == *want =>
             {

@@ -10,7 +10,7 @@ pub mod netlink;
 pub mod nft;
 pub mod raw;
 
-pub use crate::core::policy::Block;
+pub use crate::core::policy::{Block, Set};
 use crate::core::ports::PortSet;
 use ipnet::IpNet;
 use std::ffi::CStr;
@@ -20,6 +20,8 @@ use std::time::Duration;
 pub const TABLE: &CStr = c"portsentry";
 pub const BLOCKED4: &CStr = c"blocked4";
 pub const BLOCKED6: &CStr = c"blocked6";
+pub const FLEET4: &CStr = c"fleet4";
+pub const FLEET6: &CStr = c"fleet6";
 pub const ALLOW4: &CStr = c"allow4";
 pub const ALLOW6: &CStr = c"allow6";
 pub const WATCH_TCP: &CStr = c"watch_tcp";
@@ -173,6 +175,7 @@ pub struct BlockReport {
 pub struct Listed {
     pub net: IpNet,
     pub left: Option<Duration>,
+    pub set: Set,
 }
 
 /// Where decisions turn into kernel state. One trait for everything the daemon asks of the
@@ -181,11 +184,12 @@ pub struct Listed {
 pub trait Firewall: Send {
     /// Adds blocks, or refreshes their timeouts.
     fn add_blocks(&mut self, blocks: &[Block]) -> BlockReport;
-    /// Removes blocks; absent ones are not an error.
-    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
+    /// Removes blocks from `set`; absent ones are not an error.
+    fn remove_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<(), FirewallError>;
+    /// Every block of every set, this host's own first.
     fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError>;
-    /// Those of `nets` the kernel does not hold.
-    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError>;
+    /// Those of `nets` that `set` does not hold.
+    fn missing_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError>;
     fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
     fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError>;
     /// Puts the table, its rules and the steering rule in place (sets keep their elements

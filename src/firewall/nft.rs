@@ -4,11 +4,11 @@
 use super::netlink::{MsgError, Netlink};
 use super::raw::{self, Elem, Get, SetElems, Tx, ELEM_INTERVAL_END, MAX_ELEMS_PER_MSG};
 use super::{
-    Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Steering, TableSpec,
-    ALLOW4, ALLOW6, BLOCKED4, BLOCKED6, STEER, TABLE, WATCH_TCP, WATCH_UDP,
+    Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Set, Steering, TableSpec,
+    ALLOW4, ALLOW6, BLOCKED4, BLOCKED6, FLEET4, FLEET6, STEER, TABLE, WATCH_TCP, WATCH_UDP,
 };
 use crate::core::ports::PortSet;
-use ipnet::{IpNet, Ipv6Subnets};
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use nftnl::{Chain, MsgType, ProtoFamily, Rule, Table};
 use std::ffi::CStr;
 use std::io::{self, Write};
@@ -342,11 +342,14 @@ impl Nft {
     /// block by block so one bad element cannot cost the others their block.
     fn write_blocks(&mut self, blocks: &[Block]) -> BlockReport {
         let mut report = BlockReport::default();
-        let (v4, v6): (Vec<Block>, Vec<Block>) =
-            blocks.iter().partition(|b| b.net.addr().is_ipv4());
-        for (set, list) in [(BLOCKED4, v4), (BLOCKED6, v6)] {
+        for set in [BLOCKED4, BLOCKED6, FLEET4, FLEET6] {
+            let list: Vec<Block> = blocks
+                .iter()
+                .filter(|b| set_of(b.set, &b.net) == set)
+                .copied()
+                .collect();
             // An interval block is two elements: keep a whole block in one message.
-            let per_msg = if set == BLOCKED6 {
+            let per_msg = if is_interval(set) {
                 MAX_ELEMS_PER_MSG / 2
             } else {
                 MAX_ELEMS_PER_MSG
@@ -387,7 +390,7 @@ impl Nft {
                     let ms = b
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-                    let mut e = Elem::net(b.net, set == BLOCKED6);
+                    let mut e = Elem::net(b.net, is_interval(set));
                     e[0] = e[0].with_timeout_ms(ms);
                     e
                 })
@@ -429,12 +432,18 @@ impl Nft {
     }
 }
 
-fn set_of(net: &IpNet) -> &'static CStr {
-    if net.addr().is_ipv4() {
-        BLOCKED4
-    } else {
-        BLOCKED6
+fn set_of(set: Set, net: &IpNet) -> &'static CStr {
+    match (set, net.addr().is_ipv4()) {
+        (Set::Local, true) => BLOCKED4,
+        (Set::Local, false) => BLOCKED6,
+        (Set::Fleet, true) => FLEET4,
+        (Set::Fleet, false) => FLEET6,
     }
+}
+
+/// Every set but blocked4 holds intervals (blocked4 is single addresses, a contract).
+fn is_interval(set: &CStr) -> bool {
+    set != BLOCKED4
 }
 
 impl Firewall for Nft {
@@ -442,16 +451,17 @@ impl Firewall for Nft {
         self.write_blocks(blocks)
     }
 
-    fn remove_blocks(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+    fn remove_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<(), FirewallError> {
         // One transaction for all; an absent element aborts it, so then one by one.
+        let elems = |n: &IpNet| Elem::net(*n, is_interval(set_of(set, n)));
         let mut tx = self.nl.tx();
         for n in nets {
             tx.add(
                 &SetElems {
                     table: TABLE,
-                    set: set_of(n),
+                    set: set_of(set, n),
                     family: INET,
-                    elems: &Elem::net(*n, set_of(n) == BLOCKED6),
+                    elems: &elems(n),
                 },
                 MsgType::Del,
             );
@@ -460,7 +470,7 @@ impl Firewall for Nft {
             return Ok(());
         }
         for n in nets {
-            self.delete_elems(set_of(n), &Elem::net(*n, set_of(n) == BLOCKED6))?;
+            self.delete_elems(set_of(set, n), &elems(n))?;
         }
         Ok(())
     }
@@ -472,14 +482,23 @@ impl Firewall for Nft {
                 out.push(Listed {
                     net: IpNet::from(IpAddr::from(k)),
                     left: e.expires_ms.map(Duration::from_millis),
+                    set: Set::Local,
                 });
             }
         }
-        out.extend(intervals(&self.elements(BLOCKED6)?));
+        out.extend(intervals(&self.elements(BLOCKED6)?, Set::Local));
+        // A table from before the fleet sets has none: nothing to list there.
+        for set in [FLEET4, FLEET6] {
+            match self.elements(set) {
+                Ok(elems) => out.extend(intervals(&elems, Set::Fleet)),
+                Err(FirewallError::Io(e)) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(out)
     }
 
-    fn missing_blocks(&mut self, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
+    fn missing_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
         let mut missing = Vec::new();
         let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         for n in nets {
@@ -487,7 +506,7 @@ impl Firewall for Nft {
             let len = raw::get_elem_msg(
                 &mut buf,
                 TABLE,
-                set_of(n),
+                set_of(set, n),
                 INET,
                 &Elem::addr(n.network()),
                 seq,
@@ -613,28 +632,44 @@ impl Firewall for Nft {
     }
 }
 
-/// Blocks of an interval set as listed: start elements and end markers, in any order.
-fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
+/// Blocks of an interval set as listed (IPv4 or IPv6 keys): start elements and end
+/// markers, in any order.
+fn intervals(elems: &[raw::ListedElem], set: Set) -> Vec<Listed> {
+    let v4 = elems.iter().any(|e| e.key.len() == 4);
+    let top: u128 = if v4 { u32::MAX.into() } else { u128::MAX };
     let mut points: Vec<(u128, bool, Option<u64>)> = elems
         .iter()
         .filter_map(|e| {
-            let k = <[u8; 16]>::try_from(&e.key[..]).ok()?;
-            Some((
-                u128::from_be_bytes(k),
-                e.flags & ELEM_INTERVAL_END != 0,
-                e.expires_ms,
-            ))
+            let k = match e.key.len() {
+                4 => u32::from_be_bytes(<[u8; 4]>::try_from(&e.key[..]).ok()?).into(),
+                16 => u128::from_be_bytes(<[u8; 16]>::try_from(&e.key[..]).ok()?),
+                _ => return None,
+            };
+            Some((k, e.flags & ELEM_INTERVAL_END != 0, e.expires_ms))
         })
         .collect();
     points.sort_by_key(|p| (p.0, !p.1));
     let mut out = Vec::new();
     let mut open: Option<(u128, Option<u64>)> = None;
     let close = |start: u128, last: u128, left: Option<u64>, out: &mut Vec<Listed>| {
-        for net in Ipv6Subnets::new(start.into(), last.into(), 0) {
-            out.push(Listed {
-                net: IpNet::V6(net),
-                left: left.map(Duration::from_millis),
-            });
+        let left = left.map(Duration::from_millis);
+        if v4 {
+            let (a, b) = (start as u32, last as u32);
+            for net in Ipv4Subnets::new(a.into(), b.into(), 0) {
+                out.push(Listed {
+                    net: IpNet::V4(net),
+                    left,
+                    set,
+                });
+            }
+        } else {
+            for net in Ipv6Subnets::new(start.into(), last.into(), 0) {
+                out.push(Listed {
+                    net: IpNet::V6(net),
+                    left,
+                    set,
+                });
+            }
         }
     };
     for (k, end, left) in points {
@@ -650,7 +685,7 @@ fn intervals(elems: &[raw::ListedElem]) -> Vec<Listed> {
         }
     }
     if let Some((s, l)) = open {
-        close(s, u128::MAX, l, &mut out);
+        close(s, top, l, &mut out);
     }
     out
 }
@@ -758,21 +793,50 @@ mod tests {
         let p64 = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
         let one = u128::from("2001:db8:1::7".parse::<std::net::Ipv6Addr>().unwrap());
         // The kernel lists an rbtree set highest first.
-        let listed = intervals(&[
-            e(one + 1, true, None),
-            e(one, false, Some(5000)),
-            e(p64 + (1 << 64), true, None),
-            e(p64, false, Some(1000)),
-        ]);
+        let listed = intervals(
+            &[
+                e(one + 1, true, None),
+                e(one, false, Some(5000)),
+                e(p64 + (1 << 64), true, None),
+                e(p64, false, Some(1000)),
+            ],
+            Set::Local,
+        );
         let shown: Vec<String> = listed.iter().map(|l| l.net.to_string()).collect();
         assert_eq!(shown, ["2001:db8::/64", "2001:db8:1::7/128"]);
         assert_eq!(listed[1].left, Some(Duration::from_secs(5)));
         // A block reaching the top of the space has no end marker.
-        let top = intervals(&[e(u128::MAX - 255, false, None)]);
+        let top = intervals(&[e(u128::MAX - 255, false, None)], Set::Local);
         assert_eq!(
             top[0].net.to_string(),
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"
         );
+    }
+
+    #[test]
+    fn listed_ipv4_intervals_become_networks() {
+        let e = |k: u32, end: bool| raw::ListedElem {
+            key: k.to_be_bytes().to_vec(),
+            expires_ms: Some(2000),
+            flags: if end { ELEM_INTERVAL_END } else { 0 },
+        };
+        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0));
+        let listed = intervals(
+            &[
+                e(base + 256, true),
+                e(base, false),
+                e(base + 1001, true),
+                e(base + 1000, false),
+                e(0xFFFF_FF00, false),
+            ],
+            Set::Fleet,
+        );
+        let shown: Vec<String> = listed.iter().map(|l| l.net.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["198.18.0.0/24", "198.18.3.232/32", "255.255.255.0/24"]
+        );
+        assert!(listed.iter().all(|l| l.set == Set::Fleet));
     }
 
     #[test]

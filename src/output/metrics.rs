@@ -3,7 +3,7 @@
 //! cardinality stays fixed whatever the traffic. The counters live in `Stats` (the packet
 //! path's relaxed atomics) and are read at encode time.
 
-use crate::core::stats::{Stats, KINDS};
+use crate::core::stats::{FleetStats, Stats, KINDS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -151,8 +151,38 @@ impl Collector for StatsCollector {
             let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
-        Ok(())
+        fleet(&mut encoder, &s.fleet)
     }
+}
+
+/// The fleet (CrowdSec LAPI) metrics: pushes, pulls, failures, fleet blocks.
+fn fleet(encoder: &mut DescriptorEncoder, f: &FleetStats) -> Result<(), std::fmt::Error> {
+    let up = u64::from(Stats::get(&f.state) == FleetStats::UP);
+    #[rustfmt::skip]
+    let counters: [(&str, &str, u64); 6] = [
+        ("portsentry_fleet_alerts_pushed", "Alerts the LAPI accepted.", Stats::get(&f.alerts_pushed)),
+        ("portsentry_fleet_push_failures", "Calls to push alerts that failed.", Stats::get(&f.push_failures)),
+        ("portsentry_fleet_alerts_dropped", "Blocks not handed to the push thread (it was behind).", Stats::get(&f.alerts_dropped)),
+        ("portsentry_fleet_pulls", "Decision stream calls answered.", Stats::get(&f.pulls)),
+        ("portsentry_fleet_pull_failures", "Decision stream calls that failed.", Stats::get(&f.pull_failures)),
+        ("portsentry_fleet_refused", "Fleet decisions not enforced: protected networks, or past max_decisions.", Stats::get(&f.refused)),
+    ];
+    for (name, help, v) in counters {
+        let c = ConstCounter::new(v);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    }
+    #[rustfmt::skip]
+    let gauges: [(&str, &str, u64); 4] = [
+        ("portsentry_fleet_lapi_up", "1 when the CrowdSec LAPI answered the last call.", up),
+        ("portsentry_fleet_alerts_waiting", "Alerts waiting for the LAPI (spooled on disk while it is away).", f.waiting()),
+        ("portsentry_fleet_blocked", "Elements of the fleet sets now.", Stats::get(&f.blocked)),
+        ("portsentry_fleet_decisions", "Fleet decisions held now.", Stats::get(&f.decisions)),
+    ];
+    for (name, help, v) in gauges {
+        let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+    }
+    Ok(())
 }
 
 impl Metrics {
@@ -214,6 +244,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("portsentry_alerts_total 1\n"), "{text}");
+        assert!(text.contains("portsentry_fleet_lapi_up 0\n"), "{text}");
+        assert!(text.contains("portsentry_fleet_pulls_total 0\n"), "{text}");
         assert!(
             text.contains("portsentry_time_to_block_seconds_bucket{le=\"0.00025\"} 1\n"),
             "{text}"

@@ -384,7 +384,8 @@ impl Daemon {
     /// Like `start_with`, the daemon's command line given to `wrapper` (which must exec
     /// it, so that the pid stays the daemon's).
     pub fn start_wrapped(lab: &Lab, host: &Host, config: &Path, wrapper: &[&str]) -> Daemon {
-        let log = lab.dir.join("daemon.log");
+        // Beside its configuration: several daemons in one lab keep apart.
+        let log = config.parent().unwrap_or(&lab.dir).join("daemon.log");
         let file = fs::File::create(&log).unwrap();
         let mut args = wrapper.to_vec();
         args.extend([

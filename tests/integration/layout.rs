@@ -12,6 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("output", &["core", "system"]),
     ("firewall", &["core"]),
     ("dataplane", &["core"]),
+    ("fleet", &["core", "config", "firewall", "system"]),
     ("config", &["core", "system", "firewall", "dataplane"]),
     (
         "control",
@@ -25,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "control",
             "dataplane",
             "firewall",
+            "fleet",
             "output",
             "system",
         ],

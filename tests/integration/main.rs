@@ -3,6 +3,7 @@
 
 mod detection;
 mod docs;
+mod fleet;
 mod hygiene;
 mod lab;
 mod layout;
