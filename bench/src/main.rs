@@ -3,7 +3,7 @@
 //!   pure [--packets N]                       ns per packet for parse + classify + decide
 //!   flood DST PORT --count N --sources K [--first I] [--udp] [--pace-us U] [--times FILE]
 //!                                            spoofed probes (198.18.0.0/15 for IPv4,
-//!                                            2001:db8:ff::/48 for IPv6), one core, sendmmsg
+//!                                            a /64 each in 2001:db8:100::/40 for IPv6), one core, sendmmsg
 //!   floor [--queue Q] [--idle-ms MS]         minimal queue consumer: recv + drop verdict
 //!   monitor --count N [--timeout-ms MS] [--times FILE] [--routes]
 //!                                            timestamps each address added to a portsentry set
@@ -53,12 +53,15 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The i-th spoofed source: 198.18.0.0/15 (131,072 addresses) for IPv4, 2001:db8:ff::/48 for IPv6.
+/// The i-th spoofed source: 198.18.0.0/15 (131,072 addresses) for IPv4; for IPv6, a /64
+/// of its own (portsentry counts and blocks IPv6 by /64) in 2001:db8:100::/40, host ::1.
 fn source(i: u32, v6: bool) -> IpAddr {
     if v6 {
+        let net = 0x0100_0000 + (i & 0x00ff_ffff);
         let mut o = [0u8; 16];
-        o[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x00, 0xff]);
-        o[12..].copy_from_slice(&(i + 1).to_be_bytes());
+        o[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        o[4..8].copy_from_slice(&net.to_be_bytes());
+        o[15] = 1;
         IpAddr::from(o)
     } else {
         IpAddr::from((0xC612_0000u32 + (i % 131_072)).to_be_bytes())

@@ -231,38 +231,41 @@ impl QueueSocket {
     }
 
     /// Waits for packets (up to the idle wake) and takes what is queued, BATCH at most,
-    /// in one or two system calls. `Ok(0)`: idle. ENOBUFS (the kernel dropped some for
-    /// want of room) is an error to count; the next call goes on.
+    /// in one system call (MSG_WAITFORONE: it waits for the first only). Idle: WouldBlock.
+    /// ENOBUFS (the kernel dropped some for want of room) is an error to count; the next
+    /// call goes on.
     pub fn receive(&mut self) -> io::Result<usize> {
-        let first = self.recv_into(0, 0)?;
-        self.lens[0] = first;
-        let mut hdrs: [libc::mmsghdr; BATCH - 1] = unsafe { std::mem::zeroed() };
-        let mut iovs: [libc::iovec; BATCH - 1] = unsafe { std::mem::zeroed() };
+        // SAFETY: zeroed mmsghdr/iovec are valid empty values; filled in below.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let base = self.slots.as_mut_ptr().cast::<u8>();
-        for i in 0..BATCH - 1 {
+        for i in 0..BATCH {
             // SAFETY: each iovec points at its own slot of our buffer.
             iovs[i] = libc::iovec {
-                iov_base: unsafe { base.add((i + 1) * SLOT) }.cast(),
+                iov_base: unsafe { base.add(i * SLOT) }.cast(),
                 iov_len: SLOT,
             };
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: recvmmsg into the headers and buffers above, without waiting.
+        // SAFETY: recvmmsg into the headers and buffers above.
         let got = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
-                (BATCH - 1) as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };
-        let more = if got < 0 { 0 } else { got as usize };
-        for (len, h) in self.lens[1..].iter_mut().zip(&hdrs[..more]) {
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = (got as usize).min(BATCH);
+        for (len, h) in self.lens.iter_mut().zip(&hdrs[..got]) {
             *len = h.msg_len as usize;
         }
-        Ok(1 + more)
+        Ok(got)
     }
 
     /// The packets of the last `receive`, in queue order (ids rise).
