@@ -26,7 +26,7 @@ pub const DEFAULT_PATH: &str = "/etc/portsentry/portsentry.toml";
 pub const MAX_QUEUES: u16 = crate::core::stats::MAX_SHARDS as u16;
 
 /// One queue per CPU, up to 8: the kernel spreads sources over them by address, so a
-/// spoofed flood uses every core while one scanner stays on one queue.
+/// spoofed flood uses every core (each source is counted in one shard, whatever its queue).
 pub fn default_queues() -> u16 {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
