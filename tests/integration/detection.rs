@@ -253,3 +253,41 @@ fn with_four_queues_tcp_and_udp_probes_of_one_source_are_counted_together() {
         d.log_text()
     );
 }
+
+/// The queues are bound at start: a reload that changes `num` or `queues` must not steer
+/// probes to queues nobody reads (with `bypass` the kernel would accept them, unseen).
+#[test]
+fn a_reload_changing_the_queues_keeps_steering_to_the_bound_ones() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let mut d = Daemon::start(&lab, &target, "[queue]\nqueues = 1\n");
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    for (change, n) in [("queues = 2", 1), ("num = 5\nqueues = 2", 2)] {
+        std::fs::write(
+            &d.config,
+            good.replace("[queue]\nqueues = 1\n", &format!("[queue]\n{change}\n")),
+        )
+        .unwrap();
+        d.signal(libc::SIGHUP);
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .log_text()
+                .matches("configuration reloaded")
+                .count()
+                == n),
+            "{}",
+            d.log_text()
+        );
+        let steer = target.ok(&["nft", "list", "chain", "inet", "portsentry", "steer"]);
+        assert!(steer.contains("queue num 0 bypass"), "{change}: {steer}");
+        assert!(d.log_text().contains("take effect at the next restart"));
+    }
+    // Every scanner is still seen.
+    let scanners: Vec<Host> = (2..=7u8)
+        .map(|last| lab.host(&format!("s{last}"), last))
+        .collect();
+    for s in &scanners {
+        assert_eq!(s.tcp_connect(TARGET4, 111), "timeout", "{}", s.v4);
+        assert!(target.becomes_blocked(&s.v4), "{}", s.v4);
+    }
+}
