@@ -210,6 +210,8 @@ impl<F: Firewall> Running<F> {
         };
         if new.queue_num != self.cfg.queue_num
             || new.queues != self.cfg.queues
+            || new.queue_max_len != self.cfg.queue_max_len
+            || new.fail_open != self.cfg.fail_open
             || new.steering != self.cfg.steering
             || new.control_socket != self.cfg.control_socket
             || new.state_dir != self.cfg.state_dir
@@ -220,6 +222,8 @@ impl<F: Firewall> Running<F> {
         // to a queue nobody reads would be let through (`bypass`) unseen.
         new.queue_num = self.cfg.queue_num;
         new.queues = self.cfg.queues;
+        new.queue_max_len = self.cfg.queue_max_len;
+        new.fail_open = self.cfg.fail_open;
         let ways = |c: &Config| {
             c.crowdsec
                 .as_ref()

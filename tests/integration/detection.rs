@@ -262,7 +262,11 @@ fn a_reload_changing_the_queues_keeps_steering_to_the_bound_ones() {
     let target = lab.host("target", 1);
     let mut d = Daemon::start(&lab, &target, "[queue]\nqueues = 1\n");
     let good = std::fs::read_to_string(&d.config).unwrap();
-    for (change, n) in [("queues = 2", 1), ("num = 5\nqueues = 2", 2)] {
+    for (change, n) in [
+        ("queues = 2", 1),
+        ("num = 5\nqueues = 2", 2),
+        ("queues = 1\nfail_open = true", 3),
+    ] {
         std::fs::write(
             &d.config,
             good.replace("[queue]\nqueues = 1\n", &format!("[queue]\n{change}\n")),
@@ -280,7 +284,13 @@ fn a_reload_changing_the_queues_keeps_steering_to_the_bound_ones() {
         );
         let steer = target.ok(&["nft", "list", "chain", "inet", "portsentry", "steer"]);
         assert!(steer.contains("queue num 0 bypass"), "{change}: {steer}");
-        assert!(d.log_text().contains("take effect at the next restart"));
+        assert_eq!(
+            d.log_text()
+                .matches("take effect at the next restart")
+                .count(),
+            n,
+            "{change}"
+        );
     }
     // Every scanner is still seen.
     let scanners: Vec<Host> = (2..=7u8)
