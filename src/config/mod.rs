@@ -26,7 +26,7 @@ pub const DEFAULT_PATH: &str = "/etc/portsentry/portsentry.toml";
 pub const MAX_QUEUES: u16 = crate::core::stats::MAX_SHARDS as u16;
 
 /// One queue per CPU, up to 8: the kernel spreads sources over them by address, so a
-/// spoofed flood uses every core while one scanner stays on one queue.
+/// spoofed flood uses every core (each source is counted in one shard, whatever its queue).
 pub fn default_queues() -> u16 {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -777,7 +777,11 @@ impl Validator<'_> {
                     ))
                 }
                 Some(n) => n.into_inner(),
-                None => default_queues(),
+                // The default takes what is left above num (queue 65535 is the last).
+                None => default_queues().min(
+                    u16::try_from(65536 - u32::from(raw.queue.num.unwrap_or(0)))
+                        .unwrap_or(u16::MAX),
+                ),
             },
             queue_max_len,
             fail_open: raw.queue.fail_open.unwrap_or(false),
@@ -1275,6 +1279,28 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
         assert_eq!(c.ignore, d.ignore);
         assert_eq!(c.history, d.history);
         assert_eq!((c.block_tcp, c.trigger, c.queue_num), (Action::Block, 0, 0));
+    }
+
+    #[test]
+    fn the_queues_always_fit_below_65536() {
+        // The default (CPUs, up to 8) fits what is left above num.
+        for num in [65535u16, 65534, 65530] {
+            let c = Config::parse("t", &format!("[queue]\nnum = {num}\n")).unwrap();
+            assert!(c.queues >= 1, "{num}");
+            assert!(
+                u32::from(c.queue_num) + u32::from(c.queues) <= 65536,
+                "num {num}: {} queues",
+                c.queues
+            );
+        }
+        // Asked for, it is an error.
+        assert!(Config::parse("t", "[queue]\nnum = 65535\nqueues = 2\n").is_err());
+        assert_eq!(
+            Config::parse("t", "[queue]\nnum = 65534\nqueues = 2\n")
+                .unwrap()
+                .queues,
+            2
+        );
     }
 
     #[test]

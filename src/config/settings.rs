@@ -47,7 +47,7 @@ impl Config {
             // A source stays "acted on" as long as its first block lasts (a century for
             // permanent); one whose block could not be made is handed back at once.
             hold: self.block_timeout.unwrap_or(MAX_TIMEOUT),
-            // Each packet thread tracks its share of the sources.
+            // Each shard (one per packet thread) tracks its share of the sources.
             max_sources: (self.max_sources / usize::from(self.queues.max(1))).max(1),
             score: self.score,
             ipv6_prefix: self.ipv6_prefix,

@@ -15,10 +15,10 @@ pub mod upkeep;
 
 use crate::config::Config;
 use crate::control;
-use crate::core::detector::Detector;
 use crate::core::ignore::IgnoreFile;
 use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
+use crate::dataplane::shards::Shards;
 use crate::dataplane::{self, Controls, Handoff};
 use crate::firewall::nft::Nft;
 use crate::firewall::{Firewall, FirewallError, Set};
@@ -218,21 +218,14 @@ pub fn run(
         ),
     }
 
-    // One packet thread per queue, each with its own detector (its share of the sources).
+    // One packet thread per queue; the sources in as many shards, each counted in one
+    // whichever queue its probes reach.
     stats.set_shards(queues.len());
-    for (shard, (mut q, control_rx)) in queues.into_iter().zip(control_rxs).enumerate() {
-        let mut detector = Detector::new(cfg.detector(), protected.clone());
-        let (qstats, handoff) = (stats.clone(), handoff.clone());
+    let shards = Arc::new(Shards::new(&cfg.detector(), &protected, control_rxs));
+    for (shard, mut q) in queues.into_iter().enumerate() {
+        let (qstats, handoff, shards) = (stats.clone(), handoff.clone(), shards.clone());
         spawn(&format!("queue {shard}"), move || {
-            dataplane::queue::run(
-                &mut q,
-                &mut detector,
-                &handoff,
-                &control_rx,
-                &qstats,
-                shard,
-                Instant::now,
-            );
+            dataplane::queue::run(&mut q, &shards, &handoff, &qstats, shard, Instant::now);
         })?;
     }
     tracing::warn!("adminalert: PortSentry is now active and listening.");

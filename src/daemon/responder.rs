@@ -46,6 +46,9 @@ pub struct Responder<F: Firewall> {
     actions_enabled: bool,
     /// To the fleet's push thread (`[crowdsec] credentials`): never waited on.
     fleet: Option<Outbox>,
+    /// The networks blocked here within the last RACE, when (the monotonic clock: a wall
+    /// clock set back must not make an old block look new).
+    written: HashMap<IpNet, Instant>,
 }
 
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
@@ -70,6 +73,7 @@ impl<F: Firewall> Responder<F> {
             last_cap_log: None,
             actions_enabled: true,
             fleet: None,
+            written: HashMap::new(),
         }
     }
 
@@ -134,6 +138,8 @@ impl<F: Firewall> Responder<F> {
         let mut want_of: HashMap<IpNet, usize> = HashMap::new();
         let mut keys: Vec<Option<IpNet>> = vec![None; batch.len()];
         let mut arrived: Vec<Instant> = Vec::new();
+        self.written
+            .retain(|_, at| now.saturating_duration_since(*at) <= RACE);
         for (e, k) in batch.iter().zip(&mut keys) {
             if !matches!(
                 e.decision,
@@ -146,7 +152,7 @@ impl<F: Firewall> Responder<F> {
             }
             let key = block_key(e.probe.src, settings.ipv6_prefix, book.protected());
             *k = Some(key);
-            if raced(&book, key, epoch) {
+            if raced(&book, &self.written, key, now, epoch) {
                 continue;
             }
             want_of.entry(key).or_insert_with(|| {
@@ -168,6 +174,11 @@ impl<F: Firewall> Responder<F> {
         } else {
             self.write(&mut book, &wants, epoch)
         };
+        for d in &done {
+            if let Done::Blocked { key, .. } = d {
+                self.written.insert(*key, now);
+            }
+        }
         let pending = book.pending();
         drop(book);
         let stats = self.shared.stats.clone();
@@ -391,25 +402,32 @@ impl<F: Firewall> Responder<F> {
     }
 }
 
-/// Why a network was blocked, as `list` shows it.
-/// Whether a block decision for `key` only repeats one just written. Each packet thread
-/// counts its own share of the sources (the kernel spreads them by address), so two
-/// addresses of one IPv6 prefix can both reach the trigger before the first block drops
-/// the rest. A thread acts on a network again only once its block has ended (its hold is
-/// the block timeout) or was lifted, so a block that began a moment ago and has time to
-/// run means a race, not a return.
-fn raced(book: &Blocks, key: IpNet, epoch: u64) -> bool {
+/// Whether a block decision for `key` only repeats one just written. Two packet threads
+/// can decide on one network before its block drops the rest of its probes (a source's
+/// shard only changes with the configuration). A thread acts on a network again only once
+/// its block has ended (its hold is the block timeout) or was lifted, so a block written
+/// here a moment ago (by the monotonic clock) that has time to run means a race, not a
+/// return.
+fn raced(
+    book: &Blocks,
+    written: &HashMap<IpNet, Instant>,
+    key: IpNet,
+    now: Instant,
+    epoch: u64,
+) -> bool {
     book.covering(key).is_some_and(|r| {
-        r.since.saturating_add(RACE_SECS) >= epoch
+        written
+            .get(&r.key)
+            .is_some_and(|at| now.saturating_duration_since(*at) <= RACE)
             && r.expires
-                .is_none_or(|e| e > epoch.saturating_add(RACE_SECS))
+                .is_none_or(|e| e > epoch.saturating_add(RACE.as_secs()))
     })
 }
 
-/// How long after a block another thread's decision for it counts as a race (seconds; the
-/// records keep whole seconds).
-const RACE_SECS: u64 = 2;
+/// How long after a block another thread's decision for it counts as a race.
+const RACE: Duration = Duration::from_secs(2);
 
+/// Why a network was blocked, as `list` shows it.
 fn reason(p: &crate::core::probe::Probe) -> String {
     format!(
         "{} to {} port {} from {}",
@@ -776,6 +794,30 @@ mod tests {
             1000,
         );
         assert_eq!(blocked(&fw), vec!["2001:db8::2", "2001:db8:5::/64"]);
+    }
+
+    /// The clock set back (an NTP step, a VM resumed): a block that began "in the future"
+    /// is no race once the kernel has ended it. A scanner back after its block ended in the
+    /// kernel is blocked again, not taken for a second thread's decision (which would leave
+    /// it free for the detector's whole hold).
+    #[test]
+    fn a_return_after_the_clock_was_set_back_is_blocked_again() {
+        let fw = firewall();
+        let (shared, _forgotten) = shared(PolicyConfig {
+            timeout: Some(Duration::from_secs(60)),
+            ..policy()
+        });
+        let stats = shared.stats.clone();
+        let mut r = Responder::new(fw.clone(), shared, unread(), None);
+        let t0 = Instant::now();
+        r.handle(&[act("198.18.0.1")], t0, 10_000);
+        assert_eq!(Stats::get(&stats.blocks_written), 1);
+        // An hour set back: 61 s later (the kernel's timeout has run out) the wall clock
+        // says 6_461, before the block "began".
+        fw.state().table.as_mut().unwrap().blocked.clear();
+        r.handle(&[act("198.18.0.1")], t0 + Duration::from_secs(61), 6_461);
+        assert_eq!(Stats::get(&stats.blocks_written), 2);
+        assert_eq!(blocked(&fw), vec!["198.18.0.1"]);
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl<F: Firewall> Running<F> {
     /// SIGHUP: re-read the configuration and the ignore file, with the same checks as at
     /// start. A bad or unsafe file is reported and the running configuration kept.
     fn reload(&mut self) {
-        let (new, ignore_file) = match Config::load_trusted(self.cfg.source.as_deref()) {
+        let (mut new, ignore_file) = match Config::load_trusted(self.cfg.source.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(
@@ -209,12 +209,21 @@ impl<F: Firewall> Running<F> {
             }
         };
         if new.queue_num != self.cfg.queue_num
+            || new.queues != self.cfg.queues
+            || new.queue_max_len != self.cfg.queue_max_len
+            || new.fail_open != self.cfg.fail_open
             || new.steering != self.cfg.steering
             || new.control_socket != self.cfg.control_socket
             || new.state_dir != self.cfg.state_dir
         {
             tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
         }
+        // The queues are bound once, at start: steering must go on to those, or probes sent
+        // to a queue nobody reads would be let through (`bypass`) unseen.
+        new.queue_num = self.cfg.queue_num;
+        new.queues = self.cfg.queues;
+        new.queue_max_len = self.cfg.queue_max_len;
+        new.fail_open = self.cfg.fail_open;
         let ways = |c: &Config| {
             c.crowdsec
                 .as_ref()

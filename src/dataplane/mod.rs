@@ -6,6 +6,7 @@
 
 pub mod nfqueue;
 pub mod queue;
+pub mod shards;
 
 use crate::core::detector::{Decision, DetectorConfig};
 use crate::core::ignore::IgnoreList;
@@ -85,8 +86,8 @@ pub fn stall(thread: &str) -> ! {
     }
 }
 
-/// The packet threads' control channels, one per queue: a message goes to every one
-/// (a source's probes all reach one queue, but which one only the kernel's hash says).
+/// The control channels of the detector's shards, one per queue: a message goes to every
+/// one (a source is counted in one shard, but which one only a hash says).
 #[derive(Clone, Debug, Default)]
 pub struct Controls(Vec<Sender<Control>>);
 

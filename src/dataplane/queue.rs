@@ -5,14 +5,15 @@
 //! formatting per packet.
 
 use super::nfqueue::{Binding, QueueSocket, Verdict as QueueVerdict, BATCH};
-use super::{stall, Control, Event, Fault, Handoff, QueueOptions};
-use crate::core::detector::{Decision, Detector, Verdict};
+use super::shards::{Shard, Shards};
+use super::{stall, Event, Fault, Handoff, QueueOptions};
+use crate::core::detector::{Decision, Verdict};
 use crate::core::packet;
 use crate::core::probe::Probe;
 use crate::core::stats::{kind_index, Stats};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::mpsc::Receiver;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 /// Events between two wake-ups of the responder under a flood.
@@ -101,12 +102,12 @@ impl Tally {
     }
 }
 
-/// Runs until the process exits. `now` is the clock seam, read once per batch.
+/// Runs until the process exits. `now` is the clock seam, read once per batch. Each probe
+/// is counted in the shard of its source (`shards`), whichever thread reads it.
 pub fn run(
     queue: &mut QueueSocket,
-    detector: &mut Detector,
+    shards: &Shards,
     handoff: &Handoff,
-    control: &Receiver<Control>,
     stats: &Stats,
     shard: usize,
     now: impl Fn() -> Instant,
@@ -122,7 +123,9 @@ pub fn run(
                 // Idle for IDLE_WAKE: alive, and the control messages may matter now.
                 Stats::inc(&stats.queue_idle);
                 stats.round(shard);
-                apply(control, detector);
+                // This thread's own shard takes its control messages even with no probe
+                // for it.
+                drop(shards.lock(shard % shards.len().max(1)));
                 if tally.flush(now(), true, handoff, stats) > 0 {
                     let _ = handoff.wake.try_send(());
                 }
@@ -143,7 +146,6 @@ pub fn run(
                 continue;
             }
         };
-        apply(control, detector);
         stats.round(shard);
         if fault == Some(Fault::StallQueue) {
             stall("packet");
@@ -151,11 +153,22 @@ pub fn run(
         let at = now();
         let mut counts = Counts::default();
         verdicts.clear();
+        // The shard last counted in, held while the probes that follow belong to it too
+        // (a flood from one source takes its lock once a batch).
+        let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
         for p in queue.packets(n) {
             counts.packets += 1;
             let verdict = match packet::parse(p.payload) {
                 Ok(probe) => {
                     counts.probes[kind_index(probe.kind)] += 1;
+                    let i = shards.index(probe.src);
+                    if held.as_ref().is_some_and(|(h, _)| *h != i) {
+                        held = None; // one lock at a time
+                    }
+                    let detector = &mut held
+                        .get_or_insert_with(|| shards.lock_for(probe.src))
+                        .1
+                        .detector;
                     let decision = detector.observe(&probe, at);
                     match decision {
                         Decision::Repeat => {
@@ -200,6 +213,7 @@ pub fn run(
                 },
             ));
         }
+        drop(held);
         if let Err(e) = queue.answer(&verdicts) {
             Stats::inc(&stats.verdict_errors);
             if Stats::get(&stats.verdict_errors).is_power_of_two() {
@@ -252,21 +266,13 @@ impl Counts {
     }
 }
 
-/// Applies the control messages waiting (state only matters when a packet arrives).
-fn apply(control: &Receiver<Control>, detector: &mut Detector) {
-    while let Ok(c) = control.try_recv() {
-        match c {
-            Control::Reconfigure(cfg, ignore) => {
-                detector.reconfigure(cfg);
-                detector.set_ignore(ignore);
-            }
-            Control::Forget(addr) => detector.forget(addr),
-        }
-    }
-}
-
 /// Passes an event on; whether it was taken.
-fn hand_off(ev: Event, handoff: &Handoff, detector: &mut Detector, stats: &Stats) -> bool {
+fn hand_off(
+    ev: Event,
+    handoff: &Handoff,
+    detector: &mut crate::core::detector::Detector,
+    stats: &Stats,
+) -> bool {
     match handoff.events.push(ev) {
         Ok(()) => true,
         Err(_) => {

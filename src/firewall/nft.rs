@@ -239,7 +239,8 @@ impl Nft {
         queues: u16,
     ) -> Result<Steering, FirewallError> {
         // No CPU fanout: over several queues the kernel then picks one by a hash of the
-        // addresses, so all of one scanner's probes reach the same packet thread.
+        // addresses (a source's probes are counted in its own shard whichever queue they
+        // reach: dataplane::shards).
         let flags = raw::QUEUE_BYPASS;
         let try_one = |nft: &mut Nft, s: Steering| -> Result<(), FirewallError> {
             let table = Table::new(TABLE, ProtoFamily::Inet);

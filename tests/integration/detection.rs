@@ -2,6 +2,7 @@
 //! reload, score mode, fragments and IP options.
 
 use crate::lab::*;
+use std::time::Duration;
 
 #[test]
 fn ports_mode_watches_only_the_list() {
@@ -176,4 +177,127 @@ fn with_four_queues_a_scanner_is_counted_by_one_thread() {
     }
     let (ok, status) = d.cli(&target, &["status"]);
     assert!(ok && status.contains("queue:            0-3"), "{status}");
+}
+
+/// With several queues, a subscriber rotating through its IPv6 /64 is still one source:
+/// every address of the prefix is counted by one packet thread, so the trigger is reached
+/// on the trigger-th probe, whichever addresses sent them (the kernel's own balancing
+/// hashes the low 32 bits of the address and would spread them over the threads).
+#[test]
+fn with_four_queues_an_ipv6_prefix_rotating_its_addresses_is_counted_once() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 66);
+    accept_spoofed(&target);
+    let d = Daemon::start(
+        &lab,
+        &target,
+        "[queue]\nqueues = 4\n[detect]\ntrigger = 3\n",
+    );
+    // Ten subscribers, three probes each, each probe from another address of its /64.
+    let mut args = vec![
+        "python3".to_string(),
+        craft(),
+        "syn6".into(),
+        TARGET6.into(),
+        "111".into(),
+    ];
+    for net in 1..=10 {
+        for host in 1..=3 {
+            args.push(format!("2001:db8:ff:{net:x}::{:x}", host * 0x1111));
+        }
+    }
+    attacker.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let all = || {
+        let set = target.nft_set("blocked6");
+        (1..=10).all(|net| set.contains(&format!("2001:db8:ff:{net:x}::/64")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), all),
+        "{}\n{}",
+        target.nft_set("blocked6"),
+        d.log_text()
+    );
+}
+
+/// With several queues, one IPv4 source probing TCP and UDP is one source: the kernel's
+/// balancing hashes the protocol too and would count each on a thread of its own.
+#[test]
+fn with_four_queues_tcp_and_udp_probes_of_one_source_are_counted_together() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let d = Daemon::start(
+        &lab,
+        &target,
+        "[queue]\nqueues = 4\n[detect]\ntrigger = 2\n",
+    );
+    // Eight scanners, one TCP and one UDP probe each.
+    let mut scanners = Vec::new();
+    for last in 2..=9u8 {
+        scanners.push(lab.host(&format!("s{last}"), last));
+    }
+    let probes = format!(
+        "import socket\n\
+         t = socket.socket(); t.setblocking(False); t.connect_ex(('{TARGET4}', 111))\n\
+         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{TARGET4}', 161))\n\
+         import time; time.sleep(0.2)\n"
+    );
+    for h in &scanners {
+        h.ok(&["python3", "-c", &probes]);
+    }
+    let all = || scanners.iter().all(|h| target.is_blocked(&h.v4));
+    assert!(
+        wait_until(Duration::from_secs(5), all),
+        "{}\n{}",
+        target.nft_set("blocked4"),
+        d.log_text()
+    );
+}
+
+/// The queues are bound at start: a reload that changes `num` or `queues` must not steer
+/// probes to queues nobody reads (with `bypass` the kernel would accept them, unseen).
+#[test]
+fn a_reload_changing_the_queues_keeps_steering_to_the_bound_ones() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let mut d = Daemon::start(&lab, &target, "[queue]\nqueues = 1\n");
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    for (change, n) in [
+        ("queues = 2", 1),
+        ("num = 5\nqueues = 2", 2),
+        ("queues = 1\nfail_open = true", 3),
+    ] {
+        std::fs::write(
+            &d.config,
+            good.replace("[queue]\nqueues = 1\n", &format!("[queue]\n{change}\n")),
+        )
+        .unwrap();
+        d.signal(libc::SIGHUP);
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .log_text()
+                .matches("configuration reloaded")
+                .count()
+                == n),
+            "{}",
+            d.log_text()
+        );
+        let steer = target.ok(&["nft", "list", "chain", "inet", "portsentry", "steer"]);
+        assert!(steer.contains("queue num 0 bypass"), "{change}: {steer}");
+        assert_eq!(
+            d.log_text()
+                .matches("take effect at the next restart")
+                .count(),
+            n,
+            "{change}"
+        );
+    }
+    // Every scanner is still seen.
+    let scanners: Vec<Host> = (2..=7u8)
+        .map(|last| lab.host(&format!("s{last}"), last))
+        .collect();
+    for s in &scanners {
+        assert_eq!(s.tcp_connect(TARGET4, 111), "timeout", "{}", s.v4);
+        assert!(target.becomes_blocked(&s.v4), "{}", s.v4);
+    }
 }
