@@ -2,13 +2,15 @@
  * receives, drops, and does nothing else; what it costs a packet is what any consumer
  * pays the kernel, the mark the daemon is measured against.
  *
- *   floor [--queue Q] [--batch N] [--max-len L] [--idle-ms MS]
+ *   floor [--queue Q] [--batch N] [--nap-us U] [--max-len L] [--idle-ms MS]
  *
  * --batch 1 (default): one recv and one verdict per packet (what libnetfilter_queue's
  * examples and the nfq crate do). --batch N: up to N packets per recvmmsg (it waits for
  * the first only), then one NFQNL_MSG_VERDICT_BATCH dropping every packet up to the last
- * id. Stops after --idle-ms without packets (once some came) and prints `key value`
- * lines: packets, cpu_ns (getrusage: user + system), cpu_ns_per_packet.
+ * id. --nap-us U (with --batch N): once packets flow (a read found some, fewer than N),
+ * pause U microseconds and read what gathered without waiting, as the daemon's
+ * `[queue] coalesce` does. Stops after --idle-ms without packets (once some came) and
+ * prints `key value` lines: packets, cpu_ns (getrusage: user + system), cpu_ns_per_packet.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -21,9 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SLOT 4096
@@ -114,7 +118,10 @@ int main(int argc, char **argv) {
   int batch = atoi(opt(argc, argv, "--batch", "1"));
   uint32_t max_len = strtoul(opt(argc, argv, "--max-len", "16384"), 0, 10);
   long idle_ms = atol(opt(argc, argv, "--idle-ms", "1500"));
+  long nap_us = atol(opt(argc, argv, "--nap-us", "0"));
   if (batch < 1 || batch > MAX_BATCH) batch = 1;
+  /* As the daemon does: the default timer slack (50 us) would stretch each pause. */
+  if (nap_us) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 
   fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER);
   if (fd < 0) die("socket");
@@ -152,9 +159,19 @@ int main(int argc, char **argv) {
 
   uint64_t packets = 0, cpu0 = cpu_ns();
   long quiet_ms = 0;
+  int flowing = 0;
   for (;;) {
     int n;
-    if (batch == 1) {
+    if (flowing && nap_us) {
+      /* Packets are flowing: let them gather rather than be woken for each few. */
+      struct timespec ts = {0, nap_us * 1000};
+      nanosleep(&ts, NULL);
+      n = recvmmsg(fd, hdrs, batch, MSG_DONTWAIT, NULL);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        flowing = 0;
+        continue;
+      }
+    } else if (batch == 1) {
       ssize_t len = recv(fd, slots[0], SLOT, 0);
       n = len < 0 ? -1 : 1;
       hdrs[0].msg_len = len < 0 ? 0 : len;
@@ -170,6 +187,7 @@ int main(int argc, char **argv) {
       die("recv");
     }
     quiet_ms = 0;
+    flowing = n < batch;
     uint32_t last = 0;
     for (int i = 0; i < n; i++) {
       uint32_t id = packet_id(slots[i], hdrs[i].msg_len);

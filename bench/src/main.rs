@@ -5,6 +5,7 @@
 //!                                            spoofed probes (198.18.0.0/15 for IPv4,
 //!                                            a /64 each in 2001:db8:100::/40 for IPv6), one core, sendmmsg
 //!   floor [--queue Q] [--idle-ms MS]         minimal queue consumer: recv + drop verdict
+//!   steer [--queue Q] [--queues N]           the daemon's steering rule, to queues Q..Q+N-1
 //!   monitor --count N [--timeout-ms MS] [--times FILE] [--routes]
 //!                                            timestamps each address added to a portsentry set
 //!                                            (--routes: each IPv4 host route added, which
@@ -276,8 +277,9 @@ fn floor(args: &[String]) {
 /// so the floor consumer sees exactly the daemon's traffic.
 fn steer(args: &[String]) {
     let q: u16 = opt(args, "--queue", 0);
+    let n: u16 = opt(args, "--queues", 1);
     let mut nft = portsentry::firewall::nft::Nft::open().expect("netlink");
-    let s = nft.install_steering(None, q, 1).expect("steering");
+    let s = nft.install_steering(None, q, n).expect("steering");
     println!("steering {s:?}");
 }
 

@@ -83,6 +83,8 @@ pub struct RawQueue {
     pub queues: Option<Spanned<u16>>,
     pub max_len: Option<Spanned<u32>>,
     pub fail_open: Option<bool>,
+    /// While probes flow, how long a packet thread lets them gather between two reads.
+    pub coalesce: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -385,6 +387,8 @@ pub struct Config {
     pub queues: u16,
     pub queue_max_len: u32,
     pub fail_open: bool,
+    /// While probes flow, the pause between two reads of a queue (0: none).
+    pub queue_coalesce: Duration,
     pub tcp: Watch,
     pub udp: Watch,
     pub trigger: u32,
@@ -785,6 +789,10 @@ impl Validator<'_> {
             },
             queue_max_len,
             fail_open: raw.queue.fail_open.unwrap_or(false),
+            queue_coalesce: match &raw.queue.coalesce {
+                None => DEFAULT_COALESCE,
+                Some(s) => parse_coalesce(s.get_ref()).map_err(|m| (self.err)(s.span(), m))?,
+            },
             tcp,
             udp,
             trigger: raw.detect.trigger.unwrap_or(0),
@@ -1197,6 +1205,26 @@ pub fn parse_credentials(text: &str) -> Result<(String, String), String> {
 /// A duration as the configuration and `portsentry block --timeout` take it: "90s", "2h",
 /// "7d", whole seconds from 1 s to a century; "0" alone is "never" where `zero_is_never`
 /// (a timeout of "0s" is a mistake more often than a wish for a permanent block).
+/// `[queue] coalesce` by default: under a flood one wake-up per 100 µs rather than one per
+/// few packets (a wake-up costs more than the packets it reads).
+pub const DEFAULT_COALESCE: Duration = Duration::from_micros(100);
+/// The longest `coalesce`: it adds to time to block under a flood.
+pub const MAX_COALESCE: Duration = Duration::from_millis(1);
+
+/// `[queue] coalesce`: "0" (off), or a duration up to MAX_COALESCE such as "100us".
+pub fn parse_coalesce(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like \"100us\" or \"0\" (off): {e}"))?;
+    if d > MAX_COALESCE {
+        return Err(format!("'{text}' is longer than the 1ms allowed"));
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(text: &str, zero_is_never: bool) -> Result<Option<Duration>, String> {
     let text = text.trim();
     if text == "0" {
@@ -1301,6 +1329,25 @@ blocked = "/var/lib/portsentry/portsentry.blocked"
                 .queues,
             2
         );
+    }
+
+    #[test]
+    fn coalesce_is_off_or_at_most_a_millisecond() {
+        let c = |t: &str| Config::parse("t", &format!("[queue]\ncoalesce = \"{t}\"\n"));
+        assert_eq!(
+            Config::parse("t", "").unwrap().queue_coalesce,
+            Duration::from_micros(100)
+        );
+        assert_eq!(c("0").unwrap().queue_coalesce, Duration::ZERO);
+        assert_eq!(
+            c("250us").unwrap().queue_coalesce,
+            Duration::from_micros(250)
+        );
+        assert_eq!(c("1ms").unwrap().queue_coalesce, Duration::from_millis(1));
+        for bad in ["2ms", "1s", "fast", "-1us", ""] {
+            let e = c(bad).unwrap_err().to_string();
+            assert!(e.contains("coalesce"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Config {
             max_len: self.queue_max_len,
             fail_open: self.fail_open,
             copy_range: 256,
+            coalesce: self.queue_coalesce,
         }
     }
 

@@ -222,10 +222,19 @@ pub fn run(
     // whichever queue its probes reach.
     stats.set_shards(queues.len());
     let shards = Arc::new(Shards::new(&cfg.detector(), &protected, control_rxs));
+    let coalesce = cfg.queue(0).coalesce;
     for (shard, mut q) in queues.into_iter().enumerate() {
         let (qstats, handoff, shards) = (stats.clone(), handoff.clone(), shards.clone());
         spawn(&format!("queue {shard}"), move || {
-            dataplane::queue::run(&mut q, &shards, &handoff, &qstats, shard, Instant::now);
+            dataplane::queue::run(
+                &mut q,
+                &shards,
+                &handoff,
+                &qstats,
+                shard,
+                coalesce,
+                Instant::now,
+            );
         })?;
     }
     tracing::warn!("adminalert: PortSentry is now active and listening.");

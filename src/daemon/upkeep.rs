@@ -212,6 +212,7 @@ impl<F: Firewall> Running<F> {
             || new.queues != self.cfg.queues
             || new.queue_max_len != self.cfg.queue_max_len
             || new.fail_open != self.cfg.fail_open
+            || new.queue_coalesce != self.cfg.queue_coalesce
             || new.steering != self.cfg.steering
             || new.control_socket != self.cfg.control_socket
             || new.state_dir != self.cfg.state_dir

@@ -52,6 +52,8 @@ pub struct QueueOptions {
     pub fail_open: bool,
     /// Bytes of each packet copied to us: headers only.
     pub copy_range: u16,
+    /// While probes flow, the pause between two reads (see `queue::run`).
+    pub coalesce: std::time::Duration,
 }
 
 /// A fault the tests can switch on (environment `PORTSENTRY_FAULT`, read once per thread)

@@ -230,11 +230,11 @@ impl QueueSocket {
         }
     }
 
-    /// Waits for packets (up to the idle wake) and takes what is queued, BATCH at most,
-    /// in one system call (MSG_WAITFORONE: it waits for the first only). Idle: WouldBlock.
+    /// Takes what is queued, BATCH at most, in one system call; with `wait`, waits for
+    /// the first packet (up to the idle wake; MSG_WAITFORONE). Nothing: WouldBlock.
     /// ENOBUFS (the kernel dropped some for want of room) is an error to count; the next
     /// call goes on.
-    pub fn receive(&mut self) -> io::Result<usize> {
+    pub fn receive(&mut self, wait: bool) -> io::Result<usize> {
         // SAFETY: zeroed mmsghdr/iovec are valid empty values; filled in below.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -254,7 +254,11 @@ impl QueueSocket {
                 self.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                if wait {
+                    libc::MSG_WAITFORONE
+                } else {
+                    libc::MSG_DONTWAIT
+                },
                 std::ptr::null_mut(),
             )
         };

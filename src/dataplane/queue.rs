@@ -104,21 +104,43 @@ impl Tally {
 
 /// Runs until the process exits. `now` is the clock seam, read once per batch. Each probe
 /// is counted in the shard of its source (`shards`), whichever thread reads it.
+///
+/// `coalesce`: a thread woken for every few packets spends more on the wake-ups than on the
+/// packets (10 µs a wake-up measured here, against 1–2 µs a packet). So once probes flow
+/// (a read found some, but not a full batch), it pauses `coalesce` and reads what gathered
+/// meanwhile without waiting; only when that finds nothing does it wait for the next
+/// packet again. A lone probe is read at once; under a flood a probe waits at most
+/// `coalesce` more, and its verdict goes as soon as it is read.
 pub fn run(
     queue: &mut QueueSocket,
     shards: &Shards,
     handoff: &Handoff,
     stats: &Stats,
     shard: usize,
+    coalesce: Duration,
     now: impl Fn() -> Instant,
 ) -> ! {
     let mut unannounced = 0u32;
     let mut verdicts: Vec<(u32, QueueVerdict)> = Vec::with_capacity(BATCH);
     let mut tally = Tally::new();
     let fault = Fault::from_env();
+    if !coalesce.is_zero() {
+        // The default timer slack (50 µs) would stretch each pause by half.
+        // SAFETY: prctl with an integer argument, for this thread only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
+    }
+    let mut flowing = false;
     loop {
-        let n = match queue.receive() {
+        if flowing {
+            std::thread::sleep(coalesce);
+        }
+        let n = match queue.receive(!flowing) {
             Ok(n) => n,
+            Err(e) if flowing && e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Nothing gathered: the flow stopped; wait for the next packet.
+                flowing = false;
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Idle for IDLE_WAKE: alive, and the control messages may matter now.
                 Stats::inc(&stats.queue_idle);
@@ -146,6 +168,7 @@ pub fn run(
                 continue;
             }
         };
+        flowing = !coalesce.is_zero() && n < BATCH;
         stats.round(shard);
         if fault == Some(Fault::StallQueue) {
             stall("packet");
