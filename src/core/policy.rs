@@ -15,10 +15,31 @@ pub use crate::core::block::{clamp_timeout, Block, Origin, Record, Set, MAX_TIME
 use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Changes kept for the state writer at most (it takes them every save, 250 ms or so);
+/// past it the next take is the whole table. (Small in tests, so they reach that path.)
+#[cfg(not(test))]
+const MAX_JOURNAL: usize = 1 << 20;
+#[cfg(test)]
+const MAX_JOURNAL: usize = 64;
+
+/// A change to the records, for the state writer's copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Put(Record),
+    Gone(IpNet),
+}
+
+/// What `take_journal` gives.
+#[derive(Debug)]
+pub enum Journal {
+    Changes(Vec<Change>),
+    Whole(Vec<Record>),
+}
 
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
@@ -145,6 +166,8 @@ pub struct Blocks {
     expiry: BTreeSet<(u64, IpNet)>,
     /// Scan records in eviction order: soonest to end first, permanent last, oldest first.
     evictable: BTreeSet<(u64, u64, IpNet)>,
+    /// Records by when they began: the newest, for a spot check, without a scan.
+    by_since: BTreeSet<(u64, IpNet)>,
     /// IPv6 keys by network, for "inside" and "around" queries, and how many of each length.
     v6: BTreeSet<(u128, u8)>,
     v6_lens: [u32; 129],
@@ -156,6 +179,11 @@ pub struct Blocks {
     /// Epoch second and new blocks made in it.
     window: (u64, u32),
     dirty: bool,
+    /// Changes to `records` since the state writer last took them: it keeps its own copy,
+    /// so saving a million records holds the lock for the changes only.
+    journal: Vec<Change>,
+    /// The journal outgrew MAX_JOURNAL (nobody took it): the next take is the whole table.
+    journal_lost: bool,
     /// Blocks given up (retry queue full, or ended before they could be written).
     pub given_up: u64,
     /// The fleet's blocks: same protection, their own sets and rules.
@@ -170,6 +198,7 @@ impl Blocks {
             records: HashMap::new(),
             expiry: BTreeSet::new(),
             evictable: BTreeSet::new(),
+            by_since: BTreeSet::new(),
             v6: BTreeSet::new(),
             v6_lens: [0; 129],
             pending: HashMap::new(),
@@ -178,6 +207,8 @@ impl Blocks {
             past_order: VecDeque::new(),
             window: (0, 0),
             dirty: false,
+            journal: Vec::new(),
+            journal_lost: false,
             given_up: 0,
             fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
         }
@@ -265,8 +296,7 @@ impl Blocks {
         v
     }
 
-    /// Standing records in no order, the fleet's too: what to take under the lock (cheap
-    /// clones), to sort and write out after it is released.
+    /// Standing records in no order, the fleet's too.
     pub fn snapshot(&mut self, now: u64) -> Vec<Record> {
         self.prune(now);
         self.fleet.prune(now);
@@ -275,10 +305,48 @@ impl Blocks {
         v
     }
 
-    /// Whether anything to save changed since the last call.
-    pub fn take_dirty(&mut self) -> bool {
+    /// What changed in this host's records since the last call (ended ones pruned first):
+    /// the state writer applies it to its own copy. The whole table only when the journal
+    /// was lost.
+    pub fn take_journal(&mut self, now: u64) -> Journal {
+        self.prune(now);
+        if std::mem::take(&mut self.journal_lost) {
+            self.journal.clear();
+            return Journal::Whole(self.records.values().cloned().collect());
+        }
+        Journal::Changes(std::mem::take(&mut self.journal))
+    }
+
+    /// The fleet's standing records (at most `max_decisions`).
+    pub fn fleet_records(&mut self, now: u64) -> Vec<Record> {
+        self.fleet.prune(now);
+        self.fleet.records()
+    }
+
+    fn log(&mut self, c: Change) {
+        if self.journal_lost {
+            return;
+        }
+        if self.journal.len() >= MAX_JOURNAL {
+            self.journal = Vec::new();
+            self.journal_lost = true;
+            return;
+        }
+        self.journal.push(c);
+    }
+
+    /// What the state writer needs, if anything changed since the last call: this host's
+    /// changes (`take_journal`), and the fleet's records when they changed. Under the
+    /// lock it costs the changes, not the table.
+    pub fn take_saved(&mut self, now: u64) -> Option<(Journal, Option<Vec<Record>>)> {
+        self.prune(now);
+        self.fleet.prune(now);
         let fleet = self.fleet.take_changed();
-        std::mem::take(&mut self.dirty) | fleet
+        if !std::mem::take(&mut self.dirty) && !fleet {
+            return None;
+        }
+        let fleet = fleet.then(|| self.fleet.records());
+        Some((self.take_journal(now), fleet))
     }
 
     /// Decides what to write for `wants`. Evictions take effect now; blocks are recorded by
@@ -290,14 +358,33 @@ impl Blocks {
         }
         let mut plan = Plan::default();
         let mut planned: HashMap<IpNet, ()> = HashMap::new();
+        // Prefix lengths of the IPv6 blocks planned so far.
+        let mut planned_v6_lens: BTreeSet<u8> = BTreeSet::new();
         // New blocks planned but not yet recorded take room too.
         let mut new = 0usize;
-        for w in wants {
+        // Wider networks first, so a narrower one in the same batch (two retries, say) is
+        // found inside a planned one rather than written beside it: the kernel's interval
+        // set takes no overlaps. Steps stay in the order of `wants`.
+        let mut order: Vec<usize> = (0..wants.len()).collect();
+        order.sort_by_key(|&i| wants[i].key.prefix_len());
+        let mut steps: Vec<Option<Step>> = (0..wants.len()).map(|_| None).collect();
+        for i in order {
+            let w = &wants[i];
             let key = w.key.trunc();
+            let planned_wider = match key {
+                IpNet::V6(k) => planned_v6_lens
+                    .range(..k.prefix_len())
+                    .filter_map(|&l| Ipv6Net::new(k.network(), l).ok().map(|n| n.trunc()))
+                    .map(IpNet::V6)
+                    .find(|n| planned.contains_key(n)),
+                IpNet::V4(_) => None,
+            };
             let step = if self.protected.overlaps(key) {
                 Step::Refused(Refusal::Protected)
             } else if planned.contains_key(&key) {
                 Step::Duplicate
+            } else if let Some(wider) = planned_wider {
+                Step::Covered(wider)
             } else if let Some(r) = self.records.get(&key) {
                 // A re-block takes no new room: refresh it, one count more. It never
                 // shortens what stands, unless the administrator says how long.
@@ -339,10 +426,14 @@ impl Blocks {
             };
             if let Step::Write { block, .. } = &step {
                 planned.insert(block.net, ());
+                if let IpNet::V6(n) = block.net {
+                    planned_v6_lens.insert(n.prefix_len());
+                }
                 plan.add.push(*block);
             }
-            plan.steps.push(step);
+            steps[i] = Some(step);
         }
+        plan.steps = steps.into_iter().flatten().collect();
         plan
     }
 
@@ -576,14 +667,15 @@ impl Blocks {
     /// milliseconds, the records seconds): what a spot check looks for in the kernel.
     pub fn newest(&mut self, n: usize, now: u64) -> Vec<IpNet> {
         self.prune(now);
-        let mut v: Vec<(u64, IpNet)> = self
-            .records
-            .values()
+        self.by_since
+            .iter()
+            .rev()
+            .filter_map(|(_, k)| self.records.get(k))
             .filter(|r| r.expires.is_none_or(|e| e > now.saturating_add(1)))
-            .map(|r| (r.since, r.key))
-            .collect();
-        v.sort_unstable_by(|a, b| b.cmp(a));
-        v.into_iter().take(n).map(|(_, k)| k).collect()
+            // Bounded: a run of records about to end is not walked to its end.
+            .take(n)
+            .map(|r| r.key)
+            .collect()
     }
 
     fn insert(&mut self, r: Record) {
@@ -600,6 +692,8 @@ impl Blocks {
             self.v6.insert((u128::from(n.network()), n.prefix_len()));
             self.v6_lens[usize::from(n.prefix_len())] += 1;
         }
+        self.by_since.insert((r.since, key));
+        self.log(Change::Put(r.clone()));
         self.records.insert(key, r);
         self.dirty = true;
     }
@@ -615,6 +709,8 @@ impl Blocks {
             self.v6.remove(&(u128::from(n.network()), n.prefix_len()));
             self.v6_lens[usize::from(n.prefix_len())] -= 1;
         }
+        self.by_since.remove(&(r.since, key));
+        self.log(Change::Gone(key));
         self.dirty = true;
         Some(r)
     }
@@ -732,6 +828,37 @@ mod tests {
 
     fn book(c: PolicyConfig) -> Blocks {
         Blocks::new(c, IgnoreList::new([net("192.0.2.1"), net("2001:db8::1")]))
+    }
+
+    #[test]
+    fn the_newest_standing_blocks_are_found_without_a_scan_and_the_journal_keeps_a_copy() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 1000,
+            max_per_second: 1000,
+            ..cfg()
+        });
+        for (i, t) in [(1, 1000), (2, 1001), (3, 1002)] {
+            apply(&mut b, &[scan(&format!("198.18.0.{i}"))], t, &[]);
+        }
+        assert_eq!(b.newest(2, 1002), [net("198.18.0.3"), net("198.18.0.2")]);
+        // Unblocked: no longer among the newest; nor in the copy.
+        b.remove_record(net("198.18.0.3"));
+        assert_eq!(b.newest(2, 1002), [net("198.18.0.2"), net("198.18.0.1")]);
+        let Journal::Changes(c) = b.take_journal(1002) else {
+            panic!("journal lost")
+        };
+        assert_eq!(c.len(), 4, "{c:?}");
+        assert_eq!(c[3], Change::Gone(net("198.18.0.3")));
+        // More changes than the journal holds before anyone takes them: the whole table.
+        let many: Vec<Want> = (0..MAX_JOURNAL as u32 + 1)
+            .map(|i| scan(&std::net::Ipv4Addr::from(0xC612_1000 + i).to_string()))
+            .collect();
+        apply(&mut b, &many, 1003, &[]);
+        match b.take_journal(1003) {
+            Journal::Whole(v) => assert_eq!(v.len(), b.len()),
+            Journal::Changes(c) => panic!("{} changes kept", c.len()),
+        }
+        assert!(matches!(b.take_journal(1003), Journal::Changes(c) if c.is_empty()));
     }
 
     #[test]
@@ -1036,6 +1163,8 @@ mod tests {
         ) {
             let mut b = book(PolicyConfig { max_blocked: cap, max_per_second: 5, ..cfg() });
             let mut now = 1000u64;
+            // The state writer's copy, kept from the journal alone.
+            let mut copy: HashMap<IpNet, Record> = HashMap::new();
             for (op, n, dt, fail) in ops {
                 now += dt;
                 let key = match op {
@@ -1059,6 +1188,17 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(b.expiry.len(), b.records.values().filter(|r| r.expires.is_some()).count());
+                prop_assert_eq!(b.by_since.len(), b.records.len());
+                match b.take_journal(now) {
+                    Journal::Whole(v) => copy = v.into_iter().map(|r| (r.key, r)).collect(),
+                    Journal::Changes(cs) => for c in cs {
+                        match c {
+                            Change::Put(r) => { copy.insert(r.key, r); }
+                            Change::Gone(k) => { copy.remove(&k); }
+                        }
+                    },
+                }
+                prop_assert_eq!(&copy, &b.records);
             }
         }
     }

@@ -257,6 +257,7 @@ pub fn run(
         blocks,
         state_file,
         save_every: upkeep::SAVE_EVERY,
+        saved: Default::default(),
         infra,
         ignore_file: ignore_nets,
         heal_error: None,

@@ -84,6 +84,51 @@ impl StateFile {
     }
 }
 
+/// The state writer's own copy of the block records, kept from the policy's journal: a
+/// save sorts and writes it with no lock held.
+#[derive(Default)]
+pub struct Mirror {
+    records: std::collections::HashMap<ipnet::IpNet, crate::core::policy::Record>,
+    /// The fleet's records as last taken (they are taken whole, only when they change).
+    fleet: Vec<crate::core::policy::Record>,
+}
+
+impl Mirror {
+    pub fn apply(
+        &mut self,
+        journal: crate::core::policy::Journal,
+        fleet: Option<Vec<crate::core::policy::Record>>,
+    ) {
+        use crate::core::policy::{Change, Journal};
+        match journal {
+            Journal::Whole(v) => self.records = v.into_iter().map(|r| (r.key, r)).collect(),
+            Journal::Changes(changes) => {
+                for c in changes {
+                    match c {
+                        Change::Put(r) => {
+                            self.records.insert(r.key, r);
+                        }
+                        Change::Gone(k) => {
+                            self.records.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(f) = fleet {
+            self.fleet = f;
+        }
+    }
+
+    /// What to save: this host's records oldest first, then the fleet's.
+    pub fn records(&self) -> Vec<crate::core::policy::Record> {
+        use crate::core::policy::Origin;
+        let mut v: Vec<_> = self.records.values().chain(&self.fleet).cloned().collect();
+        v.sort_by_key(|r| (r.origin == Origin::Fleet, r.since, r.key));
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

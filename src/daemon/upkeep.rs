@@ -56,6 +56,8 @@ pub struct Running<F: Firewall> {
     pub state_file: StateFile,
     /// Least time between state saves (grows with the time a save takes).
     pub save_every: Duration,
+    /// The state writer's copy of the records.
+    pub saved: crate::daemon::state::Mirror,
     pub infra: Infrastructure,
     /// The ignore file's entries as last read well (a file missing at a reload, say in the
     /// middle of an edit, does not cost the trusted hosts their protection).
@@ -374,27 +376,16 @@ impl<F: Firewall> Running<F> {
         Ok((built, n))
     }
 
-    /// Saves the block state if it changed. The lock is held only to take a snapshot: the
-    /// responder needs it on the blocking path.
+    /// Saves the block state if it changed. The lock is held only to take what changed
+    /// (the responder needs it on the blocking path); the copy is sorted and written after.
     fn save(&mut self) {
         let now = epoch_now();
-        // Only the clones under the lock (the block writer needs it); sorted after.
-        let mut snapshot = {
-            let mut book = self.book();
-            if !book.take_dirty() {
-                return;
-            }
-            book.snapshot(now)
+        let Some((journal, fleet)) = self.book().take_saved(now) else {
+            return;
         };
         let started = Instant::now();
-        snapshot.sort_by_key(|r| {
-            (
-                r.origin == crate::core::policy::Origin::Fleet,
-                r.since,
-                r.key,
-            )
-        });
-        if let Err(e) = self.state_file.save_records(&snapshot) {
+        self.saved.apply(journal, fleet);
+        if let Err(e) = self.state_file.save_records(&self.saved.records()) {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
         // A large state under a flood: save less often rather than spend the CPU on it.
@@ -645,6 +636,7 @@ mod tests {
             blocks: Arc::new(Mutex::new(Blocks::new(cfg.policy(), protected))),
             state_file: StateFile::new(dir.join("blocks.json")),
             save_every: SAVE_EVERY,
+            saved: Default::default(),
             infra: Infrastructure::default(),
             ignore_file: Vec::new(),
             heal_error: None,
