@@ -240,17 +240,7 @@ impl<F: Firewall> Responder<F> {
                 }
                 continue;
             };
-            let mode = match p.proto {
-                Proto::Tcp => settings.tcp_mode,
-                Proto::Udp => settings.udp_mode,
-            };
-            let job = Job {
-                addr: p.src,
-                port: p.dst_port,
-                proto: p.proto,
-                mode,
-                block: action == Action::Block,
-            };
+            let job = job(p, &settings, action == Action::Block);
             let outcome = match action {
                 Action::Off => Outcome::Reported,
                 Action::Command => {
@@ -280,18 +270,7 @@ impl<F: Firewall> Responder<F> {
         // Retried blocks that have now been written: their lines were not written before.
         for (w, d) in wants[fresh..].iter().zip(&done[fresh..]) {
             if let (Some(p), Done::Blocked { .. }) = (w.probe, d) {
-                let mode = match p.proto {
-                    Proto::Tcp => settings.tcp_mode,
-                    Proto::Udp => settings.udp_mode,
-                };
-                let job = Job {
-                    addr: p.src,
-                    port: p.dst_port,
-                    proto: p.proto,
-                    mode,
-                    block: true,
-                };
-                let outcome = self.outcome(d, job);
+                let outcome = self.outcome(d, job(&p, &settings, true));
                 self.report(Report::Act {
                     probe: p,
                     outcome,
@@ -399,6 +378,20 @@ impl<F: Firewall> Responder<F> {
                 Stats::inc(&self.shared.stats.commands_dropped);
             }
         }
+    }
+}
+
+/// The legacy actions' job for a probe (its mode names the 1.2 mode, e.g. "atcp").
+fn job(p: &crate::core::probe::Probe, settings: &Settings, block: bool) -> Job {
+    Job {
+        addr: p.src,
+        port: p.dst_port,
+        proto: p.proto,
+        mode: match p.proto {
+            Proto::Tcp => settings.tcp_mode,
+            Proto::Udp => settings.udp_mode,
+        },
+        block,
     }
 }
 
