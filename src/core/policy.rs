@@ -289,22 +289,6 @@ impl Blocks {
         }
     }
 
-    /// Standing records, oldest first, the fleet's after this host's own.
-    pub fn active(&mut self, now: u64) -> Vec<Record> {
-        let mut v = self.snapshot(now);
-        v.sort_by_key(|r| (r.origin == Origin::Fleet, r.since, r.key));
-        v
-    }
-
-    /// Standing records in no order, the fleet's too.
-    pub fn snapshot(&mut self, now: u64) -> Vec<Record> {
-        self.prune(now);
-        self.fleet.prune(now);
-        let mut v: Vec<Record> = self.records.values().cloned().collect();
-        v.extend(self.fleet.records());
-        v
-    }
-
     /// What changed in this host's records since the last call (ended ones pruned first):
     /// the state writer applies it to its own copy. The whole table only when the journal
     /// was lost.
@@ -315,12 +299,6 @@ impl Blocks {
             return Journal::Whole(self.records.values().cloned().collect());
         }
         Journal::Changes(std::mem::take(&mut self.journal))
-    }
-
-    /// The fleet's standing records (at most `max_decisions`).
-    pub fn fleet_records(&mut self, now: u64) -> Vec<Record> {
-        self.fleet.prune(now);
-        self.fleet.records()
     }
 
     fn log(&mut self, c: Change) {

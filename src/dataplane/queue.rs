@@ -189,7 +189,7 @@ pub fn run(
                         held = None; // one lock at a time
                     }
                     let detector = &mut held
-                        .get_or_insert_with(|| shards.lock_for(probe.src))
+                        .get_or_insert_with(|| shards.lock_for(probe.src, i))
                         .1
                         .detector;
                     let decision = detector.observe(&probe, at);

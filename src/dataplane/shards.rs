@@ -78,16 +78,20 @@ impl Shards {
         (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
     }
 
-    /// The shard `src` is counted in, locked, its waiting control messages applied. A
-    /// reconfiguration may change the prefix sources are counted under: the shard is then
-    /// chosen again.
-    pub fn lock_for(&self, src: IpAddr) -> (usize, MutexGuard<'_, Shard>) {
+    /// The shard `src` is counted in, locked, its waiting control messages applied; `i`
+    /// is its `index`, as the caller already has it. A reconfiguration may change the
+    /// prefix sources are counted under: the shard is then chosen again.
+    pub fn lock_for(&self, src: IpAddr, mut i: usize) -> (usize, MutexGuard<'_, Shard>) {
         loop {
-            let i = self.index(src);
             let (guard, reconfigured) = self.take(i);
-            if !reconfigured || self.index(src) == i {
+            if !reconfigured {
                 return (i, guard);
             }
+            let again = self.index(src);
+            if again == i {
+                return (i, guard);
+            }
+            i = again;
         }
     }
 
@@ -161,7 +165,7 @@ mod tests {
 
     /// What a packet thread does with a probe.
     fn observe(s: &Shards, p: &Probe, now: Instant) -> Decision {
-        s.lock_for(p.src).1.detector.observe(p, now)
+        s.lock_for(p.src, s.index(p.src)).1.detector.observe(p, now)
     }
 
     #[test]
