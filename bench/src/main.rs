@@ -415,6 +415,7 @@ fn pure(args: &[String]) {
         max_sources: 131_072,
         score: 0,
         ipv6_prefix: 64,
+        spare_clients: true,
     };
     let ignore = IgnoreList::new(portsentry::core::ignore::always_protected());
     let mut d = Detector::new(cfg, ignore);

@@ -113,6 +113,8 @@ pub struct RawDetect {
     pub window: Option<Spanned<String>>,
     pub max_sources: Option<Spanned<usize>>,
     pub score: Option<u32>,
+    /// A port that had a listener within this long is no trap (a service restarting).
+    pub listener_grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +132,11 @@ pub struct RawBlock {
     pub max_per_second: Option<Spanned<u32>>,
     /// IPv6 scanners are blocked by this prefix (a subscriber's /64).
     pub ipv6_prefix: Option<Spanned<u8>>,
+    /// A source holding a live connection to this host is reported, never blocked, on
+    /// probes anybody could forge in its name.
+    pub spare_clients: Option<bool>,
+    /// How long after its connection's last packet a source still counts as live.
+    pub client_timeout: Option<Spanned<String>>,
     /// External command (KILL_RUN_CMD): one argv array, or an array of them run in order
     /// until one fails (1.2's `a && b`); never run through a shell.
     pub run: Option<Spanned<RawCommands>>,
@@ -413,6 +420,11 @@ pub struct Config {
     pub max_per_second: u32,
     /// IPv6 blocks cover this prefix of the scanner's address.
     pub ipv6_prefix: u8,
+    /// Live clients' probes are reported, not acted on.
+    pub spare_clients: bool,
+    pub client_timeout: Duration,
+    /// A port stays a service this long after its listener was last seen.
+    pub listener_grace: Duration,
     pub actions: ActionsConfig,
     /// Log the packets dropped for a blocked source; `None` = no such log.
     pub block_log: Option<BlockLog>,
@@ -838,6 +850,13 @@ impl Validator<'_> {
                 Some(p) => p.into_inner(),
                 None => 64,
             },
+            spare_clients: raw.block.spare_clients.unwrap_or(true),
+            client_timeout: self
+                .duration(raw.block.client_timeout.as_ref(), "1h", false)?
+                .unwrap_or(Duration::from_secs(3600)),
+            listener_grace: self
+                .duration(raw.detect.listener_grace.as_ref(), "1h", false)?
+                .unwrap_or(Duration::from_secs(3600)),
             block_log: self.block_log(
                 raw.block.log_prefix,
                 raw.block.log_rate,

@@ -51,6 +51,7 @@ impl Config {
             max_sources: (self.max_sources / usize::from(self.queues.max(1))).max(1),
             score: self.score,
             ipv6_prefix: self.ipv6_prefix,
+            spare_clients: self.spare_clients,
         }
     }
 
@@ -81,6 +82,9 @@ impl Config {
                 per: b.per.as_str(),
                 burst: b.burst,
             }),
+            client_timeout: self.client_timeout,
+            ipv6_prefix: self.ipv6_prefix,
+            listener_grace: self.listener_grace,
         }
     }
 

@@ -342,6 +342,7 @@ impl<F: Firewall + 'static> Server<F> {
                 let counters = [
                     ("packets", Stats::get(&s.packets)),
                     ("acted", Stats::get(&s.acted)),
+                    ("spared", Stats::get(&s.spared)),
                     ("repeats", Stats::get(&s.repeats)),
                     ("passed", Stats::get(&s.passed)),
                     ("unparsed", Stats::get(&s.unparsed)),
@@ -553,13 +554,7 @@ mod tests {
     fn server(fw: Memory) -> (Server<Memory>, std::sync::mpsc::Receiver<Control>) {
         let cfg = Config::parse("t", "").unwrap();
         let mut fw = fw;
-        fw.build(&TableSpec {
-            queue: 0,
-            queues: 1,
-            steering: None,
-            log: None,
-        })
-        .unwrap();
+        fw.build(&TableSpec::default()).unwrap();
         let (control, forgotten) = std::sync::mpsc::channel();
         let protected = IgnoreList::new([
             "192.0.2.1/32".parse().unwrap(),

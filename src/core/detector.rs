@@ -1,7 +1,7 @@
 //! The pure core: probes in, decisions out, time passed in. No I/O, no clock, no allocation
 //! per probe once the source table has reached its capacity.
 
-use crate::core::ignore::{block_key, canonical, IgnoreList};
+use crate::core::ignore::{block_key, canonical, probe_key, IgnoreList};
 use crate::core::probe::{Probe, Proto};
 use ipnet::IpNet;
 use std::collections::hash_map::Entry;
@@ -40,7 +40,14 @@ pub struct DetectorConfig {
     /// IPv6 sources are counted by this prefix, as they are blocked: rotating addresses
     /// inside one subscriber's network is one source.
     pub ipv6_prefix: u8,
+    /// A probe from a source holding a live connection is reported, never acted on
+    /// (`Decision::Spare`): it may be forged.
+    pub spare_clients: bool,
 }
+
+/// How long a spared source's further probes are only counted: at most one report a
+/// minute per live client, whatever a forger sends in its name.
+pub const SPARE_QUIET: Duration = Duration::from_secs(60);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -76,6 +83,9 @@ pub enum Decision {
     Count { hits: u32 },
     /// The trigger is reached by this probe: report it and carry out `action`.
     Act { action: Action, hits: u32 },
+    /// The trigger is reached, but the source holds a live connection to this host and
+    /// the probe could be forged in its name: report it, do not carry out `action`.
+    Spare { action: Action, hits: u32 },
     /// Already acted on within `hold`: drop, and only count it for the summary.
     Repeat,
 }
@@ -103,6 +113,9 @@ struct Source {
     ports: [u16; PORT_MEMORY],
     ports_len: u8,
     ports_next: u8,
+    /// The protocols acted on until `acted_until` (`Proto::bit`): 1.2 ran a sentry per
+    /// protocol, and each reported the source, so a new protocol is acted on again.
+    acted_protos: u8,
 }
 
 impl Source {
@@ -115,6 +128,7 @@ impl Source {
             ports: [0; PORT_MEMORY],
             ports_len: 0,
             ports_next: 0,
+            acted_protos: 0,
         }
     }
 
@@ -195,11 +209,27 @@ impl Detector {
         let hold = millis(self.cfg.hold);
         let epoch = *self.epoch.get_or_insert(now);
         let now = millis(now.saturating_duration_since(epoch));
-        let key = self.key(src);
+        let spare = self.cfg.spare_clients && probe.live_client;
+        let act = |hits| {
+            if spare {
+                Decision::Spare { action, hits }
+            } else {
+                Decision::Act { action, hits }
+            }
+        };
+        let proto = probe.proto.bit();
+        let key = probe_key(probe, self.cfg.ipv6_prefix, &self.ignore);
         let s = self.entry(key, now);
         if s.acted_until != 0 {
             if now < s.acted_until {
-                return Decision::Repeat;
+                if s.acted_protos & proto != 0 {
+                    return Decision::Repeat;
+                }
+                // Already a scanner: its first probe of another protocol is reported
+                // (and acted on) as that protocol's sentry would have.
+                s.acted_protos |= proto;
+                s.hits = s.hits.saturating_add(1);
+                return act(s.hits);
             }
             s.reset(now);
         }
@@ -216,11 +246,14 @@ impl Detector {
             s.hits >= trigger
         };
         if reached {
-            s.acted_until = now.saturating_add(hold).max(1);
-            Decision::Act {
-                action,
-                hits: s.hits,
-            }
+            let quiet = if spare {
+                hold.min(millis(SPARE_QUIET))
+            } else {
+                hold
+            };
+            s.acted_until = now.saturating_add(quiet).max(1);
+            s.acted_protos = proto;
+            act(s.hits)
         } else {
             Decision::Count { hits: s.hits }
         }
@@ -232,8 +265,8 @@ impl Detector {
     }
 
     /// Undo an `Act` whose action could not be queued, so the next probe tries again.
-    pub fn retract(&mut self, src: IpAddr) {
-        let key = self.key(src);
+    pub fn retract(&mut self, probe: &Probe) {
+        let key = probe_key(probe, self.cfg.ipv6_prefix, &self.ignore);
         if let Some(s) = self.sources.get_mut(&key) {
             s.acted_until = 0;
         }
@@ -297,6 +330,7 @@ mod tests {
             max_sources: 1000,
             score: 0,
             ipv6_prefix: 64,
+            spare_clients: true,
         }
     }
 
@@ -318,6 +352,8 @@ mod tests {
             kind,
             flags: TcpFlags(0),
             ip_options: false,
+            live_client: false,
+            client_net: false,
         }
     }
 
@@ -474,12 +510,160 @@ mod tests {
     }
 
     #[test]
+    fn a_live_client_is_spared_and_reported_at_most_once_a_quiet_period() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let t0 = Instant::now();
+        let forged = Probe {
+            live_client: true,
+            ..probe("192.0.2.5", 1, ScanKind::Syn)
+        };
+        assert_eq!(
+            d.observe(&forged, t0),
+            Decision::Spare {
+                action: Action::Block,
+                hits: 1
+            }
+        );
+        // A thousand more in its name: counted, not reported again.
+        for i in 0..1000u16 {
+            assert_eq!(
+                d.observe(
+                    &Probe {
+                        dst_port: i,
+                        ..forged
+                    },
+                    t0
+                ),
+                Decision::Repeat
+            );
+        }
+        assert!(matches!(
+            d.observe(&forged, t0 + SPARE_QUIET + Duration::from_secs(1)),
+            Decision::Spare { .. }
+        ));
+        // Its verdict is still a drop: nothing is learned through it.
+        assert_eq!(
+            Decision::Spare {
+                action: Action::Block,
+                hits: 1
+            }
+            .verdict(),
+            Verdict::Drop
+        );
+        // Once it holds no live connection, the same address is a scanner like any other.
+        let later = t0 + SPARE_QUIET * 3;
+        assert!(matches!(
+            d.observe(&probe("192.0.2.5", 1, ScanKind::Syn), later),
+            Decision::Act { .. }
+        ));
+    }
+
+    #[test]
+    fn a_scanner_sharing_a_live_clients_ipv6_network_is_counted_alone() {
+        let mut d = Detector::new(cfg(0), ignore());
+        let now = Instant::now();
+        let near = |a| Probe {
+            client_net: true,
+            ..probe(a, 1, ScanKind::Syn)
+        };
+        assert!(matches!(
+            d.observe(&near("2001:db8::2"), now),
+            Decision::Act { .. }
+        ));
+        // Its neighbour is another source, not a repeat of the /64.
+        assert!(matches!(
+            d.observe(&near("2001:db8::7"), now),
+            Decision::Act { .. }
+        ));
+        assert_eq!(d.observe(&near("2001:db8::7"), now), Decision::Repeat);
+        // Without a client there, the /64 is one source.
+        assert!(matches!(
+            d.observe(&probe("2001:db8:1::2", 1, ScanKind::Syn), now),
+            Decision::Act { .. }
+        ));
+        assert_eq!(
+            d.observe(&probe("2001:db8:1::7", 1, ScanKind::Syn), now),
+            Decision::Repeat
+        );
+    }
+
+    #[test]
+    fn sparing_can_be_turned_off() {
+        let cfg = DetectorConfig {
+            spare_clients: false,
+            ..cfg(0)
+        };
+        let mut d = Detector::new(cfg, ignore());
+        let p = Probe {
+            live_client: true,
+            ..probe("192.0.2.5", 1, ScanKind::Syn)
+        };
+        assert!(matches!(
+            d.observe(&p, Instant::now()),
+            Decision::Act { .. }
+        ));
+    }
+
+    #[test]
+    fn a_second_protocol_from_a_source_is_acted_on_once_more() {
+        // Log-only TCP and UDP (BLOCK_TCP="0", BLOCK_UDP="0"): 1.2's two sentries each
+        // reported the source, and fail2ban counts both history lines.
+        let cfg = DetectorConfig {
+            tcp: Action::Off,
+            udp: Action::Off,
+            ..cfg(0)
+        };
+        let mut d = Detector::new(cfg, ignore());
+        let now = Instant::now();
+        let tcp = probe("192.0.2.2", 11, ScanKind::Syn);
+        let udp = probe("192.0.2.2", 11, ScanKind::Udp);
+        assert!(matches!(d.observe(&tcp, now), Decision::Act { .. }));
+        assert_eq!(d.observe(&tcp, now), Decision::Repeat);
+        assert_eq!(
+            d.observe(&udp, now),
+            Decision::Act {
+                action: Action::Off,
+                hits: 2
+            }
+        );
+        assert_eq!(d.observe(&udp, now), Decision::Repeat);
+        assert_eq!(d.observe(&tcp, now), Decision::Repeat);
+    }
+
+    #[test]
+    fn udp_blocks_after_tcp_was_only_reported() {
+        // tcp = "off", udp = "block": the UDP probe must block, not be a repeat of the
+        // TCP report.
+        let cfg = DetectorConfig {
+            tcp: Action::Off,
+            udp: Action::Block,
+            ..cfg(0)
+        };
+        let mut d = Detector::new(cfg, ignore());
+        let now = Instant::now();
+        assert!(matches!(
+            d.observe(&probe("192.0.2.2", 11, ScanKind::Syn), now),
+            Decision::Act {
+                action: Action::Off,
+                ..
+            }
+        ));
+        assert!(matches!(
+            d.observe(&probe("192.0.2.2", 11, ScanKind::Udp), now),
+            Decision::Act {
+                action: Action::Block,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn retract_lets_the_next_probe_act() {
         let mut d = Detector::new(cfg(0), ignore());
         let now = Instant::now();
         let p = probe("192.0.2.2", 1, ScanKind::Syn);
         assert!(matches!(d.observe(&p, now), Decision::Act { .. }));
-        d.retract(p.src);
+        d.retract(&p);
         assert!(matches!(d.observe(&p, now), Decision::Act { .. }));
     }
 

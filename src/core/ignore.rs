@@ -2,6 +2,7 @@
 //! and the host's own addresses, gateways and resolvers. Also the one place that decides
 //! which network a block covers (`block_key`).
 
+use crate::core::probe::Probe;
 use ipnet::{IpNet, Ipv6Net};
 use std::net::IpAddr;
 use thiserror::Error;
@@ -185,6 +186,16 @@ pub fn block_key(addr: IpAddr, ipv6_prefix: u8, protected: &IgnoreList) -> IpNet
                 IpNet::V6(prefix)
             }
         }
+    }
+}
+
+/// The key a probe's source is counted and blocked under: `block_key`, but the address
+/// alone where a live client shares its IPv6 network (the table marks such probes).
+pub fn probe_key(probe: &Probe, ipv6_prefix: u8, protected: &IgnoreList) -> IpNet {
+    if probe.client_net {
+        IpNet::from(canonical(probe.src))
+    } else {
+        block_key(probe.src, ipv6_prefix, protected)
     }
 }
 

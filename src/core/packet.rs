@@ -65,6 +65,8 @@ pub fn parse(bytes: &[u8]) -> Result<Probe, Unparsed> {
         kind,
         flags,
         ip_options,
+        live_client: false,
+        client_net: false,
     })
 }
 

@@ -64,6 +64,14 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// One bit per protocol, for remembering which ones a source was reported for.
+    pub fn bit(self) -> u8 {
+        match self {
+            Proto::Tcp => 1,
+            Proto::Udp => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Proto::Tcp => "TCP",
@@ -135,7 +143,19 @@ pub struct Probe {
     pub flags: TcpFlags,
     /// IPv4 options present (PortSentry's "detection avoidance technique" alert).
     pub ip_options: bool,
+    /// The source held a live connection to this host when the probe came (the table's
+    /// mark, `LIVE_CLIENT_MARK`): anybody can forge such a probe, so it never blocks.
+    pub live_client: bool,
+    /// IPv6: a live client shares the source's network (`ipv6_prefix`), so a block of the
+    /// source must not cover the network.
+    pub client_net: bool,
 }
+
+/// The packet-mark bit the table (chain `watched`) sets on a queued probe whose source is
+/// in `clients4`/`clients6`; it clears the bit first, so nothing else can set it for us.
+pub const LIVE_CLIENT_MARK: u32 = 0x0010_0000;
+/// The bit it sets when the source's IPv6 network is in `clientnets6`.
+pub const CLIENT_NET_MARK: u32 = 0x0020_0000;
 
 #[cfg(test)]
 mod tests {

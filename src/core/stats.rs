@@ -40,6 +40,8 @@ pub struct Stats {
     pub unparsed: AtomicU64,
     pub passed: AtomicU64,
     pub acted: AtomicU64,
+    /// Sources that reached the trigger while holding a live connection: reported only.
+    pub spared: AtomicU64,
     pub repeats: AtomicU64,
     pub recv_errors: AtomicU64,
     pub verdict_errors: AtomicU64,

@@ -266,6 +266,7 @@ pub fn run(
         liveness: upkeep::Liveness::new(),
         metrics,
         reopen_logs,
+        served: Default::default(),
     };
     running.serve(signals, watch, logging);
     Ok(())

@@ -40,6 +40,9 @@ pub enum Outcome {
     Failed(String),
     /// Not blocked: the caps on blocks were reached (the responder logs those).
     Refused,
+    /// Not acted on: the source holds a live connection to this host, and the probe may
+    /// have been forged in its name.
+    Spared,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,6 +319,10 @@ impl Reporter {
                 }
                 Outcome::Command => true,
                 Outcome::Refused => false,
+                Outcome::Spared => {
+                    self.line(now, || alert::spared_line(&host()));
+                    false
+                }
                 Outcome::Covered(_) => {
                     self.line(now, || alert::already_blocked_line(&host()));
                     false

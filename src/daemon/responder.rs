@@ -4,7 +4,7 @@
 //! Nothing here waits on a log or a name lookup.
 
 use crate::core::detector::{Action, Decision};
-use crate::core::ignore::block_key;
+use crate::core::ignore::{block_key, probe_key};
 use crate::core::policy::{Blocks, Origin, Outcome as Done, Refusal, Want};
 use crate::core::probe::Proto;
 use crate::core::stats::Stats;
@@ -150,7 +150,7 @@ impl<F: Firewall> Responder<F> {
             ) {
                 continue;
             }
-            let key = block_key(e.probe.src, settings.ipv6_prefix, book.protected());
+            let key = probe_key(&e.probe, settings.ipv6_prefix, book.protected());
             *k = Some(key);
             if raced(&book, &self.written, key, now, epoch) {
                 continue;
@@ -233,12 +233,25 @@ impl<F: Firewall> Responder<F> {
         let mut reported: HashMap<IpNet, ()> = HashMap::new();
         for (ev, key) in batch.iter().zip(&keys) {
             let p = &ev.probe;
-            let Decision::Act { action, .. } = ev.decision else {
-                if ev.decision == Decision::Repeat {
+            let action = match ev.decision {
+                Decision::Act { action, .. } => action,
+                Decision::Spare { .. } => {
+                    // Reported, and nothing else: no block, command or history line (a
+                    // fail2ban jail reading it would block the client itself).
+                    Stats::inc(&self.shared.stats.spared);
+                    self.report(Report::Act {
+                        probe: *p,
+                        outcome: Outcome::Spared,
+                        at: epoch,
+                    });
+                    continue;
+                }
+                Decision::Repeat => {
                     let r = repeats.entry(p.src).or_default();
                     *r = r.saturating_add(ev.count);
+                    continue;
                 }
-                continue;
+                _ => continue,
             };
             let job = job(p, &settings, action == Action::Block);
             let outcome = match action {
@@ -494,13 +507,7 @@ mod tests {
     /// A firewall with its table in place.
     fn firewall() -> Memory {
         let mut fw = Memory::default();
-        fw.build(&crate::firewall::TableSpec {
-            queue: 0,
-            queues: 1,
-            steering: None,
-            log: None,
-        })
-        .unwrap();
+        fw.build(&crate::firewall::TableSpec::default()).unwrap();
         fw
     }
 
@@ -544,6 +551,8 @@ mod tests {
                 kind: ScanKind::Syn,
                 flags: TcpFlags(2),
                 ip_options: false,
+                live_client: false,
+                client_net: false,
             },
             decision: Decision::Act {
                 action: Action::Block,

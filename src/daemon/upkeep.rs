@@ -37,6 +37,9 @@ pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 const TICK: Duration = Duration::from_millis(100);
 /// How often the Prometheus textfile is rewritten.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+/// How often the host's listening sockets are looked at: a service up this long is no trap
+/// when it restarts, even if nobody connected to it meanwhile.
+const LISTENER_POLL: Duration = Duration::from_secs(2);
 /// The same failure to heal is logged once per this period, not every check.
 const HEAL_ERROR_EVERY: Duration = Duration::from_secs(60);
 
@@ -70,6 +73,16 @@ pub struct Running<F: Firewall> {
     pub metrics: Arc<crate::output::metrics::Metrics>,
     /// Tells the reporter to reopen the history and blocked files (SIGHUP, logrotate).
     pub reopen_logs: Arc<std::sync::atomic::AtomicBool>,
+    /// The watched ports last seen with a listener (TCP, UDP), and when they were last
+    /// marked served in the kernel.
+    pub served: Served,
+}
+
+/// The watched ports last marked served, and when.
+#[derive(Default)]
+pub struct Served {
+    ports: (PortSet, PortSet),
+    at: Option<Instant>,
 }
 
 /// Whether the packet thread and the block writer are making progress: the watchdog is
@@ -142,6 +155,7 @@ impl<F: Firewall> Running<F> {
         let (mut last_refresh, mut last_heal, mut last_save) =
             (Instant::now(), Instant::now(), Instant::now());
         let mut last_metrics: Option<Instant> = None;
+        let mut last_listeners = Instant::now();
         let mut reports_dropped = 0;
         'serve: loop {
             for sig in signals.pending() {
@@ -166,6 +180,10 @@ impl<F: Firewall> Running<F> {
                 self.feed_watchdog();
                 self.heal();
                 report_drops(logging, &self.stats, &mut reports_dropped);
+            }
+            if last_listeners.elapsed() >= LISTENER_POLL {
+                last_listeners = Instant::now();
+                self.note_listeners();
             }
             if last_save.elapsed() >= self.save_every {
                 last_save = Instant::now();
@@ -347,6 +365,34 @@ impl<F: Firewall> Running<F> {
         self.heal_error = None;
     }
 
+    /// Marks the watched ports that have a listener as served: when one appeared, and
+    /// before the kernel would let the mark expire. Nothing else is written (every write
+    /// is a ruleset generation the heal check then looks at).
+    fn note_listeners(&mut self) {
+        let now = (
+            intersect(&self.cfg.tcp.ports, &listening(Proto::Tcp)),
+            intersect(&self.cfg.udp.ports, &listening(Proto::Udp)),
+        );
+        let grace = self.cfg.listener_grace;
+        let new = |now: &PortSet, before: &PortSet| now.iter().any(|p| !before.contains(p));
+        let stale = self
+            .served
+            .at
+            .is_none_or(|t| t.elapsed() >= (grace / 4).max(LISTENER_POLL));
+        if !(stale || new(&now.0, &self.served.ports.0) || new(&now.1, &self.served.ports.1)) {
+            return;
+        }
+        match self.fw.note_served(&now.0, &now.1, grace) {
+            Ok(()) => {
+                self.served = Served {
+                    ports: now,
+                    at: Some(Instant::now()),
+                }
+            }
+            Err(e) => self.heal_failed(format!("could not mark listening ports as served: {e}")),
+        }
+    }
+
     /// Logs a heal failure, the same one at most once a minute.
     fn heal_failed(&mut self, msg: String) {
         let again = self
@@ -507,16 +553,23 @@ pub fn apply_sets(
         summary(protected.nets())
     );
     tracing::debug!("TCP ports: {}", ports::compact(&cfg.tcp.ports));
-    for (proto, watched) in [(Proto::Tcp, &cfg.tcp.ports), (Proto::Udp, &cfg.udp.ports)] {
-        let taken = intersect(watched, &listening(proto));
-        if !taken.is_empty() {
+    let mut taken = [PortSet::new(), PortSet::new()];
+    for ((proto, watched), t) in [(Proto::Tcp, &cfg.tcp.ports), (Proto::Udp, &cfg.udp.ports)]
+        .into_iter()
+        .zip(&mut taken)
+    {
+        *t = intersect(watched, &listening(proto));
+        if !t.is_empty() {
             tracing::info!(
-                "{} ports with a listener are left to it (checked at packet time): {}",
+                "{} ports with a listener are left to it (checked at packet time, and no trap for {} after it goes): {}",
                 proto.name(),
-                ports::compact(&taken)
+                humantime::format_duration(cfg.listener_grace),
+                ports::compact(t)
             );
         }
     }
+    // Ports in use now are services from the start, as 1.2's advanced mode had it.
+    fw.note_served(&taken[0], &taken[1], cfg.listener_grace)?;
     Ok(())
 }
 
@@ -649,6 +702,7 @@ mod tests {
                 crate::output::metrics::time_to_block(),
             )),
             reopen_logs: Default::default(),
+            served: Default::default(),
             fw,
             cfg,
         };

@@ -14,6 +14,7 @@ const NFQNL_MSG_CONFIG: u16 = 2;
 const NFQNL_MSG_VERDICT_BATCH: u16 = 3;
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
+const NFQA_MARK: u16 = 3;
 const NFQA_PAYLOAD: u16 = 10;
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
@@ -64,9 +65,11 @@ pub struct QueueSocket {
     out: Vec<u8>,
 }
 
-/// One queued packet: its id and the bytes of its network header onwards.
+/// One queued packet: its id, its mark and the bytes of its network header onwards.
 pub struct Packet<'a> {
     pub id: u32,
+    /// The packet mark (0 when the kernel sent none): the table marks live clients' probes.
+    pub mark: u32,
     pub payload: &'a [u8],
 }
 
@@ -350,7 +353,7 @@ pub fn parse_packet(bytes: &[u8]) -> Option<Packet<'_>> {
         return None;
     }
     let mut at = HDR + NFGEN;
-    let (mut id, mut payload) = (None, &[][..]);
+    let (mut id, mut mark, mut payload) = (None, 0, &[][..]);
     while at + 4 <= len {
         let alen = usize::from(u16::from_ne_bytes([bytes[at], bytes[at + 1]]));
         let aty = u16::from_ne_bytes([bytes[at + 2], bytes[at + 3]]) & 0x3fff;
@@ -362,12 +365,19 @@ pub fn parse_packet(bytes: &[u8]) -> Option<Packet<'_>> {
             NFQA_PACKET_HDR if value.len() >= 4 => {
                 id = Some(u32::from_be_bytes(value[..4].try_into().ok()?));
             }
+            NFQA_MARK if value.len() >= 4 => {
+                mark = u32::from_be_bytes(value[..4].try_into().ok()?);
+            }
             NFQA_PAYLOAD => payload = value,
             _ => {}
         }
         at += alen.next_multiple_of(4);
     }
-    Some(Packet { id: id?, payload })
+    Some(Packet {
+        id: id?,
+        mark,
+        payload,
+    })
 }
 
 fn setsockopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
@@ -409,12 +419,24 @@ mod tests {
     fn a_packet_message_reads_back() {
         let m = packet_msg(77, &[0x45, 0, 0, 20]);
         let p = parse_packet(&m).unwrap();
-        assert_eq!((p.id, p.payload), (77, &[0x45, 0, 0, 20][..]));
+        assert_eq!((p.id, p.mark, p.payload), (77, 0, &[0x45, 0, 0, 20][..]));
         // Cut short, or another message: nothing.
         assert!(parse_packet(&m[..10]).is_none());
         let mut other = m.clone();
         other[4] = NFQNL_MSG_CONFIG as u8;
         assert!(parse_packet(&other).is_none());
+    }
+
+    #[test]
+    fn the_mark_reads_back() {
+        let mut m = Vec::new();
+        put_header(&mut m, NFQNL_MSG_PACKET, 0, 0, 0);
+        put_attr(&mut m, NFQA_PACKET_HDR, &[0, 0, 0, 9, 0, 0, 0]);
+        put_attr(&mut m, NFQA_MARK, &0x0010_0001u32.to_be_bytes());
+        put_attr(&mut m, NFQA_PAYLOAD, &[0x45]);
+        finish(&mut m);
+        let p = parse_packet(&m).unwrap();
+        assert_eq!((p.id, p.mark), (9, 0x0010_0001));
     }
 
     proptest! {

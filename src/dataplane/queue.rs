@@ -9,7 +9,7 @@ use super::shards::{Shard, Shards};
 use super::{stall, Event, Fault, Handoff, QueueOptions};
 use crate::core::detector::{Decision, Verdict};
 use crate::core::packet;
-use crate::core::probe::Probe;
+use crate::core::probe::{Probe, CLIENT_NET_MARK, LIVE_CLIENT_MARK};
 use crate::core::stats::{kind_index, Stats};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -182,7 +182,9 @@ pub fn run(
         for p in queue.packets(n) {
             counts.packets += 1;
             let verdict = match packet::parse(p.payload) {
-                Ok(probe) => {
+                Ok(mut probe) => {
+                    probe.live_client = p.mark & LIVE_CLIENT_MARK != 0;
+                    probe.client_net = p.mark & CLIENT_NET_MARK != 0;
                     counts.probes[kind_index(probe.kind)] += 1;
                     let i = shards.index(probe.src);
                     if held.as_ref().is_some_and(|(h, _)| *h != i) {
@@ -206,7 +208,7 @@ pub fn run(
                                 unannounced += u32::from(hand_off(ev, handoff, detector, stats));
                             }
                         }
-                        Decision::Act { .. } => {
+                        Decision::Act { .. } | Decision::Spare { .. } => {
                             counts.acted += 1;
                             let ev = Event {
                                 probe,
@@ -300,9 +302,9 @@ fn hand_off(
         Ok(()) => true,
         Err(_) => {
             Stats::inc(&stats.events_dropped);
-            if matches!(ev.decision, Decision::Act { .. }) {
+            if matches!(ev.decision, Decision::Act { .. } | Decision::Spare { .. }) {
                 // Nothing is lost: the source's next probe acts again.
-                detector.retract(ev.probe.src);
+                detector.retract(&ev.probe);
             }
             false
         }

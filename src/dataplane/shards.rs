@@ -138,6 +138,7 @@ mod tests {
             max_sources: 1000,
             score: 0,
             ipv6_prefix,
+            spare_clients: true,
         }
     }
 
@@ -160,6 +161,8 @@ mod tests {
             },
             flags: TcpFlags(0x02),
             ip_options: false,
+            live_client: false,
+            client_net: false,
         }
     }
 

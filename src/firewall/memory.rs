@@ -42,6 +42,9 @@ pub struct State {
     pub refuse: Option<i32>,
     /// How often `build` ran.
     pub builds: u32,
+    /// Ports marked served (TCP, UDP) and for how long: dynamic sets, which the kernel's
+    /// own rules change too, so never part of what is sealed and checked.
+    pub served: (BTreeMap<u16, Duration>, BTreeMap<u16, Duration>),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -123,6 +126,19 @@ impl Firewall for Memory {
 
     fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError> {
         self.with(|t| t.watch = (tcp.iter().collect(), udp.iter().collect()))
+    }
+
+    fn note_served(
+        &mut self,
+        tcp: &PortSet,
+        udp: &PortSet,
+        grace: Duration,
+    ) -> Result<(), FirewallError> {
+        self.with(|_| ())?;
+        let mut s = self.state();
+        s.served.0.extend(tcp.iter().map(|p| (p, grace)));
+        s.served.1.extend(udp.iter().map(|p| (p, grace)));
+        Ok(())
     }
 
     fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError> {

@@ -26,6 +26,8 @@ pub const ALLOW4: &CStr = c"allow4";
 pub const ALLOW6: &CStr = c"allow6";
 pub const WATCH_TCP: &CStr = c"watch_tcp";
 pub const WATCH_UDP: &CStr = c"watch_udp";
+pub const SERVED_TCP: &CStr = c"served_tcp";
+pub const SERVED_UDP: &CStr = c"served_udp";
 pub const STEER: &CStr = c"steer";
 
 /// The table's definition, the same text as the shipped include: the daemon can put its
@@ -102,12 +104,75 @@ pub struct TableSpec {
     /// `None`: whichever the kernel has, native first.
     pub steering: Option<Steering>,
     pub log: Option<LogRule>,
+    /// A source stays a live client this long after its connection's last packet.
+    pub client_timeout: Duration,
+    /// IPv6 clients are remembered by the prefix scanners are blocked by.
+    pub ipv6_prefix: u8,
+    /// A port stays a service (no trap) this long after it last had a listener.
+    pub listener_grace: Duration,
 }
 
+impl Default for TableSpec {
+    /// The include as shipped, steered to queue 0.
+    fn default() -> TableSpec {
+        TableSpec {
+            queue: 0,
+            queues: 1,
+            steering: None,
+            log: None,
+            client_timeout: Duration::from_secs(3600),
+            ipv6_prefix: 64,
+            listener_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The include's own values for what `TableSpec` sets: `text` puts the configured ones in
+/// their place (a test checks that each is there to be replaced).
+const DEFAULT_CLIENT_TIMEOUT: &str = "{ ip saddr timeout 1h }";
+const DEFAULT_CLIENT_TIMEOUT6_HOST: &str = "{ ip6 saddr timeout 1h }";
+const DEFAULT_CLIENT_TIMEOUT6: &str = "ffff:ffff:ffff:ffff:: timeout 1h }";
+const DEFAULT_PREFIX6: &str = "ip6 saddr & ffff:ffff:ffff:ffff:: ";
+const DEFAULT_GRACE_TCP: &str = "{ tcp dport timeout 1h }";
+const DEFAULT_GRACE_UDP: &str = "{ udp dport timeout 1h }";
+
 impl TableSpec {
-    /// The definition, with the log rule when there is one, as `nft -f` reads it.
+    /// The definition with the configured timeouts and prefix, and the log rule when there
+    /// is one, as `nft -f` reads it.
     pub fn text(&self) -> String {
-        let mut t = DEFINITION.to_string();
+        // Whole hours as the include writes them, so the defaults give the include itself.
+        let secs = |d: Duration| match d.as_secs().max(1) {
+            s if s % 3600 == 0 => format!("{}h", s / 3600),
+            s => format!("{s}s"),
+        };
+        let mask = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, self.ipv6_prefix.min(128))
+            .map(|n| n.netmask())
+            .unwrap_or(std::net::Ipv6Addr::from(u128::MAX));
+        let mut t = DEFINITION
+            .replace(
+                DEFAULT_CLIENT_TIMEOUT,
+                &format!("{{ ip saddr timeout {} }}", secs(self.client_timeout)),
+            )
+            .replace(
+                DEFAULT_CLIENT_TIMEOUT6_HOST,
+                &format!("{{ ip6 saddr timeout {} }}", secs(self.client_timeout)),
+            )
+            .replace(
+                DEFAULT_CLIENT_TIMEOUT6,
+                &format!(
+                    "ffff:ffff:ffff:ffff:: timeout {} }}",
+                    secs(self.client_timeout)
+                ),
+            )
+            .replace(DEFAULT_PREFIX6, &format!("ip6 saddr & {mask} "))
+            .replace(
+                DEFAULT_GRACE_TCP,
+                &format!("{{ tcp dport timeout {} }}", secs(self.listener_grace)),
+            )
+            .replace(
+                DEFAULT_GRACE_UDP,
+                &format!("{{ udp dport timeout {} }}", secs(self.listener_grace)),
+            );
         if let Some(l) = &self.log {
             t.push_str(&format!(
                 "\ninsert rule inet portsentry blocked limit rate {}/{} burst {} packets log prefix \"{}\"\n",
@@ -192,6 +257,14 @@ pub trait Firewall: Send {
     fn missing_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError>;
     fn sync_allow(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
     fn sync_watch(&mut self, tcp: &PortSet, udp: &PortSet) -> Result<(), FirewallError>;
+    /// Marks ports as served (a listener seen there) for `grace`, refreshing those already
+    /// marked: while their service restarts they are no trap.
+    fn note_served(
+        &mut self,
+        tcp: &PortSet,
+        udp: &PortSet,
+        grace: Duration,
+    ) -> Result<(), FirewallError>;
     /// Puts the table, its rules and the steering rule in place (sets keep their elements
     /// unless the table had to be replaced).
     fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError>;

@@ -5,7 +5,8 @@ use super::netlink::{MsgError, Netlink};
 use super::raw::{self, Elem, Get, SetElems, Tx, ELEM_INTERVAL_END, MAX_ELEMS_PER_MSG};
 use super::{
     Block, BlockReport, Built, Firewall, FirewallError, Health, Listed, Set, Steering, TableSpec,
-    ALLOW4, ALLOW6, BLOCKED4, BLOCKED6, FLEET4, FLEET6, STEER, TABLE, WATCH_TCP, WATCH_UDP,
+    ALLOW4, ALLOW6, BLOCKED4, BLOCKED6, FLEET4, FLEET6, SERVED_TCP, SERVED_UDP, STEER, TABLE,
+    WATCH_TCP, WATCH_UDP,
 };
 use crate::core::ports::PortSet;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -534,6 +535,37 @@ impl Firewall for Nft {
         self.replace_sets("watched-port sets", &[(WATCH_TCP, &tcp), (WATCH_UDP, &udp)])
     }
 
+    /// Adds (or refreshes) the ports with their grace as timeout: the kernel's own rule
+    /// does the same for every connection to a service.
+    fn note_served(
+        &mut self,
+        tcp: &PortSet,
+        udp: &PortSet,
+        grace: Duration,
+    ) -> Result<(), FirewallError> {
+        let ms = Some(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        let mut tx = self.nl.tx();
+        for (set, ports) in [(SERVED_TCP, tcp), (SERVED_UDP, udp)] {
+            let elems: Vec<Elem> = ports
+                .iter()
+                .map(|p| Elem::port(p).with_timeout_ms(ms))
+                .collect();
+            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
+                let msg = SetElems {
+                    table: TABLE,
+                    set,
+                    family: INET,
+                    elems: chunk,
+                };
+                tx.add(&msg, MsgType::Add);
+            }
+        }
+        if tx.is_empty() {
+            return Ok(());
+        }
+        self.commit("served-port sets", tx)
+    }
+
     fn build(&mut self, spec: &TableSpec) -> Result<Built, FirewallError> {
         self.sealed = None;
         if self.built.as_ref().is_some_and(|(s, _)| s != spec) {
@@ -841,17 +873,66 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_client_and_listener_timeouts_and_prefix_replace_the_includes() {
+        let spec = TableSpec {
+            client_timeout: Duration::from_secs(900),
+            ipv6_prefix: 48,
+            listener_grace: Duration::from_secs(7200),
+            ..TableSpec::default()
+        };
+        let t = spec.text();
+        assert!(
+            t.contains("update @clients4 { ip saddr timeout 900s }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("update @clients6 { ip6 saddr timeout 900s }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("update @clientnets6 { ip6 saddr & ffff:ffff:ffff:: timeout 900s }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ip6 saddr & ffff:ffff:ffff:: @clientnets6 meta mark"),
+            "{t}"
+        );
+        assert!(
+            t.contains("update @served_tcp { tcp dport timeout 2h }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("update @served_udp { udp dport timeout 2h }"),
+            "{t}"
+        );
+        assert!(!t.contains("timeout 1h"), "{t}");
+        assert!(!t.contains("ffff:ffff:ffff:ffff::"), "{t}");
+        // The mark the rules set is the one the packet thread reads.
+        use crate::core::probe::{CLIENT_NET_MARK, LIVE_CLIENT_MARK};
+        for m in [LIVE_CLIENT_MARK, CLIENT_NET_MARK] {
+            let mark = format!("{m:#010x}");
+            assert!(
+                t.contains(&format!("meta mark set meta mark | {mark}")),
+                "{mark}\n{t}"
+            );
+        }
+        let cleared = format!("{:#010x}", !(LIVE_CLIENT_MARK | CLIENT_NET_MARK));
+        assert!(
+            t.contains(&format!("meta mark set meta mark & {cleared}")),
+            "{cleared}"
+        );
+    }
+
+    #[test]
     fn the_log_rule_goes_before_the_drop() {
         let spec = TableSpec {
-            queue: 0,
-            queues: 1,
-            steering: None,
             log: Some(LogRule {
                 prefix: "Portsentry: dropping: ".into(),
                 rate: 3,
                 per: "minute",
                 burst: 5,
             }),
+            ..TableSpec::default()
         };
         assert!(spec.text().ends_with(
             "insert rule inet portsentry blocked limit rate 3/minute burst 5 packets log prefix \"Portsentry: dropping: \"\n"

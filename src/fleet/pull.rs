@@ -275,13 +275,7 @@ mod tests {
 
     fn puller(url: &str) -> (Puller<Memory>, Memory, Arc<Stats>) {
         let mut fw = Memory::default();
-        fw.build(&TableSpec {
-            queue: 0,
-            queues: 1,
-            steering: None,
-            log: None,
-        })
-        .unwrap();
+        fw.build(&TableSpec::default()).unwrap();
         let mut protected = crate::core::ignore::always_protected();
         protected
             .extend(["192.0.2.1/32", "192.0.2.254/32"].map(|s| s.parse::<ipnet::IpNet>().unwrap()));

@@ -61,6 +61,13 @@ pub fn already_blocked_line(host: &str) -> String {
     format!("attackalert: Host: {host} is already blocked Ignoring")
 }
 
+/// Our line for a source that reached the trigger while it held a live connection.
+pub fn spared_line(host: &str) -> String {
+    format!(
+        "attackalert: Host: {host} holds a live connection to this host: not blocked (anyone can forge its address); its probes are dropped"
+    )
+}
+
 /// Our line for a source reported (not blocked: mode off or command) and probing again.
 pub fn already_reported_line(host: &str) -> String {
     format!("attackalert: Host: {host} is already reported Ignoring")
@@ -147,6 +154,8 @@ mod tests {
             kind,
             flags: TcpFlags(0),
             ip_options: false,
+            live_client: false,
+            client_net: false,
         }
     }
 

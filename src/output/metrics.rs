@@ -69,11 +69,16 @@ impl Collector for StatsCollector {
                 ConstCounter::new(Stats::get(c)).encode(m)?;
             }
         }
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "portsentry_alerts",
                 "Sources that reached the trigger.",
                 Stats::get(&s.acted),
+            ),
+            (
+                "portsentry_spared",
+                "Sources that reached the trigger while holding a live connection: reported, not blocked.",
+                Stats::get(&s.spared),
             ),
             (
                 "portsentry_blocks",

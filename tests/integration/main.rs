@@ -1,6 +1,7 @@
 //! Integration tests. Namespace tests: real hosts (network namespaces), real nft, real NFQUEUE, real nmap.
 //! They need root; they run in CI.
 
+mod clients;
 mod detection;
 mod docs;
 mod fleet;
