@@ -138,6 +138,41 @@ fn forged_probes_never_cut_off_a_live_ipv6_client() {
     forged_while_live(true);
 }
 
+/// A container host: the client's connection goes to a port the host publishes by DNAT
+/// (Docker's way), so its packets are forwarded and never reach input. It is a live client
+/// all the same.
+#[test]
+fn a_live_client_of_a_published_container_port_is_spared() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let attacker = lab.host("attacker", 2);
+    let client = lab.host("client", 3);
+    let container = lab.host("ctr", 50);
+    serve(&mut lab, &container, &["echo", "2222"], 2222, true);
+    target.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    target.ok(&[
+        "nft",
+        "add table ip dockerish; \
+         add chain ip dockerish pre { type nat hook prerouting priority dstnat; }; \
+         add chain ip dockerish post { type nat hook postrouting priority srcnat; }; \
+         add rule ip dockerish pre tcp dport 8022 dnat to 192.0.2.50:2222; \
+         add rule ip dockerish post ip daddr 192.0.2.50 masquerade",
+    ]);
+    let d = Daemon::start(&lab, &target, "");
+    let session = start(&client, &["session", TARGET4, "8022", "8022", "6"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let c = client.v4.as_str();
+    attacker.run(&["hping3", "-q", "-S", "-a", c, "-p", "1", "-c", "1", TARGET4]);
+    attacker.run(&["hping3", "-q", "-S", "-a", c, "-p", "++1", "-c", "300", "-i", "u500", TARGET4]);
+    let r = finish(session);
+    let cut_off = u32::from(r["session"] != "alive" || r["new_failed"].as_u64() != Some(0));
+    println!("clients cut off: {cut_off} of 1 ({r})");
+    assert_eq!(r["session"], "alive", "{r}\n{}", d.log_text());
+    assert_eq!(r["new_failed"], 0, "{r}");
+    assert!(!target.is_blocked(c), "{}", d.log_text());
+    assert!(d.log_text().contains("holds a live connection to this host: not blocked"));
+}
+
 #[test]
 fn with_spare_clients_off_a_live_client_is_blocked_like_anyone() {
     let mut lab = Lab::new();
