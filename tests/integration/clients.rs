@@ -163,14 +163,18 @@ fn a_live_client_of_a_published_container_port_is_spared() {
     std::thread::sleep(Duration::from_secs(2));
     let c = client.v4.as_str();
     attacker.run(&["hping3", "-q", "-S", "-a", c, "-p", "1", "-c", "1", TARGET4]);
-    attacker.run(&["hping3", "-q", "-S", "-a", c, "-p", "++1", "-c", "300", "-i", "u500", TARGET4]);
+    attacker.run(&[
+        "hping3", "-q", "-S", "-a", c, "-p", "++1", "-c", "300", "-i", "u500", TARGET4,
+    ]);
     let r = finish(session);
     let cut_off = u32::from(r["session"] != "alive" || r["new_failed"].as_u64() != Some(0));
     println!("clients cut off: {cut_off} of 1 ({r})");
     assert_eq!(r["session"], "alive", "{r}\n{}", d.log_text());
     assert_eq!(r["new_failed"], 0, "{r}");
     assert!(!target.is_blocked(c), "{}", d.log_text());
-    assert!(d.log_text().contains("holds a live connection to this host: not blocked"));
+    assert!(d
+        .log_text()
+        .contains("holds a live connection to this host: not blocked"));
 }
 
 #[test]
