@@ -126,6 +126,12 @@ fn ipv6(bytes: &[u8]) -> Result<Layer3<'_>, Unparsed> {
                 next = n;
                 at += len;
             }
+            // The whole packet is here (the payload length says so) and the header does
+            // not fit in it: nothing follows, the header itself is what was sent (nmap -6
+            // -sO's bare AH). Otherwise the copy range cut it.
+            _ if bytes.len() >= 40 + usize::from(h.payload_length()) => {
+                return Ok((src, dst, false, Some((next, &[]))))
+            }
             _ => return Ok((src, dst, false, None)),
         }
     }
@@ -354,6 +360,11 @@ mod tests {
         assert_eq!((p.kind, p.dst_port), (ScanKind::IpProtocol, 50));
         let p = parse(&ipv6_chain(&[(60, 8)], 59, &[])).unwrap();
         assert_eq!((p.kind, p.dst_port), (ScanKind::IpProtocol, 59));
+        // nmap -6 -sO's probe for AH: a bare IPv6 header whose next header is AH.
+        let mut bare = ipv6_chain(&[], 6, &[]);
+        bare[6] = 51;
+        let p = parse(&bare).unwrap();
+        assert_eq!((p.kind, p.dst_port), (ScanKind::IpProtocol, 51));
         assert_eq!(
             parse(&ipv6_chain(&[(0, 8)], 58, &[128, 0, 0, 0])),
             Err(Unparsed::OtherProtocol)

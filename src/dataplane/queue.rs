@@ -275,7 +275,7 @@ pub fn run(
 #[derive(Default)]
 struct Counts {
     packets: u64,
-    probes: [u64; 8],
+    probes: [u64; crate::core::stats::KINDS.len()],
     acted: u64,
     repeats: u64,
     passed: u64,
