@@ -47,6 +47,31 @@ fn tunnel_protocols(arphrd: u32) -> &'static [u16] {
     }
 }
 
+/// Kernel modules that handle an IP protocol (/sys/module/NAME exists once loaded): a host
+/// that loaded esp4 terminates IPsec, one that loaded ip_gre has GRE tunnels. Such a
+/// handler answers (or drops) what reaches it; the scanner learns nothing from it that a
+/// drop by us would hide, and a peer's first packet must not be taken for a probe.
+const PROTOCOL_MODULES: &[(&str, u8)] = &[
+    ("esp4", 50),
+    ("esp6", 50),
+    ("ah4", 51),
+    ("ah6", 51),
+    ("ipcomp", 108),
+    ("ipcomp6", 108),
+    ("ip_gre", 47),
+    ("ip6_gre", 47),
+    ("gre", 47),
+    ("ipip", 4),
+    ("tunnel4", 4),
+    ("sit", 41),
+    ("tunnel6", 41),
+    ("ip6_tunnel", 41),
+    ("l2tp_ip", 115),
+    ("l2tp_ip6", 115),
+    ("dccp_ipv4", 33),
+    ("dccp_ipv6", 33),
+];
+
 /// Ports with a listener in this network namespace; for `Proto::Ip`, IP protocols with a
 /// raw socket (the "port" of a raw socket in /proc/net/raw is its protocol).
 pub fn listening(proto: Proto) -> PortSet {
@@ -82,8 +107,9 @@ pub fn listening(proto: Proto) -> PortSet {
 
 /// IP protocols this host serves, beyond TCP, UDP, SCTP, ICMP, ICMPv6 and IGMP (which the
 /// ruleset never steers or which have their own checks): those with a raw socket (routing
-/// daemons: OSPF, VRRP, PIM), those of its tunnel interfaces (IPIP, 6in4, GRE), and the
-/// `configured` ones (IPsec's ESP and AH have no socket or interface to see).
+/// daemons: OSPF, VRRP, PIM), those of its tunnel interfaces (IPIP, 6in4, GRE), those a
+/// loaded kernel module handles (IPsec's esp4/ah4 and friends, `PROTOCOL_MODULES`), and
+/// the `configured` ones (a handler built into the kernel is not seen).
 pub fn served_protocols(configured: &[u8]) -> [bool; 256] {
     let mut out = [false; 256];
     for p in configured {
@@ -97,6 +123,11 @@ pub fn served_protocols(configured: &[u8]) -> [bool; 256] {
     // A raw socket bound to protocol 0 does not exist; port 0 in /proc/net/raw is IPPROTO_IP
     // (never delivered): leave it out.
     out[0] = configured.contains(&0);
+    for (module, p) in PROTOCOL_MODULES {
+        if std::path::Path::new("/sys/module").join(module).exists() {
+            out[usize::from(*p)] = true;
+        }
+    }
     if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
         for e in dir.flatten() {
             let ty = std::fs::read_to_string(e.path().join("type")).unwrap_or_default();
