@@ -417,3 +417,42 @@ impl dataplane::Served for HostServed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HostServed;
+    use crate::core::probe::{Probe, ScanKind, TcpFlags};
+    use crate::dataplane::Served;
+
+    fn probe(kind: ScanKind, port: u16) -> Probe {
+        Probe {
+            src: "192.0.2.2".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            proto: kind.proto(),
+            src_port: 0,
+            dst_port: port,
+            kind,
+            flags: TcpFlags(0),
+            ip_options: false,
+        }
+    }
+
+    #[test]
+    fn configured_protocols_are_served_and_others_by_what_the_host_has() {
+        let mut s = HostServed::new(vec![50, 51]);
+        assert!(s.serves(&probe(ScanKind::IpProtocol, 50)));
+        assert!(s.serves(&probe(ScanKind::IpProtocol, 51)));
+        // Protocol 253 (experimental): no module handles it; served only with a raw socket.
+        let raw = crate::system::listening::listening(crate::core::probe::Proto::Ip);
+        assert_eq!(
+            s.serves(&probe(ScanKind::IpProtocol, 253)),
+            raw.contains(253)
+        );
+        // An SCTP port is served only with an endpoint (none without the sctp module).
+        let eps = crate::system::listening::listening(crate::core::probe::Proto::Sctp);
+        assert_eq!(
+            s.serves(&probe(ScanKind::SctpInit, 36412)),
+            eps.contains(36412)
+        );
+    }
+}
