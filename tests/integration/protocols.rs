@@ -231,3 +231,22 @@ fn ipv6_extension_header_chains_are_probes() {
     let (ok, status) = d.cli(&target, &["status"]);
     assert!(ok && counter(&status, "unparsed") == 0, "{status}");
 }
+
+/// What README says of decoys: `nmap -D` forges each probe from the decoy too, and a
+/// decoy that is no client of this host is blocked with the scanner.
+#[test]
+fn a_decoy_is_blocked_with_the_scanner() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let d = Daemon::start(&lab, &target, "");
+    // 192.0.2.50: no host of the lab; its address is only forged.
+    nmap(
+        &scanner,
+        &["-sS", "-D", "192.0.2.50", "-p", "1-40"],
+        TARGET4,
+    );
+    assert!(target.becomes_blocked(&scanner.v4), "{}", d.log_text());
+    assert!(target.becomes_blocked("192.0.2.50"), "{}", d.log_text());
+    assert!(d.wait_log("attackalert: TCP SYN/Normal scan from host: 192.0.2.50/192.0.2.50 to "));
+}
