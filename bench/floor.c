@@ -119,6 +119,9 @@ int main(int argc, char **argv) {
   uint32_t max_len = strtoul(opt(argc, argv, "--max-len", "16384"), 0, 10);
   long idle_ms = atol(opt(argc, argv, "--idle-ms", "1500"));
   long nap_us = atol(opt(argc, argv, "--nap-us", "0"));
+  /* Bytes of each packet the kernel copies to us (the daemon's copy range). */
+  uint32_t copy = strtoul(opt(argc, argv, "--copy", "256"), 0, 10);
+  if (copy > SLOT - 256) copy = SLOT - 256;
   if (batch < 1 || batch > MAX_BATCH) batch = 1;
   /* As the daemon does: the default timer slack (50 us) would stretch each pause. */
   if (nap_us) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
@@ -138,7 +141,7 @@ int main(int argc, char **argv) {
   attr(&m, NFQA_CFG_CMD, &cmd, sizeof cmd);
   send_msg(&m);
   start(&m, NFQNL_MSG_CONFIG, queue);
-  struct nfqnl_msg_config_params params = {htonl(256), NFQNL_COPY_PACKET};
+  struct nfqnl_msg_config_params params = {htonl(copy), NFQNL_COPY_PACKET};
   attr(&m, NFQA_CFG_PARAMS, &params, sizeof params);
   uint32_t ml = htonl(max_len);
   attr(&m, NFQA_CFG_QUEUE_MAXLEN, &ml, sizeof ml);

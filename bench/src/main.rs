@@ -84,12 +84,12 @@ fn csum(data: &[u8], mut sum: u32) -> u16 {
 }
 
 /// A TCP SYN or UDP probe from `src` to `dst:port`, checksums filled in.
-fn probe(src: IpAddr, dst: IpAddr, port: u16, udp: bool, seq: u32) -> Vec<u8> {
-    let l4: Vec<u8> = if udp {
+fn probe(src: IpAddr, dst: IpAddr, port: u16, udp: bool, seq: u32, pad: usize) -> Vec<u8> {
+    let mut l4: Vec<u8> = if udp {
         let mut u = vec![0u8; 8];
         u[0..2].copy_from_slice(&5353u16.to_be_bytes());
         u[2..4].copy_from_slice(&port.to_be_bytes());
-        u[4..6].copy_from_slice(&8u16.to_be_bytes());
+        u[4..6].copy_from_slice(&(8 + pad as u16).to_be_bytes());
         u
     } else {
         let mut t = vec![0u8; 20];
@@ -101,8 +101,9 @@ fn probe(src: IpAddr, dst: IpAddr, port: u16, udp: bool, seq: u32) -> Vec<u8> {
         t[14..16].copy_from_slice(&1024u16.to_be_bytes());
         t
     };
+    // Payload: a large probe costs more to copy to the queue consumer (bench/copy-range).
+    l4.resize(l4.len() + pad, 0);
     let proto = if udp { 17u8 } else { 6 };
-    let mut l4 = l4;
     let ck_at = if udp { 6 } else { 16 };
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -152,11 +153,12 @@ fn flood(args: &[String]) {
     let first: u32 = opt(args, "--first", 0);
     let pace_us: u64 = opt(args, "--pace-us", 0);
     let udp = flag(args, "--udp");
+    let pad: usize = opt(args, "--pad", 0);
     let times: Option<String> = args.iter().position(|a| a == "--times").map(|i| args[i + 1].clone());
     let v6 = dst.is_ipv6();
     // Pre-build one packet per source (bounded: sources ≤ count).
     let distinct = sources.min(count);
-    let packets: Vec<Vec<u8>> = (0..distinct).map(|i| probe(source(first + i, v6), dst, port, udp, i)).collect();
+    let packets: Vec<Vec<u8>> = (0..distinct).map(|i| probe(source(first + i, v6), dst, port, udp, i, pad)).collect();
     // SAFETY: plain socket calls; buffers outlive the sendmmsg calls that use them.
     let fd = unsafe {
         libc::socket(if v6 { libc::AF_INET6 } else { libc::AF_INET }, libc::SOCK_RAW, libc::IPPROTO_RAW)
@@ -403,7 +405,7 @@ fn pure(args: &[String]) {
     let packets: Vec<Vec<u8>> = (0..4096u32)
         .map(|i| {
             let v6 = i % 4 == 3;
-            probe(source(i, v6), if v6 { dst6 } else { dst4 }, 1 + (i % 1000) as u16, i % 4 == 2, i)
+            probe(source(i, v6), if v6 { dst6 } else { dst4 }, 1 + (i % 1000) as u16, i % 4 == 2, i, 0)
         })
         .collect();
     let cfg = DetectorConfig {

@@ -115,6 +115,9 @@ pub struct RawDetect {
     pub score: Option<u32>,
     /// A port that had a listener within this long is no trap (a service restarting).
     pub listener_grace: Option<Spanned<String>>,
+    /// IP protocol numbers this host serves beyond what it is seen to serve (raw sockets,
+    /// tunnel interfaces): IPsec's ESP and AH, say.
+    pub served_protocols: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,6 +406,9 @@ pub struct Config {
     pub max_sources: usize,
     /// Weighted distinct-port threshold; 0 = off (use `trigger`).
     pub score: u32,
+    /// IP protocols never taken for a protocol scan, beyond those the host is seen to
+    /// serve (see `system::listening::served_protocols`).
+    pub served_protocols: Vec<u8>,
     pub block_tcp: Action,
     pub block_udp: Action,
     /// `None` = permanent.
@@ -811,6 +817,7 @@ impl Validator<'_> {
             window: window.unwrap_or(Duration::MAX),
             max_sources,
             score: raw.detect.score.unwrap_or(0),
+            served_protocols: raw.detect.served_protocols.unwrap_or_default(),
             block_tcp: raw.block.tcp.unwrap_or(Action::Block),
             block_udp: raw.block.udp.unwrap_or(Action::Block),
             block_timeout,

@@ -131,5 +131,8 @@ fn mode_name(mode: WatchMode, proto: Proto) -> &'static str {
         (WatchMode::Advanced, Proto::Udp) => "audp",
         (_, Proto::Tcp) => "stcp",
         (_, Proto::Udp) => "sudp",
+        // No 1.2 mode: SCTP and IP-protocol probes follow [block] tcp.
+        (_, Proto::Sctp) => "sctp",
+        (_, Proto::Ip) => "ip",
     }
 }

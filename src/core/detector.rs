@@ -200,8 +200,10 @@ impl Detector {
         if !probe.kind.is_scan() {
             return Decision::Discard;
         }
+        // SCTP and IP-protocol probes have no 1.2 setting of their own: they follow
+        // [block] tcp.
         let action = match probe.proto {
-            Proto::Tcp => self.cfg.tcp,
+            Proto::Tcp | Proto::Sctp | Proto::Ip => self.cfg.tcp,
             Proto::Udp => self.cfg.udp,
         };
         let (trigger, score) = (self.cfg.trigger.max(1), self.cfg.score);

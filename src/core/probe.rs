@@ -61,6 +61,10 @@ impl fmt::Debug for TcpFlags {
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
+    /// Another IP protocol (`dst_port` holds its number), or a transport header we could
+    /// not read (`ScanKind::Unreadable`, port 0).
+    Ip,
 }
 
 impl Proto {
@@ -69,6 +73,8 @@ impl Proto {
         match self {
             Proto::Tcp => 1,
             Proto::Udp => 2,
+            Proto::Sctp => 4,
+            Proto::Ip => 8,
         }
     }
 
@@ -76,6 +82,8 @@ impl Proto {
         match self {
             Proto::Tcp => "TCP",
             Proto::Udp => "UDP",
+            Proto::Sctp => "SCTP",
+            Proto::Ip => "IP",
         }
     }
 }
@@ -97,6 +105,17 @@ pub enum ScanKind {
     /// Any other combination, named by its flags.
     Other(TcpFlags),
     Udp,
+    /// SCTP INIT (`-sY`): a new association.
+    SctpInit,
+    /// SCTP COOKIE-ECHO (`-sZ`): the second step of an association, sent without the first.
+    SctpCookieEcho,
+    /// SCTP with another first chunk: an existing association's traffic or backscatter.
+    SctpOther(u8),
+    /// An IP protocol the host does not serve (`-sO`); the port field holds its number.
+    IpProtocol,
+    /// The transport header lies beyond what the queue copies (a long IPv6 extension
+    /// header chain): a probe from this source to a port we cannot name.
+    Unreadable,
 }
 
 impl ScanKind {
@@ -115,17 +134,44 @@ impl ScanKind {
         }
     }
 
-    /// Whether this probe is evidence of a scan. RST and SYN+ACK to an unused port are what a
-    /// host sees as backscatter when somebody else spoofs its address; acting on them would
-    /// let an attacker make us block innocent third parties.
+    /// Whether this probe is evidence of a scan. RST, RST+ACK and SYN+ACK to an unused port
+    /// are what a host sees as backscatter when somebody else spoofs its address; acting on
+    /// them would let an attacker make us block innocent third parties. But no stack answers
+    /// with RST together with SYN or FIN, or SYN+ACK together with FIN: those are crafted.
     pub fn is_scan(self) -> bool {
         match self {
             ScanKind::Other(f) => {
-                let backscatter =
-                    f.has(TcpFlags::RST) || (f.has(TcpFlags::SYN) && f.has(TcpFlags::ACK));
+                let crafted = f.has(TcpFlags::SYN) || f.has(TcpFlags::FIN);
+                let backscatter = (f.has(TcpFlags::RST) && !crafted)
+                    || (f.has(TcpFlags::SYN)
+                        && f.has(TcpFlags::ACK)
+                        && !f.has(TcpFlags::RST)
+                        && !f.has(TcpFlags::FIN));
                 !backscatter
             }
+            // ABORT, SHUTDOWN-ACK, HEARTBEAT...: an association's traffic or answers to a
+            // forged one; only INIT and COOKIE-ECHO open one.
+            ScanKind::SctpOther(_) => false,
             _ => true,
+        }
+    }
+
+    /// The protocol family of the kind, for the alert line and the action taken.
+    pub fn proto(self) -> Proto {
+        match self {
+            ScanKind::Udp => Proto::Udp,
+            ScanKind::SctpInit | ScanKind::SctpCookieEcho | ScanKind::SctpOther(_) => Proto::Sctp,
+            ScanKind::IpProtocol | ScanKind::Unreadable => Proto::Ip,
+            _ => Proto::Tcp,
+        }
+    }
+
+    /// SCTP's first chunk type (byte 12 of the packet) as a kind.
+    pub fn classify_sctp(chunk: u8) -> ScanKind {
+        match chunk {
+            1 => ScanKind::SctpInit,
+            10 => ScanKind::SctpCookieEcho,
+            c => ScanKind::SctpOther(c),
         }
     }
 }
@@ -194,6 +240,39 @@ mod tests {
         assert!(!k(S | A).is_scan());
         assert!(k(S | F).is_scan());
         assert!(k(A).is_scan());
+        // Backscatter with the ECN or PSH bits some stacks set is still backscatter.
+        assert!(!k(R | A | P).is_scan());
+        assert!(!k(S | A | TcpFlags::ECE).is_scan());
+    }
+
+    #[test]
+    fn impossible_flag_sets_are_scans() {
+        // nmap --scanflags URGACKPSHRSTSYNFIN, and RST or SYN+ACK with SYN or FIN added.
+        for f in [
+            S | R,
+            F | R,
+            S | F | R,
+            R | A | F,
+            R | A | S,
+            U | A | P | R | S | F,
+            S | A | F,
+            S | F,
+            F | P | U | S,
+        ] {
+            assert!(k(f).is_scan(), "{:?}", TcpFlags(f));
+        }
+    }
+
+    #[test]
+    fn sctp_chunks() {
+        assert_eq!(ScanKind::classify_sctp(1), ScanKind::SctpInit);
+        assert_eq!(ScanKind::classify_sctp(10), ScanKind::SctpCookieEcho);
+        assert!(ScanKind::SctpInit.is_scan() && ScanKind::SctpCookieEcho.is_scan());
+        // ABORT (6) and SHUTDOWN-ACK (8) are what a forged association brings back.
+        assert!(!ScanKind::classify_sctp(6).is_scan());
+        assert!(!ScanKind::classify_sctp(8).is_scan());
+        assert_eq!(ScanKind::SctpInit.proto(), Proto::Sctp);
+        assert_eq!(ScanKind::IpProtocol.proto(), Proto::Ip);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub const MAX_SHARDS: usize = 32;
 use crate::core::probe::ScanKind;
 
 /// Scan kinds as metric labels, in counter order.
-pub const KINDS: [(&str, &str); 8] = [
+pub const KINDS: [(&str, &str); 13] = [
     ("tcp", "syn"),
     ("tcp", "fin"),
     ("tcp", "null"),
@@ -17,6 +17,11 @@ pub const KINDS: [(&str, &str); 8] = [
     ("tcp", "maimon"),
     ("tcp", "other"),
     ("udp", "udp"),
+    ("sctp", "init"),
+    ("sctp", "cookie_echo"),
+    ("sctp", "other"),
+    ("ip", "protocol"),
+    ("ip", "unreadable"),
 ];
 
 pub fn kind_index(kind: ScanKind) -> usize {
@@ -29,13 +34,18 @@ pub fn kind_index(kind: ScanKind) -> usize {
         ScanKind::Maimon => 5,
         ScanKind::Other(_) => 6,
         ScanKind::Udp => 7,
+        ScanKind::SctpInit => 8,
+        ScanKind::SctpCookieEcho => 9,
+        ScanKind::SctpOther(_) => 10,
+        ScanKind::IpProtocol => 11,
+        ScanKind::Unreadable => 12,
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Probes by scan kind (index: `kind_index`).
-    pub probes: [AtomicU64; 8],
+    pub probes: [AtomicU64; KINDS.len()],
     pub packets: AtomicU64,
     pub unparsed: AtomicU64,
     pub passed: AtomicU64,

@@ -225,6 +225,7 @@ pub fn run(
     let coalesce = cfg.queue(0).coalesce;
     for (shard, mut q) in queues.into_iter().enumerate() {
         let (qstats, handoff, shards) = (stats.clone(), handoff.clone(), shards.clone());
+        let mut served = HostServed::new(cfg.served_protocols.clone());
         spawn(&format!("queue {shard}"), move || {
             dataplane::queue::run(
                 &mut q,
@@ -233,6 +234,7 @@ pub fn run(
                 &qstats,
                 shard,
                 coalesce,
+                &mut served,
                 Instant::now,
             );
         })?;
@@ -368,5 +370,92 @@ pub fn queue_range(cfg: &Config) -> String {
         )
     } else {
         format!("queue {}", cfg.queue_num)
+    }
+}
+
+/// What this host serves that the kernel's `socket` lookup cannot see, read from /proc and
+/// /sys (system::listening) by each packet thread for itself. Read again when a quarter
+/// second old: a service started a moment ago is seen before its first client is taken
+/// for a scanner, and a flood of such probes costs at most four reads a second.
+struct HostServed {
+    configured: Vec<u8>,
+    read_at: Option<Instant>,
+    protocols: [bool; 256],
+    sctp: crate::core::ports::PortSet,
+}
+
+impl HostServed {
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn new(configured: Vec<u8>) -> HostServed {
+        HostServed {
+            configured,
+            read_at: None,
+            protocols: [false; 256],
+            sctp: crate::core::ports::PortSet::new(),
+        }
+    }
+}
+
+impl dataplane::Served for HostServed {
+    fn serves(&mut self, probe: &crate::core::probe::Probe) -> bool {
+        let now = Instant::now();
+        if self
+            .read_at
+            .is_none_or(|t| now.duration_since(t) >= Self::FRESH)
+        {
+            self.protocols = crate::system::listening::served_protocols(&self.configured);
+            self.sctp = crate::system::listening::listening(crate::core::probe::Proto::Sctp);
+            self.read_at = Some(now);
+        }
+        match probe.kind {
+            crate::core::probe::ScanKind::IpProtocol => self
+                .protocols
+                .get(usize::from(probe.dst_port))
+                .copied()
+                .unwrap_or(false),
+            _ => self.sctp.contains(probe.dst_port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostServed;
+    use crate::core::probe::{Probe, ScanKind, TcpFlags};
+    use crate::dataplane::Served;
+
+    fn probe(kind: ScanKind, port: u16) -> Probe {
+        Probe {
+            src: "192.0.2.2".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            proto: kind.proto(),
+            src_port: 0,
+            dst_port: port,
+            kind,
+            flags: TcpFlags(0),
+            ip_options: false,
+            live_client: false,
+            client_net: false,
+        }
+    }
+
+    #[test]
+    fn configured_protocols_are_served_and_others_by_what_the_host_has() {
+        let mut s = HostServed::new(vec![50, 51]);
+        assert!(s.serves(&probe(ScanKind::IpProtocol, 50)));
+        assert!(s.serves(&probe(ScanKind::IpProtocol, 51)));
+        // Protocol 253 (experimental): no module handles it; served only with a raw socket.
+        let raw = crate::system::listening::listening(crate::core::probe::Proto::Ip);
+        assert_eq!(
+            s.serves(&probe(ScanKind::IpProtocol, 253)),
+            raw.contains(253)
+        );
+        // An SCTP port is served only with an endpoint (none without the sctp module).
+        let eps = crate::system::listening::listening(crate::core::probe::Proto::Sctp);
+        assert_eq!(
+            s.serves(&probe(ScanKind::SctpInit, 36412)),
+            eps.contains(36412)
+        );
     }
 }

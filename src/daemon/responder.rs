@@ -403,6 +403,8 @@ fn job(p: &crate::core::probe::Probe, settings: &Settings, block: bool) -> Job {
         mode: match p.proto {
             Proto::Tcp => settings.tcp_mode,
             Proto::Udp => settings.udp_mode,
+            Proto::Sctp => "sctp",
+            Proto::Ip => "ip",
         },
         block,
     }
@@ -436,10 +438,9 @@ const RACE: Duration = Duration::from_secs(2);
 /// Why a network was blocked, as `list` shows it.
 fn reason(p: &crate::core::probe::Probe) -> String {
     format!(
-        "{} to {} port {} from {}",
+        "{} to {} from {}",
         alert::scan_description(p.kind).trim(),
-        p.proto.name(),
-        p.dst_port,
+        alert::target(p).replace(':', ""),
         p.src
     )
 }

@@ -14,6 +14,14 @@ use crate::core::probe::Probe;
 use ipnet::IpNet;
 use std::sync::mpsc::{Sender, SyncSender};
 
+/// Whether something on this host serves what a probe was aimed at, for what the kernel's
+/// `socket` lookup cannot see (SCTP endpoints, raw sockets and tunnels of other IP
+/// protocols): such a packet is a client's, and passes. The daemon answers from `system`;
+/// it is asked only about SCTP INIT / COOKIE-ECHO and other-protocol probes.
+pub trait Served: Send {
+    fn serves(&mut self, probe: &Probe) -> bool;
+}
+
 /// What the packet path tells the responder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {

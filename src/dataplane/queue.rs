@@ -6,10 +6,10 @@
 
 use super::nfqueue::{Binding, QueueSocket, Verdict as QueueVerdict, BATCH};
 use super::shards::{Shard, Shards};
-use super::{stall, Event, Fault, Handoff, QueueOptions};
+use super::{stall, Event, Fault, Handoff, QueueOptions, Served};
 use crate::core::detector::{Decision, Verdict};
 use crate::core::packet;
-use crate::core::probe::{Probe, CLIENT_NET_MARK, LIVE_CLIENT_MARK};
+use crate::core::probe::{Probe, ScanKind, CLIENT_NET_MARK, LIVE_CLIENT_MARK};
 use crate::core::stats::{kind_index, Stats};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -111,6 +111,8 @@ impl Tally {
 /// meanwhile without waiting; only when that finds nothing does it wait for the next
 /// packet again. A lone probe is read at once; under a flood a probe waits at most
 /// `coalesce` more, and its verdict goes as soon as it is read.
+// Each argument comes from a different owner (queue, shards, responder, stats, config, host).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     queue: &mut QueueSocket,
     shards: &Shards,
@@ -118,6 +120,7 @@ pub fn run(
     stats: &Stats,
     shard: usize,
     coalesce: Duration,
+    served: &mut dyn Served,
     now: impl Fn() -> Instant,
 ) -> ! {
     let mut unannounced = 0u32;
@@ -182,6 +185,15 @@ pub fn run(
         for p in queue.packets(n) {
             counts.packets += 1;
             let verdict = match packet::parse(p.payload) {
+                Ok(probe)
+                    if matches!(
+                        probe.kind,
+                        ScanKind::SctpInit | ScanKind::SctpCookieEcho | ScanKind::IpProtocol
+                    ) && served.serves(&probe) =>
+                {
+                    counts.passed += 1;
+                    Verdict::Accept
+                }
                 Ok(mut probe) => {
                     probe.live_client = p.mark & LIVE_CLIENT_MARK != 0;
                     probe.client_net = p.mark & CLIENT_NET_MARK != 0;
@@ -265,7 +277,7 @@ pub fn run(
 #[derive(Default)]
 struct Counts {
     packets: u64,
-    probes: [u64; 8],
+    probes: [u64; crate::core::stats::KINDS.len()],
     acted: u64,
     repeats: u64,
     passed: u64,

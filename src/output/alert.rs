@@ -16,6 +16,11 @@ pub fn scan_description(kind: ScanKind) -> String {
         ScanKind::Ack => "TCP ACK/Window scan".into(),
         ScanKind::Maimon => "TCP Maimon scan".into(),
         ScanKind::Udp => "UDP scan".into(),
+        ScanKind::SctpInit => "SCTP INIT scan".into(),
+        ScanKind::SctpCookieEcho => "SCTP COOKIE-ECHO scan".into(),
+        ScanKind::SctpOther(c) => format!("Unknown Type: SCTP Chunk: {c}"),
+        ScanKind::IpProtocol => "IP protocol scan".into(),
+        ScanKind::Unreadable => "Unreadable header chain".into(),
         ScanKind::Other(f) => format!(
             "Unknown Type: TCP Packet Flags: SYN: {} FIN: {} ACK: {} PSH: {} URG: {} RST: {}",
             f.bit(TcpFlags::SYN),
@@ -37,23 +42,31 @@ pub fn host_field(addr: IpAddr, name: Option<&str>) -> String {
     )
 }
 
+/// What a probe was aimed at: `TCP port: 111`, `SCTP port: 80`, `IP protocol: 47`, or
+/// `unknown port` (its header lay beyond the bytes the queue copies).
+pub fn target(probe: &Probe) -> String {
+    match probe.kind {
+        ScanKind::IpProtocol => format!("IP protocol: {}", probe.dst_port),
+        ScanKind::Unreadable => "unknown port".into(),
+        _ => format!("{} port: {}", probe.proto.name(), probe.dst_port),
+    }
+}
+
 /// `attackalert: TCP SYN/Normal scan from host: 192.0.2.2/192.0.2.2 to TCP port: 111`
 pub fn attack_line(probe: &Probe, host: &str) -> String {
     format!(
-        "attackalert: {} from host: {} to {} port: {}",
+        "attackalert: {} from host: {} to {}",
         scan_description(probe.kind),
         host,
-        probe.proto.name(),
-        probe.dst_port
+        target(probe)
     )
 }
 
 pub fn ip_options_line(probe: &Probe, host: &str) -> String {
     format!(
-        "attackalert: Packet from host: {} to {} port: {} has IP options set (detection avoidance technique).",
+        "attackalert: Packet from host: {} to {} has IP options set (detection avoidance technique).",
         host,
-        probe.proto.name(),
-        probe.dst_port
+        target(probe)
     )
 }
 
@@ -144,11 +157,7 @@ mod tests {
         Probe {
             src: "192.0.2.2".parse().unwrap(),
             dst: "192.0.2.1".parse().unwrap(),
-            proto: if kind == ScanKind::Udp {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            },
+            proto: kind.proto(),
             src_port: 1,
             dst_port: port,
             kind,
@@ -179,12 +188,37 @@ mod tests {
             "attackalert: Unknown Type: TCP Packet Flags: SYN: 1 FIN: 1 ACK: 0 PSH: 0 URG: 0 RST: 0 from host: 192.0.2.2/192.0.2.2 to TCP port: 7"
         );
         assert_eq!(
+            attack_line(&probe(ScanKind::Other(TcpFlags(0x3f)), 7), &h),
+            "attackalert: Unknown Type: TCP Packet Flags: SYN: 1 FIN: 1 ACK: 1 PSH: 1 URG: 1 RST: 1 from host: 192.0.2.2/192.0.2.2 to TCP port: 7"
+        );
+        assert_eq!(
             ip_options_line(&probe(ScanKind::Syn, 111), &h),
             "attackalert: Packet from host: 192.0.2.2/192.0.2.2 to TCP port: 111 has IP options set (detection avoidance technique)."
         );
         assert_eq!(
             already_blocked_line(&h),
             "attackalert: Host: 192.0.2.2/192.0.2.2 is already blocked Ignoring"
+        );
+    }
+
+    #[test]
+    fn lines_for_probes_1_2_never_saw_keep_its_shape() {
+        let h = host_field("192.0.2.2".parse().unwrap(), None);
+        assert_eq!(
+            attack_line(&probe(ScanKind::IpProtocol, 47), &h),
+            "attackalert: IP protocol scan from host: 192.0.2.2/192.0.2.2 to IP protocol: 47"
+        );
+        assert_eq!(
+            attack_line(&probe(ScanKind::SctpInit, 80), &h),
+            "attackalert: SCTP INIT scan from host: 192.0.2.2/192.0.2.2 to SCTP port: 80"
+        );
+        assert_eq!(
+            attack_line(&probe(ScanKind::SctpCookieEcho, 80), &h),
+            "attackalert: SCTP COOKIE-ECHO scan from host: 192.0.2.2/192.0.2.2 to SCTP port: 80"
+        );
+        assert_eq!(
+            attack_line(&probe(ScanKind::Unreadable, 0), &h),
+            "attackalert: Unreadable header chain from host: 192.0.2.2/192.0.2.2 to unknown port"
         );
     }
 

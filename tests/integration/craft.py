@@ -8,6 +8,10 @@ documentation range 2001:db8:ff::/48 (IPv6); every run is bounded by --count.
   craft.py syn DST4 PORT --count N [--pace-ms MS]   well-formed SYNs, one new source each
   craft.py syn6 DST6 PORT SRC6...    one well-formed SYN from each IPv6 source given
   craft.py udp6 DST6 PORT SRC6...    one UDP datagram from each IPv6 source given
+  craft.py proto DST PROTO           one IPv4 or IPv6 packet of IP protocol PROTO
+  craft.py chain6 DST6 PORT SRC6 long|many   a SYN behind a 256-byte destination options
+                                     header (past the queue's copy range), or behind 12
+                                     extension headers
 """
 import random
 import socket
@@ -127,6 +131,55 @@ def ipv6_probe(dst6, port, sources, proto):
     print("sent %d" % len(sources))
 
 
+def proto_probe(dst, proto):
+    """Eight zero bytes of protocol `proto`, the way nmap -sO sends an unknown protocol."""
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_RAW, proto)
+    s.sendto(bytes(8), (dst, 0))
+    print("sent 1")
+
+
+def destopt(nxt, length):
+    """A destination options header of `length` bytes (a multiple of 8): one option of
+    experimental type 0x1e (RFC 4727; skipped by a receiver that does not know it), then
+    padding. The kernel refuses more than 7 bytes of padding in a row."""
+    body = length - 2
+    if body >= 8:
+        opt = struct.pack("!BB", 0x1E, body - 2) + bytes(body - 2)
+    else:
+        opt = struct.pack("!BB", 1, body - 2) + bytes(body - 2)
+    return struct.pack("!BB", nxt, length // 8 - 1) + opt
+
+
+def chain6(dst6, port, src, mode):
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    d6 = socket.inet_pton(socket.AF_INET6, dst6)
+    src6 = socket.inet_pton(socket.AF_INET6, src)
+    seg = tcp(40000, port, 0x02)
+    pseudo = src6 + d6 + struct.pack("!IxxxB", len(seg), 6)
+    seg = seg[:16] + struct.pack("!H", csum(pseudo + seg)) + seg[18:]
+    if mode == "long":
+        first, chain = 60, destopt(6, 256)
+    else:
+        # hop-by-hop, routing (experimental type 253, no segments left: skipped), ten destination options
+        # headers, an atomic fragment header, then TCP: the kernel walks them all.
+        hops = [0, 43] + [60] * 10 + [44]
+        chain = b""
+        for j, h in enumerate(hops):
+            nxt = hops[j + 1] if j + 1 < len(hops) else 6
+            if h == 44:
+                chain += struct.pack("!BBHI", nxt, 0, 0, random.getrandbits(32))
+            elif h == 43:
+                chain += struct.pack("!BBBB", nxt, 0, 253, 0) + bytes(4)
+            else:
+                chain += destopt(nxt, 8)
+        first = hops[0]
+    payload = chain + seg
+    pkt6 = struct.pack("!IHBB16s16s", 0x60000000, len(payload), first, 64, src6, d6) + payload
+    s6.sendto(pkt6, (dst6, 0))
+    print("sent 1")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     count = int(args[args.index("--count") + 1]) if "--count" in args else 1000
@@ -138,5 +191,9 @@ if __name__ == "__main__":
         syn(args[0], int(args[1]), count, pace)
     elif cmd in ("syn6", "udp6"):
         ipv6_probe(args[0], int(args[1]), args[2:], 6 if cmd == "syn6" else 17)
+    elif cmd == "proto":
+        proto_probe(args[0], int(args[1]))
+    elif cmd == "chain6":
+        chain6(args[0], int(args[1]), args[2], args[3])
     else:
         sys.exit("unknown command " + cmd)

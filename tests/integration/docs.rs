@@ -281,3 +281,60 @@ fn package_loads_the_modules_the_steering_error_names() {
     }
     assert!(listed.iter().any(|m| m == "nfnetlink_queue"), "{listed:?}");
 }
+
+/// Section 8's list of detected techniques names every kind the daemon alerts on (the
+/// match has no wildcard: a new kind does not compile until it is named here), and
+/// README's comparison has the nmap scans beyond TCP and UDP ports.
+#[test]
+fn every_detected_technique_is_in_section_8_and_the_readme() {
+    use portsentry::core::probe::{ScanKind, TcpFlags};
+    fn named(kind: ScanKind) -> Option<&'static str> {
+        Some(match kind {
+            ScanKind::Syn => "TCP SYN",
+            ScanKind::Fin => "FIN",
+            ScanKind::Null => "NULL",
+            ScanKind::Xmas => "XMAS",
+            ScanKind::Ack => "ACK and\nWindow",
+            ScanKind::Maimon => "Maimon",
+            ScanKind::Other(_) => "any other flag combination",
+            ScanKind::Udp => "UDP",
+            ScanKind::SctpInit => "SCTP INIT scan from host",
+            ScanKind::SctpCookieEcho => "SCTP COOKIE-ECHO scan from host",
+            ScanKind::IpProtocol => "IP protocol scan from host",
+            ScanKind::Unreadable => "Unreadable header chain from host",
+            // Never alerted: an association's traffic or backscatter.
+            ScanKind::SctpOther(_) => return None,
+        })
+    }
+    let page = read("man/portsentry.8").replace("\\-", "-");
+    let readme = read("README.md");
+    let kinds = [
+        ScanKind::Syn,
+        ScanKind::Fin,
+        ScanKind::Null,
+        ScanKind::Xmas,
+        ScanKind::Ack,
+        ScanKind::Maimon,
+        ScanKind::Other(TcpFlags(TcpFlags::SYN | TcpFlags::RST)),
+        ScanKind::Udp,
+        ScanKind::SctpInit,
+        ScanKind::SctpCookieEcho,
+        ScanKind::SctpOther(6),
+        ScanKind::IpProtocol,
+        ScanKind::Unreadable,
+    ];
+    assert_eq!(kinds.len(), portsentry::core::stats::KINDS.len());
+    for kind in kinds {
+        if let Some(text) = named(kind) {
+            assert!(page.contains(text), "man/portsentry.8 lacks {text:?}");
+        }
+    }
+    for scan in [
+        "`nmap -sO`",
+        "`-sY`, `-sZ`",
+        "URGACKPSHRSTSYNFIN",
+        "extension header chains",
+    ] {
+        assert!(readme.contains(scan), "README lacks {scan:?}");
+    }
+}

@@ -9,6 +9,7 @@ mod hygiene;
 mod lab;
 mod layout;
 mod migration;
+mod protocols;
 mod reliability;
 mod scans;
 mod trust;
