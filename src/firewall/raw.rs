@@ -509,13 +509,14 @@ impl Tx {
     /// Adds the elements of `m` as as many messages as they need: MAX_ELEMS_PER_MSG
     /// elements each at most, and fewer if libnftnl's bounded builder finds a message's
     /// element list full (it is one netlink attribute, 64 KiB at most). Any number of
-    /// elements is safe. With none, one message (a flush, for Del).
+    /// elements is safe. With none: for Del one message, a flush; for Add nothing (the
+    /// kernel refuses an empty NEWSETELEM).
     pub fn add_elems(&mut self, m: &SetElems, ty: MsgType) {
         self.add_elems_by(m, ty, MAX_ELEMS_PER_MSG);
     }
 
     fn add_elems_by(&mut self, m: &SetElems, ty: MsgType, per_msg: usize) {
-        if m.elems.is_empty() {
+        if m.elems.is_empty() && matches!(ty, MsgType::Del) {
             self.elems_msgs(m, &[], ty);
         }
         for chunk in m.elems.chunks(per_msg.max(1)) {
@@ -847,6 +848,13 @@ mod tests {
         assert_eq!(msgs.len(), 1);
         // Set name and table, no element list (attribute 3).
         assert_eq!(attrs(msgs[0]).map(|(t, _)| t).collect::<Vec<_>>(), [2, 1]);
+        // Adding nothing is no message at all.
+        let mut tx = Tx::new(1);
+        tx.add_elems(
+            &SetElems::new(c"portsentry", c"blocked4", 1, &[]).unwrap(),
+            MsgType::Add,
+        );
+        assert!(tx.is_empty());
     }
 
     proptest::proptest! {

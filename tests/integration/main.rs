@@ -10,6 +10,7 @@ mod layout;
 mod migration;
 mod reliability;
 mod scans;
+mod setelems;
 mod trust;
 mod world;
 
