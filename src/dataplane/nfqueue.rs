@@ -1,15 +1,15 @@
 //! The NFQUEUE socket, ours: bound to one queue, drained many packets to a system call
 //! (recvmmsg), answered with one batch verdict per run of drops. The nfq crate sends one
-//! verdict per packet and hides its socket; this is the little of nfnetlink_queue we need.
+//! verdict per packet and hides its socket; this is the little of `nfnetlink_queue` we need.
 //!
 //! Headers and attributes are decoded by netlink-packet-core (`NetlinkBuffer`,
 //! `NlasIterator`, `ErrorBuffer`): no allocation on a well-formed message, bounds checked on
 //! every read.
 //!
-//! A message longer than its slot arrives cut (MSG_TRUNC). The slot is sized from the copy
+//! A message longer than its slot arrives cut (`MSG_TRUNC`). The slot is sized from the copy
 //! range so that it never should (checked at compile time); if the kernel ever adds more
 //! metadata than allowed for, the packet is still answered: its id comes first (in
-//! NFQA_PACKET_HDR) and its payload, the last attribute, is read as far as it came, like a
+//! `NFQA_PACKET_HDR`) and its payload, the last attribute, is read as far as it came, like a
 //! packet copied with a shorter range.
 // Our own netlink socket (socket, bind, recvmmsg, send) is made of C calls.
 #![allow(unsafe_code)]
@@ -52,7 +52,7 @@ pub const BATCH: usize = 64;
 /// the transport header). The one place to change it: the slots follow.
 pub const COPY_RANGE: u16 = 256;
 /// What the kernel puts before the payload, at most: nlmsghdr and nfgenmsg (20), and the
-/// attributes nfqnl_build_packet_message may add first: packet header (12), four interface
+/// attributes `nfqnl_build_packet_message` may add first: packet header (12), four interface
 /// indexes (32), mark, priority, skb info and cap len (32), hardware address (16), timestamp
 /// (20), VLAN and L2 header on a bridge (40): 172 bytes. Uid, gid, security context and
 /// conntrack come only when asked for, and we never ask. Rounded up generously.
@@ -77,7 +77,7 @@ pub struct Binding {
     pub copy_range: u16,
     pub max_len: u32,
     pub fail_open: bool,
-    /// A blocking receive returns (WouldBlock) after this long with nothing queued.
+    /// A blocking receive returns (`WouldBlock`) after this long with nothing queued.
     pub idle_wake: Duration,
     pub socket_buffer: usize,
 }
@@ -87,10 +87,10 @@ pub struct QueueSocket {
     num: u16,
     seq: u32,
     /// BATCH slots of SLOT bytes. Every read is bounds-checked and byte-wise
-    /// (from_ne_bytes), so no alignment is needed.
+    /// (`from_ne_bytes`), so no alignment is needed.
     slots: Vec<u8>,
     lens: [usize; BATCH],
-    /// Which messages of the last `receive` came cut (MSG_TRUNC).
+    /// Which messages of the last `receive` came cut (`MSG_TRUNC`).
     cut: [bool; BATCH],
     /// Messages that came cut, ever: none is expected (see the module header).
     truncated: u64,
@@ -253,7 +253,7 @@ impl QueueSocket {
         &self.slots[i * SLOT..][..n.min(SLOT)]
     }
 
-    /// One datagram into slot `i`; `flags` e.g. MSG_DONTWAIT.
+    /// One datagram into slot `i`; `flags` e.g. `MSG_DONTWAIT`.
     fn recv_into(&mut self, i: usize, flags: libc::c_int) -> io::Result<usize> {
         let slot = &mut self.slots[i * SLOT..][..SLOT];
         // SAFETY: recv writes at most `slot.len()` bytes into `slot`, ours and alive for
@@ -274,7 +274,7 @@ impl QueueSocket {
     }
 
     /// Takes what is queued, BATCH at most, in one system call; with `wait`, waits for
-    /// the first packet (up to the idle wake; MSG_WAITFORONE). Nothing: WouldBlock.
+    /// the first packet (up to the idle wake; `MSG_WAITFORONE`). Nothing: `WouldBlock`.
     /// ENOBUFS (the kernel dropped some for want of room) is an error to count; the next
     /// call goes on.
     pub fn receive(&mut self, wait: bool) -> io::Result<usize> {
@@ -408,7 +408,7 @@ pub fn parse_packet(bytes: &[u8]) -> Option<Packet<'_>> {
     parse(bytes, false)
 }
 
-/// `cut`: the message was longer than `bytes` (MSG_TRUNC), so its length field says more
+/// `cut`: the message was longer than `bytes` (`MSG_TRUNC`), so its length field says more
 /// than arrived: its attributes are read as far as they came, and the payload, the last
 /// attribute, as far as it came.
 fn parse(bytes: &[u8], cut: bool) -> Option<Packet<'_>> {

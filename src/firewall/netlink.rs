@@ -15,7 +15,7 @@ struct Msg<'a> {
     ty: u16,
     seq: u32,
     pid: u32,
-    /// The error code of an NLMSG_ERROR (0 = an ack).
+    /// The error code of an `NLMSG_ERROR` (0 = an ack).
     error: Option<i32>,
     bytes: &'a [u8],
 }
@@ -210,7 +210,7 @@ impl Netlink {
     }
 }
 
-/// A SOL_SOCKET option of type `T`.
+/// A `SOL_SOCKET` option of type `T`.
 fn setsockopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` is a live T and its size is given; the kernel copies it. Callers pass the
     // option's own type (c_int, timeval).

@@ -1,11 +1,11 @@
 //! What nftnl's safe API lacks, built on its re-exported `nftnl_sys` and public traits:
-//! set-element messages with timeouts and interval flags (and without NLM_F_EXCL, so
+//! set-element messages with timeouts and interval flags (and without `NLM_F_EXCL`, so
 //! re-adding refreshes instead of aborting the transaction), the native `queue` expression,
 //! the xt `NFQUEUE` compat target, and a single-table lookup message.
 //!
 //! Most `unsafe` of the firewall lives here: libnftnl is C, reached through its raw
 //! bindings. The safe functions below cannot overflow a buffer whatever they are given:
-//! names are bounded (NAME_MAX), keys are 16 bytes at most (Elem's constructors), element
+//! names are bounded (`NAME_MAX`), keys are 16 bytes at most (Elem's constructors), element
 //! lists go through libnftnl's bounded builder, and parsing checks a message's length
 //! before libnftnl trusts it.
 #![allow(unsafe_code)]
@@ -22,9 +22,9 @@ use std::ops::Range;
 use std::os::raw::c_char;
 use std::ptr::NonNull;
 
-/// NFT_SET_ELEM_INTERVAL_END: marks the first address past an interval.
+/// `NFT_SET_ELEM_INTERVAL_END`: marks the first address past an interval.
 pub const ELEM_INTERVAL_END: u32 = 1;
-/// NFT_QUEUE_FLAG_BYPASS: accept instead of drop when no process listens on the queue.
+/// `NFT_QUEUE_FLAG_BYPASS`: accept instead of drop when no process listens on the queue.
 pub const QUEUE_BYPASS: u16 = 1;
 
 /// One set element: a key of up to 16 bytes, an optional timeout, flags.
@@ -114,11 +114,11 @@ pub struct SetElems<'a> {
     elems: &'a [Elem],
 }
 
-/// NFT_NAME_MAXLEN less its NUL: the kernel's limit on table and set names, and what keeps
+/// `NFT_NAME_MAXLEN` less its NUL: the kernel's limit on table and set names, and what keeps
 /// a message's fixed part (two names) small next to its bounded element list.
 pub const NAME_MAX: usize = 255;
 
-/// `name` if the kernel could know such a table or set, else InvalidInput.
+/// `name` if the kernel could know such a table or set, else `InvalidInput`.
 fn checked(name: &CStr) -> io::Result<&CStr> {
     if name.to_bytes().len() <= NAME_MAX {
         Ok(name)
@@ -152,7 +152,7 @@ impl<'a> SetElems<'a> {
 /// takes, not about memory.
 pub const MAX_ELEMS_PER_MSG: usize = 500;
 
-/// Room for one message as libnftnl builds it: nft_nlmsg_maxsize() bytes (64 KiB and a
+/// Room for one message as libnftnl builds it: `nft_nlmsg_maxsize()` bytes (64 KiB and a
 /// page), in u32 words so the headers libnftnl writes and reads in place are aligned.
 struct Scratch(Vec<u32>);
 
@@ -202,7 +202,7 @@ fn name(n: &CStr) -> &CStr {
     }
 }
 
-/// An nftnl_set owned here and freed on drop: the carrier of table and set names and of
+/// An `nftnl_set` owned here and freed on drop: the carrier of table and set names and of
 /// elements for the messages built below.
 struct OwnedSet(NonNull<sys::nftnl_set>);
 
@@ -279,7 +279,7 @@ pub fn get_table_msg(table: &CStr, family: u16, seq: u32) -> Vec<u8> {
     buf.message()
 }
 
-/// The native nft `queue` statement (needs the kernel's nft_queue).
+/// The native nft `queue` statement (needs the kernel's `nft_queue`).
 pub struct QueueExpr {
     pub num: u16,
     pub total: u16,
@@ -299,8 +299,8 @@ impl Expression for QueueExpr {
     }
 }
 
-/// The xt `NFQUEUE` target, revision 3, through nft_compat: what `iptables-nft -j NFQUEUE`
-/// installs. Works where nft_queue is missing.
+/// The xt `NFQUEUE` target, revision 3, through `nft_compat`: what `iptables-nft -j NFQUEUE`
+/// installs. Works where `nft_queue` is missing.
 pub struct CompatQueueTarget {
     pub num: u16,
     pub total: u16,
@@ -394,7 +394,7 @@ pub struct ListedElem {
     pub key: Vec<u8>,
     /// Time left, when the element has a timeout.
     pub expires_ms: Option<u64>,
-    /// ELEM_INTERVAL_END marks the first address past an interval.
+    /// `ELEM_INTERVAL_END` marks the first address past an interval.
     pub flags: u32,
 }
 
@@ -506,7 +506,7 @@ impl Tx {
         self.messages += 1;
     }
 
-    /// Adds the elements of `m` as as many messages as they need: MAX_ELEMS_PER_MSG
+    /// Adds the elements of `m` as as many messages as they need: `MAX_ELEMS_PER_MSG`
     /// elements each at most, and fewer if libnftnl's bounded builder finds a message's
     /// element list full (it is one netlink attribute, 64 KiB at most). Any number of
     /// elements is safe. With none: for Del one message, a flush; for Add nothing (the
@@ -675,7 +675,7 @@ pub fn family(msg: &[u8]) -> Option<u8> {
     msg.get(16).copied()
 }
 
-/// NFTA_GEN_ID of a NEWGEN message.
+/// `NFTA_GEN_ID` of a NEWGEN message.
 pub fn parse_gen(msg: &[u8]) -> Option<u32> {
     attrs(msg)
         .find(|(ty, _)| *ty == 1)

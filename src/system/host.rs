@@ -135,7 +135,7 @@ impl Rtnl {
 
 const RTM_NEWNEXTHOP: u16 = 104;
 const RTM_GETNEXTHOP: u16 = 106;
-/// RTNLGRP_NEXTHOP: nexthop objects' changes.
+/// `RTNLGRP_NEXTHOP`: nexthop objects' changes.
 const RTNLGRP_NEXTHOP: u32 = 32;
 const NHA_GATEWAY: u16 = 6;
 
@@ -188,7 +188,7 @@ impl Rtnl {
     }
 }
 
-/// NHA_GATEWAY of one RTM_NEWNEXTHOP (header, struct nhmsg, attributes).
+/// `NHA_GATEWAY` of one `RTM_NEWNEXTHOP` (header, struct nhmsg, attributes).
 fn nexthop_gateway(msg: &[u8]) -> Option<IpAddr> {
     let mut at = 24;
     while let Some(h) = msg.get(at..at + 4) {
@@ -207,8 +207,8 @@ fn nexthop_gateway(msg: &[u8]) -> Option<IpAddr> {
     None
 }
 
-/// The address of an RTM_NEWADDR: IFA_LOCAL where present (point-to-point links put the
-/// peer in IFA_ADDRESS), else IFA_ADDRESS.
+/// The address of an `RTM_NEWADDR`: `IFA_LOCAL` where present (point-to-point links put the
+/// peer in `IFA_ADDRESS`), else `IFA_ADDRESS`.
 fn address_of(a: &AddressMessage) -> Option<IpAddr> {
     let local = a.attributes.iter().find_map(|x| match x {
         AddressAttribute::Local(ip) => Some(*ip),
@@ -222,7 +222,7 @@ fn address_of(a: &AddressMessage) -> Option<IpAddr> {
     })
 }
 
-/// Every next hop of a route: RTA_GATEWAY, RTA_VIA (an IPv4 route through an IPv6 next
+/// Every next hop of a route: `RTA_GATEWAY`, `RTA_VIA` (an IPv4 route through an IPv6 next
 /// hop), and those of each path of a multipath route.
 fn gateways_of(attrs: &[RouteAttribute]) -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -319,7 +319,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The name a reverse lookup gives, if any (RESOLVE_HOST). Blocking; used off the
+/// The name a reverse lookup gives, if any (`RESOLVE_HOST`). Blocking; used off the
 /// packet path only.
 pub fn reverse_name(addr: IpAddr) -> Option<String> {
     let mut host = [0u8; 256];
@@ -355,7 +355,7 @@ pub fn reverse_name(addr: IpAddr) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// getnameinfo(3) for a sockaddr_in or sockaddr_in6 (`T`), name into `host`.
+/// getnameinfo(3) for a `sockaddr_in` or `sockaddr_in6` (`T`), name into `host`.
 fn name_info<T>(sa: &T, host: &mut [u8]) -> libc::c_int {
     #[allow(unsafe_code)] // the C resolver (nsswitch, /etc/hosts) has no safe wrapper
     // SAFETY: `sa` is a whole sockaddr_in/_in6 of size_of::<T>() bytes and `host` a buffer
