@@ -181,6 +181,7 @@ impl QueueSocket {
     }
 
     /// The receive buffer the kernel granted.
+    #[must_use]
     pub fn receive_buffer(&self) -> usize {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -404,6 +405,7 @@ fn finish(out: &mut [u8]) {
 }
 
 /// A PACKET message: its id and payload. Anything else (or a malformed one) is `None`.
+#[must_use]
 pub fn parse_packet(bytes: &[u8]) -> Option<Packet<'_>> {
     parse(bytes, false)
 }

@@ -37,6 +37,7 @@ pub struct Elem {
 }
 
 impl Elem {
+    #[must_use]
     pub fn addr(addr: IpAddr) -> Elem {
         let mut key = [0; 16];
         let key_len = match addr {
@@ -58,6 +59,7 @@ impl Elem {
     }
 
     /// An `inet_service` key: two bytes, network order.
+    #[must_use]
     pub fn port(port: u16) -> Elem {
         let mut key = [0; 16];
         key[..2].copy_from_slice(&port.to_be_bytes());
@@ -71,6 +73,7 @@ impl Elem {
 
     /// The elements of a block: one for a set of single addresses, and for an interval set
     /// the first address plus an end marker one past the last (none past the top).
+    #[must_use]
     pub fn net(net: IpNet, interval: bool) -> Vec<Elem> {
         let start = Elem::addr(net.network());
         if !interval {
@@ -89,16 +92,19 @@ impl Elem {
         v
     }
 
+    #[must_use]
     pub fn with_timeout_ms(mut self, ms: Option<u64>) -> Elem {
         self.timeout_ms = ms;
         self
     }
 
+    #[must_use]
     pub fn with_flags(mut self, flags: u32) -> Elem {
         self.flags = flags;
         self
     }
 
+    #[must_use]
     pub fn key(&self) -> &[u8] {
         &self.key[..usize::from(self.key_len)]
     }
@@ -257,6 +263,7 @@ impl Drop for OwnedSet {
 }
 
 /// GETTABLE for one table: answered with the table, or ENOENT.
+#[must_use]
 pub fn get_table_msg(table: &CStr, family: u16, seq: u32) -> Vec<u8> {
     let table = name(table);
     let mut buf = Scratch::new();
@@ -348,6 +355,7 @@ fn alloc_expr(name: &CStr) -> NonNull<sys::nftnl_expr> {
 }
 
 /// GETRULE dump of one chain.
+#[must_use]
 pub fn get_rules_msg(table: &CStr, chain: &CStr, family: u16, seq: u32) -> Vec<u8> {
     let (table, chain) = (name(table), name(chain));
     let mut buf = Scratch::new();
@@ -377,6 +385,7 @@ fn rule_payload(nlh: *mut libc::nlmsghdr, table: &CStr, chain: Option<&CStr>, fa
 }
 
 /// GETSETELEM dump of one set.
+#[must_use]
 pub fn get_set_elems_msg(table: &CStr, set: &CStr, family: u16, seq: u32) -> Vec<u8> {
     let s = OwnedSet::new(name(table), Some(name(set)), family);
     let mut buf = Scratch::new();
@@ -400,6 +409,7 @@ pub struct ListedElem {
 
 /// Parses one NEWSETELEM message of a dump. Anything but a whole netlink message (its
 /// length field within `msg`) gives nothing: libnftnl trusts that field.
+#[must_use]
 pub fn parse_set_elems(msg: &[u8]) -> Vec<ListedElem> {
     let mut out = Vec::new();
     let Ok(nl) = NetlinkBuffer::new_checked(msg) else {
@@ -564,10 +574,12 @@ impl Tx {
     }
 
     /// Messages added (begin and end not counted).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.messages
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.messages == 0
     }
@@ -596,6 +608,7 @@ impl Tx {
 
 /// A request with a table, chain or set name filter, built by libnftnl: GETRULE dump,
 /// GETSET dump, GETCHAIN or GETTABLE dump of a family, or GETGEN.
+#[must_use]
 pub fn get_msg(what: Get, table: &CStr, family: u16, seq: u32) -> Vec<u8> {
     let table = name(table);
     let dump = (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
@@ -635,6 +648,7 @@ pub enum Get {
 }
 
 /// GETSETELEM (not a dump) of one element: answered with it, or ENOENT.
+#[must_use]
 pub fn get_elem_msg(table: &CStr, set: &CStr, family: u16, e: &Elem, seq: u32) -> Vec<u8> {
     let mut s = OwnedSet::new(name(table), Some(name(set)), family);
     s.add(&Elem {
@@ -671,11 +685,13 @@ pub fn attrs(msg: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 /// The nfgenmsg family of a message.
+#[must_use]
 pub fn family(msg: &[u8]) -> Option<u8> {
     msg.get(16).copied()
 }
 
 /// `NFTA_GEN_ID` of a NEWGEN message.
+#[must_use]
 pub fn parse_gen(msg: &[u8]) -> Option<u32> {
     attrs(msg)
         .find(|(ty, _)| *ty == 1)
@@ -683,6 +699,7 @@ pub fn parse_gen(msg: &[u8]) -> Option<u32> {
 }
 
 /// The table name of a table, chain, set or rule message (attribute 1 in all four).
+#[must_use]
 pub fn table_of(msg: &[u8]) -> Option<&[u8]> {
     attrs(msg)
         .find(|(ty, _)| *ty == 1)

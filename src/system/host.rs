@@ -312,6 +312,7 @@ impl Watch {
     }
 }
 
+#[must_use]
 pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
@@ -321,6 +322,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
 
 /// The name a reverse lookup gives, if any (`RESOLVE_HOST`). Blocking; used off the
 /// packet path only.
+#[must_use]
 pub fn reverse_name(addr: IpAddr) -> Option<String> {
     let mut host = [0u8; 256];
     let rc = match addr {
