@@ -1,6 +1,9 @@
 //! portsentry-bench: the pieces `bench/run` puts together in network namespaces.
 //!
 //!   pure [--packets N]                       ns per packet for parse + classify + decide
+//!   queue-parse [--messages N]               ns per queued-packet message for the queue
+//!                                            socket's decoding, and for the same through
+//!                                            netlink-packet-core
 //!   flood DST PORT --count N --sources K [--first I] [--udp] [--pace-us U] [--times FILE]
 //!                                            spoofed probes (198.18.0.0/15 for IPv4,
 //!                                            a /64 each in 2001:db8:100::/40 for IPv6), one core, sendmmsg
@@ -24,6 +27,7 @@ fn main() {
     let rest = &args[1.min(args.len())..];
     match cmd {
         "pure" => pure(rest),
+        "queue-parse" => queue_parse(rest),
         "flood" => flood(rest),
         "floor" => floor(rest),
         "monitor" => monitor(rest),
@@ -442,4 +446,82 @@ fn pure(args: &[String]) {
     println!("packets {n}");
     println!("acted {acted}");
     println!("ns_per_packet {ns:.1}");
+}
+
+/// A PACKET message as the kernel writes one for a probe: header, the attributes before
+/// the payload (packet header, in/out interface, hardware address, timestamp, cap len),
+/// then the payload.
+fn packet_message(id: u32, payload: &[u8]) -> Vec<u8> {
+    fn attr(m: &mut Vec<u8>, ty: u16, v: &[u8]) {
+        m.extend_from_slice(&(4 + v.len() as u16).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(v);
+        m.resize(m.len().next_multiple_of(4), 0);
+    }
+    let mut m = vec![0u8; 16];
+    m[4..6].copy_from_slice(&(3u16 << 8).to_ne_bytes()); // NFNL_SUBSYS_QUEUE, PACKET
+    m.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    let mut hdr = [0u8; 7];
+    hdr[..4].copy_from_slice(&id.to_be_bytes());
+    attr(&mut m, 1, &hdr); // NFQA_PACKET_HDR
+    attr(&mut m, 4, &2u32.to_be_bytes()); // NFQA_IFINDEX_INDEV
+    attr(&mut m, 9, &[0u8; 12]); // NFQA_HWADDR
+    attr(&mut m, 8, &[0u8; 16]); // NFQA_TIMESTAMP
+    attr(&mut m, 15, &(payload.len() as u32).to_be_bytes()); // NFQA_CAP_LEN
+    attr(&mut m, 10, payload); // NFQA_PAYLOAD
+    let len = m.len() as u32;
+    m[..4].copy_from_slice(&len.to_ne_bytes());
+    m
+}
+
+/// The same decoding through netlink-packet-core: the alternative the queue socket's
+/// header weighs (src/dataplane/nfqueue.rs).
+fn crate_walk(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    use netlink_packet_core::{NetlinkBuffer, NlasIterator};
+    let nl = NetlinkBuffer::new_checked(bytes).ok()?;
+    if nl.message_type() != 3 << 8 {
+        return None;
+    }
+    let (mut id, mut payload) = (None, &[][..]);
+    for a in NlasIterator::new(nl.payload().get(4..)?) {
+        let a = a.ok()?;
+        let len = usize::from(a.length());
+        let (kind, value) = (a.kind(), &a.into_inner()[4..len]);
+        match kind {
+            1 if value.len() >= 4 => id = Some(u32::from_be_bytes(value[..4].try_into().ok()?)),
+            10 => payload = value,
+            _ => {}
+        }
+    }
+    Some((id?, payload))
+}
+
+/// ns per message: the queue socket's decoding of PACKET messages, and netlink-packet-core's.
+fn queue_parse(args: &[String]) {
+    let n: usize = opt(args, "--messages", 20_000_000);
+    let dst: IpAddr = "192.0.2.1".parse().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..1024u32)
+        .map(|i| packet_message(i, &probe(source(i, false), dst, 1 + i as u16, i % 2 == 0, i)))
+        .collect();
+    let time = |f: &dyn Fn(&[u8]) -> Option<(u32, usize)>| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for i in 0..n / 5 {
+                let (id, len) = f(std::hint::black_box(&msgs[i % msgs.len()])).expect("parses");
+                sum += u64::from(id) + len as u64;
+            }
+            std::hint::black_box(sum);
+            best = best.min(t.elapsed().as_nanos() as f64 / (n / 5) as f64);
+        }
+        best
+    };
+    let ours_ns = time(&|m| {
+        portsentry::dataplane::nfqueue::parse_packet(m).map(|p| (p.id, p.payload.len()))
+    });
+    let crate_ns = time(&|m| crate_walk(m).map(|(id, p)| (id, p.len())));
+    println!("messages {n}");
+    println!("queue_parse_ns_per_message {ours_ns:.2}");
+    println!("netlink_packet_core_ns_per_message {crate_ns:.2}");
 }

@@ -106,7 +106,7 @@ impl Config {
             num: self.queue_num + i,
             max_len: self.queue_max_len,
             fail_open: self.fail_open,
-            copy_range: 256,
+            copy_range: crate::dataplane::nfqueue::COPY_RANGE,
             coalesce: self.queue_coalesce,
         }
     }

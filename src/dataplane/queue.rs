@@ -128,9 +128,13 @@ pub fn run(
     let mut tally = Tally::new();
     let fault = Fault::from_env();
     if !coalesce.is_zero() {
+        #[allow(unsafe_code)] // no safe wrapper for prctl
         // The default timer slack (50 µs) would stretch each pause by half.
-        // SAFETY: prctl with an integer argument, for this thread only.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
+        // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer (ns) and touches no memory of
+        // ours; it changes this thread only.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong)
+        };
     }
     let mut flowing = false;
     loop {

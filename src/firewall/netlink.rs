@@ -1,41 +1,52 @@
 //! One netfilter netlink socket: send a transaction, collect the answer to every message.
+// Socket options on the mnl socket (setsockopt, poll) are C calls.
+#![allow(unsafe_code)]
 
 use super::raw::Tx;
+use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR};
 use std::io;
+use std::num::NonZeroI32;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-/// The error of one message in a transaction, by its position in the batch.
 /// One netlink message of a received datagram.
 struct Msg<'a> {
     ty: u16,
     seq: u32,
     pid: u32,
-    /// The error code of an NLMSG_ERROR (0 = an ack).
+    /// The error code of an `NLMSG_ERROR` (0 = an ack).
     error: Option<i32>,
     bytes: &'a [u8],
 }
 
-/// Walks the messages of a datagram; stops at a malformed length.
+/// Walks the messages of a datagram, decoded by netlink-packet-core; stops at a malformed
+/// length.
 fn messages(bytes: &[u8]) -> impl Iterator<Item = Msg<'_>> {
-    let mut at = 0usize;
+    let mut rest = bytes;
     std::iter::from_fn(move || {
-        let hdr = bytes.get(at..at + HDR_LEN)?;
-        let len = u32::from_ne_bytes(hdr[0..4].try_into().ok()?) as usize;
-        if len < HDR_LEN || at + len > bytes.len() {
+        if rest.is_empty() {
             return None;
         }
-        let ty = u16::from_ne_bytes(hdr[4..6].try_into().ok()?);
-        let error = (ty == NLMSG_ERROR && len >= HDR_LEN + 4)
-            .then(|| i32::from_ne_bytes(bytes[at + 16..at + 20].try_into().unwrap()));
+        // new_checked: a whole header, and a length field within `rest` and >= 16.
+        let nl = NetlinkBuffer::new_checked(rest).ok()?;
+        let len = nl.length() as usize;
+        let ty = nl.message_type();
+        let error = if ty == NLMSG_ERROR {
+            ErrorBuffer::new_checked(nl.payload())
+                .ok()
+                .map(|e| e.code().map_or(0, NonZeroI32::get))
+        } else {
+            None
+        };
         let m = Msg {
             ty,
-            seq: u32::from_ne_bytes(hdr[8..12].try_into().ok()?),
-            pid: u32::from_ne_bytes(hdr[12..16].try_into().ok()?),
+            seq: nl.sequence_number(),
+            pid: nl.port_number(),
             error,
-            bytes: &bytes[at..at + len],
+            bytes: &rest[..len],
         };
-        at += (len + 3) & !3;
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
         Some(m)
     })
 }
@@ -52,50 +63,38 @@ pub struct Netlink {
     /// The next sequence number: unique over the socket's life, so an answer that arrives
     /// after its request timed out is never taken for a later request's.
     seq: u32,
-    /// u32 storage keeps nlmsghdr reads aligned.
-    buf: Vec<u32>,
+    /// One datagram: every read of it is bounds-checked, so plain bytes do.
+    buf: Vec<u8>,
 }
 
-// SAFETY: an mnl socket is an fd plus its address; it is moved to one thread and used there
-// only, never shared.
+// SAFETY: mnl::Socket is not Send only because it holds a raw pointer to its C struct
+// (an fd and its address), which nothing else points into and which no thread-local state
+// ties to its thread; Netlink owns it, is moved to one thread and used there only (no
+// Sync: never shared).
 unsafe impl Send for Netlink {}
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const HDR_LEN: usize = 16;
 
 impl Netlink {
     pub fn open() -> io::Result<Netlink> {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter)?;
-        let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(sock.as_raw_socket()) };
+        let fd = sock.as_raw_fd();
         // A transaction of thousands of elements answers with thousands of acks; a small
         // receive buffer would lose them (ENOBUFS). FORCE works as root, plain as fallback.
         let size: libc::c_int = 8 << 20;
-        unsafe {
-            let p = (&size as *const libc::c_int).cast();
-            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
-            }
-            // Never wait forever on the kernel.
-            let tv = libc::timeval {
-                tv_sec: 5,
-                tv_usec: 0,
-            };
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
+        if setsockopt(fd, libc::SO_RCVBUFFORCE, &size).is_err() {
+            let _ = setsockopt(fd, libc::SO_RCVBUF, &size);
         }
+        // Never wait forever on the kernel.
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        setsockopt(fd, libc::SO_RCVTIMEO, &tv)?;
         let portid = sock.portid();
         Ok(Netlink {
             sock,
             portid,
             seq: 1,
-            buf: vec![0u32; nftnl::nft_nlmsg_maxsize() as usize / 4 + 1],
+            buf: vec![0u8; nftnl::nft_nlmsg_maxsize() as usize],
         })
     }
 
@@ -191,29 +190,116 @@ impl Netlink {
         Ok(errors)
     }
 
-    /// Receives one datagram into the aligned buffer; returns its length.
+    /// Receives one datagram into the buffer; returns its length.
     fn recv(&mut self) -> io::Result<usize> {
-        // SAFETY: the u32 buffer viewed as bytes, same length in bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len() * 4)
-        };
-        self.sock.recv_raw(bytes)
+        self.sock.recv_raw(&mut self.buf)
     }
 
     fn received(&self, n: usize) -> &[u8] {
-        // SAFETY: as in `recv`; n is at most the buffer length.
-        unsafe {
-            std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n.min(self.buf.len() * 4))
-        }
+        &self.buf[..n.min(self.buf.len())]
     }
 
     fn more_waiting(&self) -> bool {
-        let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()) };
         let mut pfd = libc::pollfd {
-            fd,
+            fd: self.sock.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: one pollfd, ours and alive for the call, as the count says.
         unsafe { libc::poll(&mut pfd, 1, Duration::from_millis(50).as_millis() as i32) > 0 }
+    }
+}
+
+/// A `SOL_SOCKET` option of type `T`.
+fn setsockopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` is a live T and its size is given; the kernel copies it. Callers pass the
+    // option's own type (c_int, timeval).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg(ty: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&pid.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    fn error(code: i32) -> Vec<u8> {
+        let mut p = code.to_ne_bytes().to_vec();
+        p.extend_from_slice(&[0; 16]); // the request's header
+        p
+    }
+
+    #[test]
+    fn a_datagram_of_acks_errors_data_and_done_reads_back() {
+        let mut d = msg(NLMSG_ERROR, 7, 42, &error(0));
+        d.extend(msg(NLMSG_ERROR, 8, 42, &error(-libc::ENOENT)));
+        d.extend(msg(0x0a06, 9, 42, &[1, 2, 3])); // data, padded to 4
+        d.extend(msg(NLMSG_DONE, 9, 42, &[0; 4]));
+        let got: Vec<(u16, u32, u32, Option<i32>, usize)> = messages(&d)
+            .map(|m| (m.ty, m.seq, m.pid, m.error, m.bytes.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (NLMSG_ERROR, 7, 42, Some(0), 36),
+                (NLMSG_ERROR, 8, 42, Some(-libc::ENOENT), 36),
+                (0x0a06, 9, 42, None, 19),
+                (NLMSG_DONE, 9, 42, None, 20),
+            ]
+        );
+        // A length past the end, or below a header, ends the walk.
+        let mut bad = msg(NLMSG_ERROR, 7, 42, &error(0));
+        bad[0] = 200;
+        assert_eq!(messages(&bad).count(), 0);
+        bad[0] = 8;
+        assert_eq!(messages(&bad).count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn hostile_replies_never_panic_and_stay_in_bounds(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300)
+        ) {
+            let mut seen = 0;
+            for m in messages(&bytes) {
+                prop_assert!(m.bytes.len() >= 16);
+                seen += m.bytes.len();
+                prop_assert!(seen <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn mutated_replies_never_panic(idx in 0usize..80, val in any::<u8>(), cut in 0usize..80) {
+            let mut d = msg(NLMSG_ERROR, 1, 2, &error(-1));
+            d.extend(msg(0x0a06, 3, 2, &[9; 12]));
+            if idx < d.len() { d[idx] = val; }
+            d.truncate(cut);
+            let _ = messages(&d).count();
+        }
     }
 }

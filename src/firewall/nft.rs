@@ -104,10 +104,9 @@ impl Nft {
     }
 
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         let seq = self.nl.next_seq();
-        let len = raw::get_table_msg(&mut buf, TABLE, INET, seq);
-        match self.nl.request(&buf[..len], seq)? {
+        let msg = raw::get_table_msg(TABLE, INET, seq);
+        match self.nl.request(&msg, seq)? {
             None => Ok(true),
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Some(e) => Err(e.into()),
@@ -123,10 +122,9 @@ impl Nft {
     }
 
     fn get(&mut self, what: Get) -> Result<Vec<Vec<u8>>, FirewallError> {
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         let seq = self.nl.next_seq();
-        let len = raw::get_msg(&mut buf, what, TABLE, INET, seq);
-        Ok(self.nl.dump(&buf[..len], seq)?)
+        let msg = raw::get_msg(what, TABLE, INET, seq);
+        Ok(self.nl.dump(&msg, seq)?)
     }
 
     /// Our table's objects of one kind, in the kernel's order, as the attributes that say
@@ -184,11 +182,10 @@ impl Nft {
     }
 
     fn elements(&mut self, set: &CStr) -> Result<Vec<raw::ListedElem>, FirewallError> {
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         let seq = self.nl.next_seq();
-        let len = raw::get_set_elems_msg(&mut buf, TABLE, set, INET, seq);
+        let req = raw::get_set_elems_msg(TABLE, set, INET, seq);
         let mut out = Vec::new();
-        for msg in self.nl.dump(&buf[..len], seq)? {
+        for msg in self.nl.dump(&req, seq)? {
             out.extend(raw::parse_set_elems(&msg));
         }
         Ok(out)
@@ -312,22 +309,8 @@ impl Nft {
         }
         let mut tx = self.nl.tx();
         for (set, elems) in sets {
-            let flush = SetElems {
-                table: TABLE,
-                set,
-                family: INET,
-                elems: &[],
-            };
-            tx.add(&flush, MsgType::Del);
-            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
-                let msg = SetElems {
-                    table: TABLE,
-                    set,
-                    family: INET,
-                    elems: chunk,
-                };
-                tx.add(&msg, MsgType::Add);
-            }
+            tx.add_elems(&SetElems::new(TABLE, set, INET, &[])?, MsgType::Del);
+            tx.add_elems(&SetElems::new(TABLE, set, INET, elems)?, MsgType::Add);
         }
         self.commit(what, tx)
     }
@@ -397,13 +380,7 @@ impl Nft {
                     e
                 })
                 .collect();
-            let msg = SetElems {
-                table: TABLE,
-                set,
-                family: INET,
-                elems: &elems,
-            };
-            tx.add(&msg, MsgType::Add);
+            tx.add_elems(&SetElems::new(TABLE, set, INET, &elems)?, MsgType::Add);
         }
         let errors = self.nl.transact(tx)?;
         match errors.into_iter().next() {
@@ -414,15 +391,7 @@ impl Nft {
 
     fn delete_elems(&mut self, set: &CStr, elems: &[Elem]) -> Result<(), FirewallError> {
         let mut tx = self.nl.tx();
-        tx.add(
-            &SetElems {
-                table: TABLE,
-                set,
-                family: INET,
-                elems,
-            },
-            MsgType::Del,
-        );
+        tx.add_elems(&SetElems::new(TABLE, set, INET, elems)?, MsgType::Del);
         match self.commit("unblock", tx) {
             Err(FirewallError::Rejected { error, .. })
                 if error.raw_os_error() == Some(libc::ENOENT) =>
@@ -458,13 +427,9 @@ impl Firewall for Nft {
         let elems = |n: &IpNet| Elem::net(*n, is_interval(set_of(set, n)));
         let mut tx = self.nl.tx();
         for n in nets {
-            tx.add(
-                &SetElems {
-                    table: TABLE,
-                    set: set_of(set, n),
-                    family: INET,
-                    elems: &elems(n),
-                },
+            let elems = elems(n);
+            tx.add_elems(
+                &SetElems::new(TABLE, set_of(set, n), INET, &elems)?,
                 MsgType::Del,
             );
         }
@@ -502,18 +467,10 @@ impl Firewall for Nft {
 
     fn missing_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<Vec<IpNet>, FirewallError> {
         let mut missing = Vec::new();
-        let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
         for n in nets {
             let seq = self.nl.next_seq();
-            let len = raw::get_elem_msg(
-                &mut buf,
-                TABLE,
-                set_of(set, n),
-                INET,
-                &Elem::addr(n.network()),
-                seq,
-            );
-            match self.nl.dump(&buf[..len], seq) {
+            let msg = raw::get_elem_msg(TABLE, set_of(set, n), INET, &Elem::addr(n.network()), seq);
+            match self.nl.dump(&msg, seq) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => missing.push(*n),
                 Err(e) => return Err(e.into()),
@@ -550,15 +507,7 @@ impl Firewall for Nft {
                 .iter()
                 .map(|p| Elem::port(p).with_timeout_ms(ms))
                 .collect();
-            for chunk in elems.chunks(MAX_ELEMS_PER_MSG) {
-                let msg = SetElems {
-                    table: TABLE,
-                    set,
-                    family: INET,
-                    elems: chunk,
-                };
-                tx.add(&msg, MsgType::Add);
-            }
+            tx.add_elems(&SetElems::new(TABLE, set, INET, &elems)?, MsgType::Add);
         }
         if tx.is_empty() {
             return Ok(());

@@ -116,10 +116,16 @@ pub struct LocalTime {
 impl LocalTime {
     /// Converts epoch seconds with the process's time zone (TZ / /etc/localtime).
     pub fn from_epoch(epoch: i64) -> LocalTime {
-        // SAFETY: localtime_r writes only into `tm`, which we own.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
         let t: libc::time_t = epoch as libc::time_t;
-        unsafe { libc::localtime_r(&t, &mut tm) };
+        #[allow(unsafe_code)] // localtime_r: the C library's time zone rules, no safe wrapper
+        // SAFETY: libc::tm is plain integers (and a pointer to the zone name, NULL is
+        // valid), so all zeroes is a valid value; localtime_r reads `t` and writes only
+        // into `tm`, both ours and alive for the call.
+        let tm = unsafe {
+            let mut tm: libc::tm = std::mem::zeroed();
+            libc::localtime_r(&t, &mut tm);
+            tm
+        };
         LocalTime {
             year: tm.tm_year + 1900,
             month: (tm.tm_mon + 1) as u32,

@@ -1,6 +1,8 @@
 //! Alert lines to syslog as PortSentry 1.2 wrote them: ident `portsentry`, LOG_PID,
 //! facility daemon, level notice (errors at err). The layer only queues each line; a
 //! writer thread of its own calls syslog(3), which blocks when syslog stops reading.
+// syslog(3) is C: unsafe for the FFI calls only.
+#![allow(unsafe_code)]
 
 use crate::output::writer;
 use std::ffi::CString;

@@ -135,7 +135,7 @@ impl Rtnl {
 
 const RTM_NEWNEXTHOP: u16 = 104;
 const RTM_GETNEXTHOP: u16 = 106;
-/// RTNLGRP_NEXTHOP: nexthop objects' changes.
+/// `RTNLGRP_NEXTHOP`: nexthop objects' changes.
 const RTNLGRP_NEXTHOP: u32 = 32;
 const NHA_GATEWAY: u16 = 6;
 
@@ -188,7 +188,7 @@ impl Rtnl {
     }
 }
 
-/// NHA_GATEWAY of one RTM_NEWNEXTHOP (header, struct nhmsg, attributes).
+/// `NHA_GATEWAY` of one `RTM_NEWNEXTHOP` (header, struct nhmsg, attributes).
 fn nexthop_gateway(msg: &[u8]) -> Option<IpAddr> {
     let mut at = 24;
     while let Some(h) = msg.get(at..at + 4) {
@@ -207,8 +207,8 @@ fn nexthop_gateway(msg: &[u8]) -> Option<IpAddr> {
     None
 }
 
-/// The address of an RTM_NEWADDR: IFA_LOCAL where present (point-to-point links put the
-/// peer in IFA_ADDRESS), else IFA_ADDRESS.
+/// The address of an `RTM_NEWADDR`: `IFA_LOCAL` where present (point-to-point links put the
+/// peer in `IFA_ADDRESS`), else `IFA_ADDRESS`.
 fn address_of(a: &AddressMessage) -> Option<IpAddr> {
     let local = a.attributes.iter().find_map(|x| match x {
         AddressAttribute::Local(ip) => Some(*ip),
@@ -222,7 +222,7 @@ fn address_of(a: &AddressMessage) -> Option<IpAddr> {
     })
 }
 
-/// Every next hop of a route: RTA_GATEWAY, RTA_VIA (an IPv4 route through an IPv6 next
+/// Every next hop of a route: `RTA_GATEWAY`, `RTA_VIA` (an IPv4 route through an IPv6 next
 /// hop), and those of each path of a multipath route.
 fn gateways_of(attrs: &[RouteAttribute]) -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -256,7 +256,9 @@ fn set_timeout(sock: &Socket) -> io::Result<()> {
         tv_sec: 5,
         tv_usec: 0,
     };
-    // SAFETY: setsockopt with a timeval on a socket we own.
+    #[allow(unsafe_code)] // netlink-sys has no receive timeout of its own
+    // SAFETY: SO_RCVTIMEO takes a timeval: `tv`, alive for the call and given with its
+    // size; the kernel copies it. The fd is the socket's own.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
@@ -310,6 +312,7 @@ impl Watch {
     }
 }
 
+#[must_use]
 pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
@@ -317,52 +320,60 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The name a reverse lookup gives, if any (RESOLVE_HOST). Blocking; used off the
+/// The name a reverse lookup gives, if any (`RESOLVE_HOST`). Blocking; used off the
 /// packet path only.
+#[must_use]
 pub fn reverse_name(addr: IpAddr) -> Option<String> {
-    let (storage, len) = sockaddr(addr);
-    let mut host = [0 as libc::c_char; 256];
-    // SAFETY: storage holds a valid sockaddr of `len` bytes; host is a buffer we own.
-    let rc = unsafe {
+    let mut host = [0u8; 256];
+    let rc = match addr {
+        IpAddr::V4(a) => name_info(
+            &libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(a).to_be(),
+                },
+                sin_zero: [0; 8],
+            },
+            &mut host,
+        ),
+        IpAddr::V6(a) => name_info(
+            &libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.octets(),
+                },
+                sin6_scope_id: 0,
+            },
+            &mut host,
+        ),
+    };
+    if rc != 0 {
+        return None;
+    }
+    let name = std::ffi::CStr::from_bytes_until_nul(&host).ok()?;
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// getnameinfo(3) for a `sockaddr_in` or `sockaddr_in6` (`T`), name into `host`.
+fn name_info<T>(sa: &T, host: &mut [u8]) -> libc::c_int {
+    #[allow(unsafe_code)] // the C resolver (nsswitch, /etc/hosts) has no safe wrapper
+    // SAFETY: `sa` is a whole sockaddr_in/_in6 of size_of::<T>() bytes and `host` a buffer
+    // of the length given, both alive for the call; getnameinfo writes at most that many
+    // bytes, NUL included, and keeps no pointer.
+    unsafe {
         libc::getnameinfo(
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-            host.as_mut_ptr(),
+            (sa as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+            host.as_mut_ptr().cast(),
             host.len() as libc::socklen_t,
             std::ptr::null_mut(),
             0,
             libc::NI_NAMEREQD,
         )
-    };
-    if rc != 0 {
-        return None;
     }
-    let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
-}
-
-fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage; we fill the family-specific part.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        IpAddr::V4(a) => {
-            let sin = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from(a).to_be();
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        IpAddr::V6(a) => {
-            let sin6 = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_addr.s6_addr = a.octets();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Least privilege: once started, the daemon keeps CAP_NET_ADMIN (netlink to nftables and
 //! NFQUEUE) and nothing else, and so does everything it runs (the include loader, the
 //! actions): the bounding set is cut too.
+// capget/capset/prctl have no safe wrapper in std or libc: unsafe for those calls only.
+#![allow(unsafe_code)]
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SETPCAP: u32 = 8;

@@ -5,6 +5,7 @@ use crate::lab::*;
 use std::time::Duration;
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn ports_mode_watches_only_the_list() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -22,6 +23,7 @@ fn ports_mode_watches_only_the_list() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn a_service_started_later_on_a_watched_port_gets_its_traffic() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -41,6 +43,7 @@ fn a_service_started_later_on_a_watched_port_gets_its_traffic() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn replies_to_the_hosts_own_connections_are_not_scans() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -74,6 +77,7 @@ fn replies_to_the_hosts_own_connections_are_not_scans() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn sighup_reloads_the_ignore_file_and_keeps_a_good_config_over_a_bad_one() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -111,6 +115,7 @@ fn sighup_reloads_the_ignore_file_and_keeps_a_good_config_over_a_bad_one() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn score_mode_lets_a_stray_probe_pass_and_blocks_a_scan() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -125,6 +130,7 @@ fn score_mode_lets_a_stray_probe_pass_and_blocks_a_scan() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn fragmented_and_ip_option_probes_are_caught() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -149,6 +155,7 @@ fn fragmented_and_ip_option_probes_are_caught() {
 /// one queue, so a scan of 1,000 ports is one source reaching the trigger once, not one
 /// per thread.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn with_four_queues_a_scanner_is_counted_by_one_thread() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -184,6 +191,7 @@ fn with_four_queues_a_scanner_is_counted_by_one_thread() {
 /// on the trigger-th probe, whichever addresses sent them (the kernel's own balancing
 /// hashes the low 32 bits of the address and would spread them over the threads).
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn with_four_queues_an_ipv6_prefix_rotating_its_addresses_is_counted_once() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -223,6 +231,7 @@ fn with_four_queues_an_ipv6_prefix_rotating_its_addresses_is_counted_once() {
 /// With several queues, one IPv4 source probing TCP and UDP is one source: the kernel's
 /// balancing hashes the protocol too and would count each on a thread of its own.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn with_four_queues_tcp_and_udp_probes_of_one_source_are_counted_together() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);
@@ -257,6 +266,7 @@ fn with_four_queues_tcp_and_udp_probes_of_one_source_are_counted_together() {
 /// The queues are bound at start: a reload that changes `num` or `queues` must not steer
 /// probes to queues nobody reads (with `bypass` the kernel would accept them, unseen).
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn a_reload_changing_the_queues_keeps_steering_to_the_bound_ones() {
     let mut lab = Lab::new();
     let target = lab.host("target", 1);

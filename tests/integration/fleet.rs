@@ -255,6 +255,7 @@ fn soon() -> Duration {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn a_scanner_caught_on_one_host_is_blocked_on_the_others_and_cscli_rules() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);
@@ -367,6 +368,7 @@ fn a_scanner_caught_on_one_host_is_blocked_on_the_others_and_cscli_rules() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn decisions_for_a_hosts_own_addresses_are_not_enforced_there() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);
@@ -451,6 +453,7 @@ fn decisions_for_a_hosts_own_addresses_are_not_enforced_there() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn with_the_lapi_down_blocking_goes_on_and_alerts_arrive_when_it_is_back() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);
@@ -539,6 +542,7 @@ fn with_the_lapi_down_blocking_goes_on_and_alerts_arrive_when_it_is_back() {
 /// A LAPI that takes the connection and never answers: the push thread waits out its
 /// timeout; blocking never waits for it.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn a_lapi_that_hangs_never_delays_a_local_block() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);
@@ -584,6 +588,7 @@ fn a_lapi_that_hangs_never_delays_a_local_block() {
 /// CrowdSec's own nftables bouncer, on a third host, blocks the scanner our daemon
 /// reported: the alert is a decision any bouncer takes.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn crowdsecs_own_firewall_bouncer_blocks_what_we_reported() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);
@@ -653,6 +658,7 @@ fn crowdsecs_own_firewall_bouncer_blocks_what_we_reported() {
 /// fleet sets in one go, and a probe meanwhile is blocked as fast as ever: the fleet's
 /// writes never hold the book the responder needs.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn a_large_decision_list_is_taken_without_holding_up_local_blocks() {
     const N: u32 = 20_000;
     let mut lab = Lab::new();
@@ -707,6 +713,7 @@ fn a_large_decision_list_is_taken_without_holding_up_local_blocks() {
 /// An https LAPI signed by a CA of our own: trusted through `ca_file`, refused (and said
 /// why) with the system's certificates.
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn an_https_lapi_is_trusted_through_ca_file_only() {
     let mut lab = Lab::new();
     let a = lab.host("a", 1);

@@ -1,5 +1,7 @@
 //! Test hosts in network namespaces: a switch namespace with a bridge and one veth per host,
 //! documentation addresses only. Everything is torn down on drop; nothing leaves the lab.
+// geteuid and kill: libc calls with no safe wrapper in std.
+#![allow(unsafe_code)]
 
 use std::fs;
 use std::io::Write;
@@ -15,6 +17,7 @@ pub const TARGET6: &str = "2001:db8::1";
 
 pub fn require_root() {
     assert!(
+        // SAFETY: geteuid takes nothing, touches no memory and cannot fail.
         unsafe { libc::geteuid() } == 0,
         "the namespace tests need root (CAP_NET_ADMIN, ip netns); run them as root, as CI does"
     );
@@ -454,6 +457,7 @@ impl Daemon {
 
     pub fn signal(&mut self, sig: i32) {
         if let Some(c) = &self.child {
+            // SAFETY: kill takes two integers and touches no memory of ours.
             unsafe { libc::kill(c.id() as i32, sig) };
         }
     }

@@ -66,11 +66,13 @@ fn every_scan_type_is_blocked(v6: bool) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn every_ipv4_scan_type_is_blocked() {
     every_scan_type_is_blocked(false);
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
 fn every_ipv6_scan_type_is_blocked() {
     every_scan_type_is_blocked(true);
 }
