@@ -16,6 +16,10 @@ pub enum Unparsed {
     OtherProtocol,
     /// A later fragment: no transport header to read.
     Fragment,
+    /// An IPv6 packet from an IPv4-mapped address (`::ffff:a.b.c.d`), which no host sends
+    /// on the wire: a forgery aimed at the IPv4 host, which the table's live-client
+    /// lookup (by IPv6 address) would not recognise. Dropped, never a reason to block.
+    MappedSource,
 }
 
 const ICMP: u8 = 1;
@@ -103,6 +107,9 @@ fn ipv4(bytes: &[u8]) -> Result<Layer3<'_>, Unparsed> {
 /// kernel's own walk (`ipv6_skip_exthdr`) does; any other next header is the transport.
 fn ipv6(bytes: &[u8]) -> Result<Layer3<'_>, Unparsed> {
     let h = Ipv6HeaderSlice::from_slice(bytes).map_err(|_| Unparsed::BadIp)?;
+    if h.source_addr().to_ipv4_mapped().is_some() {
+        return Err(Unparsed::MappedSource);
+    }
     let (src, dst) = (h.source_addr().into(), h.destination_addr().into());
     let mut next = h.next_header().0;
     let mut at = h.slice().len();
@@ -219,15 +226,15 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_mapped_sources_are_read_as_ipv4() {
+    fn ipv4_mapped_sources_are_forgeries_never_probes() {
+        // On the wire no host sends from ::ffff:a.b.c.d: taken as the IPv4 host, a forger
+        // on IPv6 would get that host blocked past the live-client check.
         let mut src = [0u8; 16];
         src[10..].copy_from_slice(&[0xff, 0xff, 192, 0, 2, 2]);
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
         dst[15] = 1;
-        let p = parse(&udp6(src, dst, 9)).unwrap();
-        assert_eq!(p.src, "192.0.2.2".parse::<IpAddr>().unwrap());
-        assert!(p.src.is_ipv4());
+        assert_eq!(parse(&udp6(src, dst, 9)), Err(Unparsed::MappedSource));
     }
 
     #[test]

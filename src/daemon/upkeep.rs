@@ -18,7 +18,7 @@ use crate::firewall::{
 use crate::output::logging::Logging;
 use crate::system::clock::epoch_now;
 use crate::system::host::{Infrastructure, Watch};
-use crate::system::listening::listening;
+use crate::system::listening::{listening, services};
 use crate::system::notify::notify;
 use ipnet::IpNet;
 use signal_hook::consts::SIGHUP;
@@ -370,8 +370,8 @@ impl<F: Firewall> Running<F> {
     /// is a ruleset generation the heal check then looks at).
     fn note_listeners(&mut self) {
         let now = (
-            intersect(&self.cfg.tcp.ports, &listening(Proto::Tcp)),
-            intersect(&self.cfg.udp.ports, &listening(Proto::Udp)),
+            intersect(&self.cfg.tcp.ports, &services(Proto::Tcp)),
+            intersect(&self.cfg.udp.ports, &services(Proto::Udp)),
         );
         let grace = self.cfg.listener_grace;
         let new = |now: &PortSet, before: &PortSet| now.iter().any(|p| !before.contains(p));
@@ -569,7 +569,11 @@ pub fn apply_sets(
         }
     }
     // Ports in use now are services from the start, as 1.2's advanced mode had it.
-    fw.note_served(&taken[0], &taken[1], cfg.listener_grace)?;
+    fw.note_served(
+        &intersect(&cfg.tcp.ports, &services(Proto::Tcp)),
+        &intersect(&cfg.udp.ports, &services(Proto::Udp)),
+        cfg.listener_grace,
+    )?;
     Ok(())
 }
 

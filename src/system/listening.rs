@@ -44,6 +44,14 @@ fn loopback(addr: IpAddr) -> bool {
 /// state that other hosts can reach (a socket bound to loopback serves no probe).
 /// Malformed lines are skipped.
 pub fn parse_proc_net(text: &str, state: &str) -> Vec<u16> {
+    parse_owned(text, state)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// `parse_proc_net`, with each socket's owner (uid).
+fn parse_owned(text: &str, state: &str) -> Vec<(u16, u32)> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -57,9 +65,33 @@ pub fn parse_proc_net(text: &str, state: &str) -> Vec<u16> {
             if proc_addr(addr).is_none_or(loopback) {
                 return None;
             }
-            u16::from_str_radix(port, 16).ok()
+            // tx_queue:rx_queue, tr:tm->when, retrnsmt, then uid.
+            let uid = f.nth(3)?.parse().ok()?;
+            Some((u16::from_str_radix(port, 16).ok()?, uid))
         })
         .collect()
+}
+
+/// The TCP or UDP ports of the host's services: listeners other hosts can reach, below
+/// 1024 (only root binds those) or owned by root. A local user's socket on a higher port
+/// is no service of the host's: it must not disarm a trap past its own lifetime.
+pub fn services(proto: Proto) -> PortSet {
+    let (files, state) = match proto {
+        Proto::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], TCP_LISTEN),
+        Proto::Udp => (["/proc/net/udp", "/proc/net/udp6"], UDP_BOUND),
+        Proto::Sctp | Proto::Ip => return PortSet::new(),
+    };
+    let mut set = PortSet::new();
+    for f in files {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            for (p, uid) in parse_owned(&text, state) {
+                if p != 0 && (p < 1024 || uid == 0) {
+                    set.insert(p);
+                }
+            }
+        }
+    }
+    set
 }
 
 /// Parses /proc/net/sctp/eps: the local port (LPORT, decimal) of every SCTP endpoint. Any
@@ -195,6 +227,15 @@ mod tests {
 garbage
 ");
         assert_eq!(parse_proc_net(&text, TCP_LISTEN), vec![22, 80]);
+    }
+
+    #[test]
+    fn owners_are_read() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:3039 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534        0 1 1 0 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+";
+        assert_eq!(parse_owned(text, TCP_LISTEN), vec![(12345, 65534), (22, 0)]);
     }
 
     #[test]

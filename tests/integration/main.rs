@@ -5,6 +5,7 @@ mod clients;
 mod detection;
 mod docs;
 mod fleet;
+mod forgery;
 mod hygiene;
 mod lab;
 mod layout;

@@ -87,6 +87,9 @@ fn ipv4_mapped_addresses_are_ipv4_everywhere() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(!blocked6_elements(&target).contains("ffff"));
     assert!(!d.log_text().contains("::ffff:"), "{}", d.log_text());
+    // Nor an IPv4 block: no host sends from a mapped address on the wire, and a forger
+    // would get past the live-client check of the IPv4 host.
+    assert!(!target.is_blocked("198.18.7.7"), "{}", d.log_text());
     // The administrator may write either form: one address, in blocked4.
     let (ok, out) = d.cli(&target, &["block", "::ffff:198.51.100.9"]);
     assert!(ok, "{out}");
