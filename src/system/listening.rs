@@ -255,7 +255,7 @@ garbage
             let a: Ipv6Addr = addr.parse().unwrap();
             assert_eq!(proc_addr(&hex(a)), Some(IpAddr::V6(a)), "{addr}");
             let line = format!(
-                "h\n 0: {}:0035 {}:0000 07 x\n",
+                "h\n 0: {}:0035 {}:0000 07 00000000:00000000 00:00000000 00000000 0 0 1\n",
                 hex(a),
                 hex(Ipv6Addr::UNSPECIFIED)
             );
