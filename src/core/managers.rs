@@ -150,8 +150,8 @@ pub fn advise(seen: &Seen) -> Vec<Advice> {
         if managers.contains(&Manager::Firewalld) {
             out.push(warn(format!(
                 "nftables.service is {state} beside firewalld: firewalld's unit conflicts with \
-                 it (starting either stops the other){}; disable it: \
-                 `systemctl disable --now nftables`",
+                 it (starting either stops the other){}; disable it and restart firewalld: \
+                 `systemctl disable --now nftables && systemctl restart firewalld`",
                 if seen.conf_flushes {
                     ", and /etc/nftables.conf's `flush ruleset` removes firewalld's rules"
                 } else {
@@ -163,8 +163,9 @@ pub fn advise(seen: &Seen) -> Vec<Advice> {
                 "nftables.service is {state} beside {}, and /etc/nftables.conf starts with \
                  `flush ruleset`: each start or reload of nftables.service removes {}'s rules \
                  (portsentry puts its own back within a second; theirs stay gone). This is \
-                 not portsentry's to fix: disable it (`systemctl disable --now nftables`), or \
-                 make /etc/nftables.conf delete only its own tables instead of `flush ruleset`",
+                 not portsentry's to fix: disable it (`systemctl disable nftables`; its stop, \
+                 too, runs `nft flush ruleset`), or make /etc/nftables.conf delete only its \
+                 own tables instead of `flush ruleset` and its ExecStop= likewise (a drop-in)",
                 others.join(" and "),
                 others.join("'s and ")
             )));
@@ -178,7 +179,8 @@ pub fn advise(seen: &Seen) -> Vec<Advice> {
         } else {
             out.push(ok(format!(
                 "nftables.service is {state} and /etc/nftables.conf does not flush the whole \
-                 ruleset: its reloads leave the other tables alone"
+                 ruleset: its reloads leave the other tables alone (Debian's unit still stops \
+                 with `nft flush ruleset` unless a drop-in overrides its ExecStop=)"
             )));
         }
     }
@@ -370,7 +372,7 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("beside ufw and Docker"), "{w:?}");
         assert!(w[0].contains("not portsentry's to fix"), "{w:?}");
-        assert!(w[0].contains("systemctl disable --now nftables"), "{w:?}");
+        assert!(w[0].contains("systemctl disable nftables"), "{w:?}");
         // The same service without `flush ruleset` leaves the others' tables alone.
         let calm = Seen {
             conf_flushes: false,
