@@ -330,3 +330,21 @@ fn systemd_unit_only_orders_itself_after_the_firewall_managers() {
         .collect();
     assert_eq!(wants, ["network-pre.target"]);
 }
+
+/// The package's maintainer scripts leave every firewall alone (issue 21): no nft,
+/// iptables, ufw, firewalld, Docker or nftables.service in what they run.
+/// scripts/firewall-test checks the same on installed hosts.
+#[test]
+fn maintainer_scripts_touch_no_firewall() {
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
+        let text = read(&format!("packaging/debian/{script}"));
+        for line in text.lines().map(|l| l.split('#').next().unwrap_or("")) {
+            for word in ["nft", "iptables", "ufw", "firewall", "docker", "nftables"] {
+                assert!(
+                    !line.contains(word),
+                    "packaging/debian/{script} runs {word}: {line}"
+                );
+            }
+        }
+    }
+}
