@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             match Config::load_trusted(c.config.as_deref()) {
                 Ok((cfg, ignore)) => {
                     print_summary(&cfg);
+                    print_managers();
                     // The daemon skips a bad ignore line and goes on; a check says so.
                     let mut bad = false;
                     if let Some(f) = ignore {
@@ -183,6 +184,29 @@ fn which(name: &str) -> Option<String> {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
         .map(|p| p.display().to_string())
+}
+
+/// The host's firewall managers and what, if anything, to do about them.
+fn print_managers() {
+    use portsentry::core::managers::{advise, Level};
+    let seen = portsentry::system::managers::look();
+    let found: Vec<&str> = seen.managers().iter().map(|m| m.name()).collect();
+    println!(
+        "  firewall managers: {}",
+        if found.is_empty() {
+            "none".to_string()
+        } else {
+            found.join(", ")
+        }
+    );
+    for a in advise(&seen) {
+        let level = match a.level {
+            Level::Ok => "ok",
+            Level::Note => "note",
+            Level::Warning => "warning",
+        };
+        println!("  {level}: {}", a.text);
+    }
 }
 
 fn print_summary(cfg: &Config) {

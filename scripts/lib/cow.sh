@@ -17,12 +17,20 @@ cow_root() {
   COW=$w/root
 }
 
-# check "what" command...: runs the command, says ok or FAILED, remembers a failure.
-fail=0
+# check "what" command...: runs the command, says ok or FAILED, remembers a failure and
+# counts both (checks_ok, checks_failed); CHECK_TAG, when set, prefixes each line.
+fail=0 checks_ok=0 checks_failed=0
 check() {
-  local what=$1
+  local what=${CHECK_TAG:+[$CHECK_TAG] }$1
   shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what" >&2; fail=1; fi
+  if "$@"; then
+    echo "ok: $what"
+    checks_ok=$((checks_ok + 1))
+  else
+    echo "FAILED: $what" >&2
+    fail=1
+    checks_failed=$((checks_failed + 1))
+  fi
 }
 
 # wait_for SECONDS command...: polls the command until it succeeds or time runs out.

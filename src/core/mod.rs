@@ -7,6 +7,7 @@ pub mod block;
 pub mod decisions;
 pub mod detector;
 pub mod ignore;
+pub mod managers;
 pub mod packet;
 pub mod policy;
 pub mod ports;

@@ -1,5 +1,6 @@
 //! The host around the daemon: its addresses, routes and resolvers, listening sockets,
-//! privileges, readiness, the clock, and the files a root daemon may trust.
+//! privileges, readiness, the clock, the files a root daemon may trust, and the host's
+//! firewall managers.
 //!
 //! May use: `core`.
 
@@ -7,6 +8,7 @@ pub mod clock;
 pub mod files;
 pub mod host;
 pub mod listening;
+pub mod managers;
 pub mod notify;
 pub mod privileges;
 pub mod proc;

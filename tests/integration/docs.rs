@@ -338,3 +338,70 @@ fn every_detected_technique_is_in_section_8_and_the_readme() {
         assert!(readme.contains(scan), "README lacks {scan:?}");
     }
 }
+
+/// No other unit can stop, restart or reload us: firewalld's `Conflicts=nftables.service`
+/// stopped portsentry through a `PartOf=nftables.service` (issue 21). Ordering only, after
+/// each firewall manager, so at boot our table is in place after theirs.
+#[test]
+fn systemd_unit_only_orders_itself_after_the_firewall_managers() {
+    let unit = read("packaging/portsentry.service");
+    let unit_section: Vec<&str> = unit
+        .lines()
+        .skip_while(|l| *l != "[Unit]")
+        .take_while(|l| *l != "[Service]")
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for key in [
+        "PartOf=",
+        "Requires=",
+        "Requisite=",
+        "BindsTo=",
+        "ReloadPropagatedFrom=",
+        "Conflicts=",
+    ] {
+        assert!(
+            !unit_section.iter().any(|l| l.starts_with(key)),
+            "{key} in {unit_section:?}"
+        );
+    }
+    let after: Vec<&str> = unit_section
+        .iter()
+        .filter_map(|l| l.strip_prefix("After="))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    for manager in [
+        "nftables.service",
+        "ufw.service",
+        "firewalld.service",
+        "docker.service",
+    ] {
+        assert!(
+            after.contains(&manager),
+            "After= lacks {manager}: {after:?}"
+        );
+    }
+    // The only unit it pulls in is the boot's network-pre point.
+    let wants: Vec<&str> = unit_section
+        .iter()
+        .filter_map(|l| l.strip_prefix("Wants="))
+        .collect();
+    assert_eq!(wants, ["network-pre.target"]);
+}
+
+/// The package's maintainer scripts leave every firewall alone (issue 21): no nft,
+/// iptables, ufw, firewalld, Docker or nftables.service in what they run.
+/// scripts/firewall-test checks the same on installed hosts.
+#[test]
+fn maintainer_scripts_touch_no_firewall() {
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
+        let text = read(&format!("packaging/debian/{script}"));
+        for line in text.lines().map(|l| l.split('#').next().unwrap_or("")) {
+            for word in ["nft", "iptables", "ufw", "firewall", "docker", "nftables"] {
+                assert!(
+                    !line.contains(word),
+                    "packaging/debian/{script} runs {word}: {line}"
+                );
+            }
+        }
+    }
+}
