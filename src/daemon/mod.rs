@@ -113,7 +113,9 @@ pub fn run(
             (removed, Vec::new())
         });
     }
-    let restored = restore(&mut fw, &mut book);
+    let book = Mutex::new(book);
+    let restored = restore(&mut fw, &book);
+    let book = book.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Err(e) = fw.seal() {
         // The first check will put it right.
         tracing::warn!("adminalert: {e}");

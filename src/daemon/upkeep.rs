@@ -352,7 +352,7 @@ impl<F: Firewall> Running<F> {
                 match missing {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
-                        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+                        let n = restore(&mut self.fw, &self.blocks);
                         tracing::warn!(
                             "adminalert: {} blocks were missing from the sets; put back {n}",
                             m.len()
@@ -415,23 +415,27 @@ impl<F: Firewall> Running<F> {
         let built = self.fw.build(&self.spec)?;
         self.steering = built.steering;
         apply_sets(&mut self.fw, cfg, protected)?;
-        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+        let n = restore(&mut self.fw, &self.blocks);
         self.fw.seal()?;
         self.book().retry_now();
         let _ = self.wake.try_send(());
         Ok((built, n))
     }
 
-    /// Saves the block state if it changed. The lock is held only to take what changed
-    /// (the responder needs it on the blocking path); the copy is sorted and written after.
+    /// Saves the block state if it changed. The lock is held for a page of records at a
+    /// time (the responder needs it on the blocking path), never while the file is written.
     fn save(&mut self) {
         let now = epoch_now();
-        let Some((journal, fleet)) = self.book().take_saved(now) else {
+        let Some(fleet) = self.book().take_saved(now) else {
             return;
         };
         let started = Instant::now();
-        self.saved.apply(journal, fleet);
-        if let Err(e) = self.state_file.save_records(&self.saved.records()) {
+        self.saved.set_fleet(fleet);
+        let saved = self.state_file.save_paged(
+            crate::daemon::state::pages(&self.blocks),
+            self.saved.fleet(),
+        );
+        if let Err(e) = saved {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
         // A large state under a flood: save less often rather than spend the CPU on it.
@@ -524,17 +528,48 @@ fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
     blocks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Re-adds every standing block with the time it has left.
-pub fn restore(fw: &mut impl Firewall, book: &mut Blocks) -> usize {
-    let blocks = book.restore(epoch_now());
-    if blocks.is_empty() {
-        return 0;
+/// Blocks restored per page: the lock is held to take a page and to check it, never
+/// across the kernel's write (a million blocks take seconds to write).
+const RESTORE_PAGE: usize = 8192;
+
+/// Re-adds every standing block with the time it has left, a page at a time.
+pub fn restore(fw: &mut impl Firewall, blocks: &Mutex<Blocks>) -> usize {
+    let mut written = 0;
+    let mut logged = 0;
+    let mut log = |report: &crate::firewall::BlockReport| {
+        for (net, e) in report.failed.iter().take(10 - logged.min(10)) {
+            tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
+            logged += 1;
+        }
+    };
+    let mut after = None;
+    loop {
+        let page = lock(blocks).restore_page(after, RESTORE_PAGE, epoch_now());
+        let Some(last) = page.last() else { break };
+        after = Some(last.net);
+        let report = fw.add_blocks(&page);
+        log(&report);
+        written += report.written;
+        // Lifted while the page was written (`portsentry unblock`): not put back.
+        let gone: Vec<IpNet> = {
+            let book = lock(blocks);
+            page.iter()
+                .map(|b| b.net)
+                .filter(|n| !book.stands(*n))
+                .collect()
+        };
+        if !gone.is_empty() {
+            let _ = fw.remove_blocks(Set::Local, &gone);
+        }
     }
-    let report = fw.add_blocks(&blocks);
-    for (net, e) in report.failed.iter().take(10) {
-        tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
+    // The fleet's (bounded by `max_decisions`); its book keeps what the kernel holds.
+    let fleet = lock(blocks).fleet().0.restore(epoch_now());
+    if !fleet.is_empty() {
+        let report = fw.add_blocks(&fleet);
+        log(&report);
+        written += report.written;
     }
-    report.written
+    written
 }
 
 pub fn apply_sets(
@@ -906,7 +941,7 @@ mod tests {
         ended.key = crate::core::ignore::parse_net("198.18.0.2").unwrap();
         ended.expires = Some(1);
         lock(&r2.blocks).load(vec![records[0].clone(), ended], epoch_now());
-        let n = restore(&mut fw2.clone(), &mut lock(&r2.blocks));
+        let n = restore(&mut fw2.clone(), &r2.blocks);
         assert_eq!(n, 1);
         assert_eq!(kernel_blocks(&fw2), ["198.18.0.1/32"]);
     }
