@@ -385,6 +385,8 @@ impl<F: Firewall + 'static> Server<F> {
                     ("commands failed", Stats::get(&s.commands_failed)),
                     ("log dropped", Stats::get(&s.log_dropped)),
                     ("reports dropped", Stats::get(&s.reports_dropped)),
+                    ("events deferred", Stats::get(&s.events_deferred)),
+                    ("events dropped", Stats::get(&s.events_dropped)),
                     ("queue waiting", waiting),
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),

@@ -155,7 +155,13 @@ pub fn run(
 
     let (wake_tx, wake_rx) = sync_channel(1);
     let handoff = Arc::new(Handoff {
-        events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
+        events: crossbeam_queue::ArrayQueue::new(
+            if crate::dataplane::Fault::from_env() == Some(crate::dataplane::Fault::SmallHandoff) {
+                64
+            } else {
+                EVENT_CAPACITY
+            },
+        ),
         wake: wake_tx.clone(),
     });
     let time_to_block = crate::output::metrics::time_to_block();
