@@ -10,7 +10,7 @@
 //!                                            timestamps each address added to a portsentry set
 //!                                            (--routes: each IPv4 host route added, which
 //!                                            is how PortSentry 1.2's KILL_ROUTE blocks;
-//!                                            --only 198.18: IPv4 addresses in 198.18.0.0/16 only)
+//!                                            --only 198.18: addresses whose first bytes are these)
 //!
 //! Every output line is `key value` so the run script can read it.
 

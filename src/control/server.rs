@@ -98,6 +98,7 @@ impl<F: Firewall + 'static> Server<F> {
         let reply = match parse_request(line.trim()) {
             // Streamed: a million blocks are not held in memory as one reply.
             Ok(Request::List { json }) => {
+                crate::system::proc::lower_thread_priority();
                 let mut out = std::io::BufWriter::new(&conn);
                 if let Err(e) = self.list(json, &mut out) {
                     let _ = writeln!(out, "error: {e}");
@@ -151,10 +152,10 @@ impl<F: Firewall + 'static> Server<F> {
         let mut local = 0usize;
         loop {
             let page = self.book().page(after, LIST_CHUNK);
-            let Some(last) = page.last() else { break };
-            after = Some(last.key);
+            let Some(last) = page.last_key() else { break };
+            after = Some(last);
             local += page.len();
-            for r in &page {
+            for r in &page.records() {
                 emit(out, ListRow::of(r, "local", now))?;
             }
         }

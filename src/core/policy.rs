@@ -157,6 +157,20 @@ struct Rec {
 }
 
 impl Rec {
+    fn record(&self, key: IpNet, text: &Arc<str>) -> Record {
+        Record {
+            key,
+            since: self.since,
+            expires: self.expires(),
+            count: self.count,
+            reason: match self.src {
+                Some(src) => Arc::from(format!("{text} from {src}")),
+                None => text.clone(),
+            },
+            origin: self.origin,
+        }
+    }
+
     fn expires(&self) -> Option<u64> {
         (self.ends != 0).then_some(self.ends)
     }
@@ -168,6 +182,29 @@ impl Rec {
             Some(e) => e.min(PERMANENT - 1),
             None => PERMANENT | self.since.min(PERMANENT - 1),
         }
+    }
+}
+
+/// A page of records as they are kept (see `Blocks::page`).
+#[derive(Debug, Default)]
+pub struct Page(Vec<(IpNet, Rec, Arc<str>)>);
+
+impl Page {
+    /// The last key, to ask for the next page after it; `None`: the table ended.
+    pub fn last_key(&self) -> Option<IpNet> {
+        self.0.last().map(|(k, ..)| *k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.0.iter().map(|(k, r, t)| r.record(*k, t)).collect()
     }
 }
 
@@ -351,18 +388,7 @@ impl Blocks {
     }
 
     fn record(&self, key: IpNet, r: &Rec) -> Record {
-        let text = self.reasons.text(r.reason);
-        Record {
-            key,
-            since: r.since,
-            expires: r.expires(),
-            count: r.count,
-            reason: match r.src {
-                Some(src) => Arc::from(format!("{text} from {src}")),
-                None => text.clone(),
-            },
-            origin: r.origin,
-        }
+        r.record(key, self.reasons.text(r.reason))
     }
 
     /// The block that covers `addr`, if any: exact, or a wider IPv6 block.
@@ -415,15 +441,19 @@ impl Blocks {
     }
 
     /// Up to `n` records after `after` (from the first when `None`), in key order: the
-    /// state writer and `list` page through the table, a lock at a time.
-    pub fn page(&self, after: Option<IpNet>, n: usize) -> Vec<Record> {
+    /// state writer and `list` page through the table, a lock at a time. The page is
+    /// copied as it is kept (a few words a record); `Page::records` builds the records,
+    /// reasons and all, after the lock is let go.
+    pub fn page(&self, after: Option<IpNet>, n: usize) -> Page {
         use std::ops::Bound::{Excluded, Unbounded};
         let from = after.map_or(Unbounded, Excluded);
-        self.records
-            .range((from, Unbounded))
-            .take(n)
-            .map(|(k, r)| self.record(*k, r))
-            .collect()
+        Page(
+            self.records
+                .range((from, Unbounded))
+                .take(n)
+                .map(|(k, r)| (*k, *r, self.reasons.text(r.reason).clone()))
+                .collect(),
+        )
     }
 
     /// Whether this host's records changed since the last call (ended ones pruned
@@ -984,7 +1014,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let p = b.page(after, 2);
+            let p = b.page(after, 2).records();
             let Some(last) = p.last() else { break };
             after = Some(last.key);
             seen.extend(p);

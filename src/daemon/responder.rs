@@ -140,6 +140,10 @@ impl<F: Firewall> Responder<F> {
         let mut arrived: Vec<Instant> = Vec::new();
         self.written
             .retain(|_, at| now.saturating_duration_since(*at) <= RACE);
+        if self.written.capacity() > 4 * self.written.len() + 4096 {
+            // A flood's burst of blocks has passed: give the room back.
+            self.written.shrink_to_fit();
+        }
         for (e, k) in batch.iter().zip(&mut keys) {
             if !matches!(
                 e.decision,

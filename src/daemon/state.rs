@@ -116,10 +116,11 @@ pub fn pages(
     blocks: &std::sync::Mutex<crate::core::policy::Blocks>,
 ) -> impl FnMut(Option<IpNet>) -> Vec<Record> + '_ {
     move |after| {
-        blocks
+        let page = blocks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .page(after, SAVE_PAGE)
+            .page(after, SAVE_PAGE);
+        page.records()
     }
 }
 

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub const RESOLVER_REFRESH: Duration = Duration::from_secs(10);
 /// How often the table is checked (an nftables reload empties it, a hand can damage it).
 const HEAL_CHECK: Duration = Duration::from_secs(1);
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// Least time between two state-file writes: a crash loses at most this much of the
 /// record (the kernel sets keep the blocks themselves).
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
@@ -156,6 +158,7 @@ impl<F: Firewall> Running<F> {
             (Instant::now(), Instant::now(), Instant::now());
         let mut last_metrics: Option<Instant> = None;
         let mut last_listeners = Instant::now();
+        let mut last_trim = Instant::now();
         let mut reports_dropped = 0;
         'serve: loop {
             for sig in signals.pending() {
@@ -188,6 +191,10 @@ impl<F: Firewall> Running<F> {
             if last_save.elapsed() >= self.save_every {
                 last_save = Instant::now();
                 self.save();
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = Instant::now();
+                crate::system::proc::release_free_memory();
             }
             if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
                 last_metrics = Some(Instant::now());
