@@ -98,7 +98,6 @@ impl<F: Firewall + 'static> Server<F> {
         let reply = match parse_request(line.trim()) {
             // Streamed: a million blocks are not held in memory as one reply.
             Ok(Request::List { json }) => {
-                crate::system::proc::lower_thread_priority();
                 let mut out = std::io::BufWriter::new(&conn);
                 if let Err(e) = self.list(json, &mut out) {
                     let _ = writeln!(out, "error: {e}");
@@ -158,6 +157,9 @@ impl<F: Firewall + 'static> Server<F> {
             for r in &page.records() {
                 emit(out, ListRow::of(r, "local", now))?;
             }
+            // Background work: a busy CPU goes to the packet path and the block writer
+            // between pages (a lower priority would hold them up behind the lock).
+            std::thread::yield_now();
         }
         let fleet = self.book().fleet_book().records();
         for r in &fleet {

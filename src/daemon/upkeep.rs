@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub const RESOLVER_REFRESH: Duration = Duration::from_secs(10);
 /// How often the table is checked (an nftables reload empties it, a hand can damage it).
 const HEAL_CHECK: Duration = Duration::from_secs(1);
-/// How often freed heap memory is handed back to the kernel.
+/// How often the table is looked at for a fall that frees memory to hand back.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// Least time between two state-file writes: a crash loses at most this much of the
 /// record (the kernel sets keep the blocks themselves).
@@ -159,6 +159,7 @@ impl<F: Firewall> Running<F> {
         let mut last_metrics: Option<Instant> = None;
         let mut last_listeners = Instant::now();
         let mut last_trim = Instant::now();
+        let mut trim_peak = 0usize;
         let mut reports_dropped = 0;
         'serve: loop {
             for sig in signals.pending() {
@@ -194,7 +195,14 @@ impl<F: Firewall> Running<F> {
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
-                crate::system::proc::release_free_memory();
+                // Only once the table shrank well (a flood's blocks ended): a trim walks
+                // the whole heap with the allocator locked.
+                let n = self.book().len();
+                trim_peak = trim_peak.max(n);
+                if trim_peak >= 65_536 && n < trim_peak / 2 {
+                    crate::system::proc::release_free_memory();
+                    trim_peak = n;
+                }
             }
             if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
                 last_metrics = Some(Instant::now());

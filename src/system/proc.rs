@@ -30,18 +30,6 @@ pub fn release_free_memory() {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10): work done for a client in
-/// the background, such as streaming a million blocks, yields a busy CPU to the packet
-/// path and the block writer.
-pub fn lower_thread_priority() {
-    // SAFETY: gettid takes nothing; setpriority with PRIO_PROCESS and a thread id changes
-    // that one thread's nice value (Linux); lowering it needs no privilege.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
