@@ -327,7 +327,14 @@ impl<F: Firewall + 'static> Server<F> {
                 // Blocks added outside portsentry too: the exact address, and for IPv6 any
                 // interval of the kernel's set that holds it.
                 keys.push(exact);
-                let listed = fw.list_blocks().unwrap_or_default();
+                // As for `list`: the kernel dumps a large set slowly, so intervals added
+                // outside portsentry are looked for only while the table is small.
+                let small = self.book().len() <= OUTSIDE_DUMP_MAX;
+                let listed = if small {
+                    fw.list_blocks().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 if addr.is_ipv6() {
                     keys.extend(
                         listed
@@ -461,7 +468,11 @@ struct ListRow {
 }
 
 /// Records taken per hold of the policy's lock while listing.
+#[cfg(not(test))]
 const LIST_CHUNK: usize = 1024;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const LIST_CHUNK: usize = 2;
 /// Records above which `list` does not dump the kernel's sets for blocks added outside
 /// portsentry (see `list`).
 const OUTSIDE_DUMP_MAX: usize = 65_536;

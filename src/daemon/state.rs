@@ -23,7 +23,11 @@ pub enum StateError {
 
 /// Records taken under the lock at a time when saving: the block writer waits for one
 /// page at most, never for the file.
+#[cfg(not(test))]
 const SAVE_PAGE: usize = 4096;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const SAVE_PAGE: usize = 2;
 
 /// One record per line: compact to write, still readable with `jq` or an editor.
 fn write_record(out: &mut impl Write, first: &mut bool, r: &Record) -> std::io::Result<()> {
@@ -178,6 +182,43 @@ mod tests {
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
         assert!(dir.join("blocks.json.corrupt").exists());
         assert!(f.load().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The table saved a page at a time (two records a page in tests) reads back whole,
+    /// this host's records in key order, then the fleet's.
+    #[test]
+    fn a_table_saved_page_by_page_reads_back_whole() {
+        use crate::core::ignore::IgnoreList;
+        use crate::core::policy::{Blocks, PolicyConfig};
+        let dir = std::env::temp_dir().join(format!("ps-state-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = StateFile::new(dir.join("blocks.json"));
+        let mut book = Blocks::new(
+            PolicyConfig {
+                timeout: None,
+                repeat_factor: 1,
+                max_timeout: None,
+                max_blocked: 100,
+                max_per_second: 100,
+            },
+            IgnoreList::default(),
+        );
+        let mine: Vec<Record> = (1..=5)
+            .map(|i| rec(&format!("192.0.2.{i}"), 100 + i, None))
+            .collect();
+        let fleet = Record {
+            origin: Origin::Fleet,
+            expires: Some(u64::MAX / 2),
+            ..rec("198.51.100.0/24", 100, None)
+        };
+        book.load(mine.clone(), 100);
+        let book = std::sync::Mutex::new(book);
+        f.save_paged(pages(&book), std::slice::from_ref(&fleet))
+            .unwrap();
+        let mut want = mine;
+        want.push(fleet);
+        assert_eq!(f.load().unwrap(), want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -545,7 +545,11 @@ fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
 
 /// Blocks restored per page: the lock is held to take a page and to check it, never
 /// across the kernel's write (a million blocks take seconds to write).
+#[cfg(not(test))]
 const RESTORE_PAGE: usize = 8192;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const RESTORE_PAGE: usize = 2;
 
 /// Re-adds every standing block with the time it has left, a page at a time.
 pub fn restore(fw: &mut impl Firewall, blocks: &Mutex<Blocks>) -> usize {
