@@ -116,6 +116,8 @@ pub fn run(
     let book = Mutex::new(book);
     let restored = restore(&mut fw, &book);
     let book = book.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Reading and writing a large state left its transient memory free: hand it back.
+    crate::system::proc::release_free_memory();
     if let Err(e) = fw.seal() {
         // The first check will put it right.
         tracing::warn!("adminalert: {e}");

@@ -546,7 +546,7 @@ fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
 /// Blocks restored per page: the lock is held to take a page and to check it, never
 /// across the kernel's write (a million blocks take seconds to write).
 #[cfg(not(test))]
-const RESTORE_PAGE: usize = 8192;
+const RESTORE_PAGE: usize = 2048;
 /// Small in tests, so they go through more than one page.
 #[cfg(test)]
 const RESTORE_PAGE: usize = 2;
@@ -563,19 +563,28 @@ pub fn restore(fw: &mut impl Firewall, blocks: &Mutex<Blocks>) -> usize {
     };
     let mut after = None;
     loop {
-        let page = lock(blocks).restore_page(after, RESTORE_PAGE, epoch_now());
+        let (page, removals) = {
+            let mut book = lock(blocks);
+            let page = book.restore_page(after, RESTORE_PAGE, epoch_now());
+            (page, book.removals())
+        };
         let Some(last) = page.last() else { break };
         after = Some(last.net);
         let report = fw.add_blocks(&page);
         log(&report);
         written += report.written;
-        // Lifted while the page was written (`portsentry unblock`): not put back.
+        // Lifted while the page was written (`portsentry unblock`, an eviction): not
+        // put back. Looked up only if something was removed meanwhile.
         let gone: Vec<IpNet> = {
             let book = lock(blocks);
-            page.iter()
-                .map(|b| b.net)
-                .filter(|n| !book.stands(*n))
-                .collect()
+            if book.removals() == removals {
+                Vec::new()
+            } else {
+                page.iter()
+                    .map(|b| b.net)
+                    .filter(|n| !book.stands(*n))
+                    .collect()
+            }
         };
         if !gone.is_empty() {
             let _ = fw.remove_blocks(Set::Local, &gone);
