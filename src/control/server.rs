@@ -469,7 +469,7 @@ struct ListRow {
 
 /// Records taken per hold of the policy's lock while listing.
 #[cfg(not(test))]
-const LIST_CHUNK: usize = 1024;
+const LIST_CHUNK: usize = 256;
 /// Small in tests, so they go through more than one page.
 #[cfg(test)]
 const LIST_CHUNK: usize = 2;

@@ -24,7 +24,7 @@ pub enum StateError {
 /// Records taken under the lock at a time when saving: the block writer waits for one
 /// page at most, never for the file.
 #[cfg(not(test))]
-const SAVE_PAGE: usize = 4096;
+const SAVE_PAGE: usize = 1024;
 /// Small in tests, so they go through more than one page.
 #[cfg(test)]
 const SAVE_PAGE: usize = 2;
