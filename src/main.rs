@@ -121,11 +121,9 @@ fn control(c: &ConfigArg, request: String) -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return config_error(&e),
     };
-    match portsentry::control::request(&cfg.control_socket, &request) {
-        Ok(body) => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
+    let stdout = std::io::stdout();
+    match portsentry::control::request_to(&cfg.control_socket, &request, &mut stdout.lock()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portsentry: {e}");
             ExitCode::FAILURE

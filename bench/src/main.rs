@@ -9,10 +9,11 @@
 //!                                            a /64 each in 2001:db8:100::/40 for IPv6), one core, sendmmsg
 //!   floor [--queue Q] [--idle-ms MS]         minimal queue consumer: recv + drop verdict
 //!   steer [--queue Q] [--queues N]           the daemon's steering rule, to queues Q..Q+N-1
-//!   monitor --count N [--timeout-ms MS] [--times FILE] [--routes]
+//!   monitor --count N [--timeout-ms MS] [--times FILE] [--routes] [--only A.B]
 //!                                            timestamps each address added to a portsentry set
 //!                                            (--routes: each IPv4 host route added, which
-//!                                            is how PortSentry 1.2's KILL_ROUTE blocks)
+//!                                            is how PortSentry 1.2's KILL_ROUTE blocks;
+//!                                            --only 198.18: addresses whose first bytes are these)
 //!
 //! Every output line is `key value` so the run script can read it.
 
@@ -296,6 +297,13 @@ fn monitor(args: &[String]) {
     let timeout = Duration::from_millis(opt(args, "--timeout-ms", 10_000));
     let times: Option<String> = args.iter().position(|a| a == "--times").map(|i| args[i + 1].clone());
     let routes = flag(args, "--routes");
+    // Only addresses starting with these bytes count (a restore's million others do not).
+    let only: Vec<u8> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split('.').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_default();
     const NFNLGRP_NFTABLES: libc::c_int = 7;
     const RTNLGRP_IPV4_ROUTE: libc::c_int = 7;
     const NEWSETELEM: u16 = (10 << 8) | 12; // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
@@ -351,7 +359,10 @@ fn monitor(args: &[String]) {
                 Vec::new()
             };
             for key in keys {
-                if (key.len() == 4 || key.len() == 16) && seen.insert(key.clone()) {
+                if (key.len() == 4 || key.len() == 16)
+                    && key.starts_with(&only)
+                    && seen.insert(key.clone())
+                {
                     first.get_or_insert(now);
                     last = now;
                     log.push((key, now));

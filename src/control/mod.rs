@@ -8,5 +8,5 @@
 pub mod protocol;
 pub mod server;
 
-pub use protocol::{parse_request, request, Request};
+pub use protocol::{parse_request, request, request_to, Request};
 pub use server::{bind, Server, StatusInfo};

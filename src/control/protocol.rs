@@ -4,7 +4,7 @@
 
 use crate::core::ignore::canonical;
 use crate::core::policy::MAX_TIMEOUT;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -83,22 +83,41 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 
 /// Client side: sends one request and returns the body, or the daemon's error.
 pub fn request(socket: &Path, line: &str) -> Result<String, String> {
+    let mut body = Vec::new();
+    request_to(socket, line, &mut body)?;
+    String::from_utf8(body).map_err(|e| format!("unexpected reply: {e}"))
+}
+
+/// How long one read may wait for the daemon (a million blocks stream for seconds, the
+/// daemon's first line leaves at once).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Client side: sends one request and copies the body to `out` as it arrives (a list of
+/// a million blocks is never held whole), or returns the daemon's error.
+pub fn request_to(socket: &Path, line: &str, out: &mut impl Write) -> Result<(), String> {
     let mut conn = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the portsentry daemon at {}: {e} (is it running?)",
             socket.display()
         )
     })?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
+    conn.set_read_timeout(Some(READ_TIMEOUT))
         .map_err(|e| e.to_string())?;
     conn.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    match reply.split_once('\n') {
-        Some(("ok", body)) => Ok(body.to_string()),
-        Some((err, _)) => Err(err.strip_prefix("error: ").unwrap_or(err).to_string()),
-        None => Err(format!("unexpected reply: {reply:?}")),
+    let mut reply = std::io::BufReader::with_capacity(1 << 16, conn);
+    let mut first = String::new();
+    reply.read_line(&mut first).map_err(|e| e.to_string())?;
+    match first.strip_suffix('\n') {
+        Some("ok") => {
+            // A reader that stopped early (`| head`) is not an error.
+            match std::io::copy(&mut reply, out).and_then(|_| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        }
+        Some(err) => Err(err.strip_prefix("error: ").unwrap_or(err).to_string()),
+        None => Err(format!("unexpected reply: {first:?}")),
     }
 }
 

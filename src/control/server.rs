@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 const MAX_CLIENTS: usize = 16;
 /// How long a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest a single write to a client may wait for it to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest request line read.
 const MAX_REQUEST: usize = 4096;
 
@@ -88,7 +90,8 @@ impl<F: Firewall + 'static> Server<F> {
     }
 
     fn client(&self, mut conn: UnixStream) {
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+        // Per write: a reader paging through a million blocks slowly is still served.
+        let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
         let Some(line) = read_request(&conn, Instant::now() + REQUEST_DEADLINE) else {
             return;
         };
@@ -107,10 +110,10 @@ impl<F: Firewall + 'static> Server<F> {
         let _ = conn.write_all(reply.as_bytes());
     }
 
-    /// Writes `ok` and the blocks the kernel holds, with what portsentry knows of each.
-    /// The records are looked up a chunk at a time: the block writer needs their lock.
+    /// Writes `ok` and every block: this host's records a page under the lock at a time
+    /// (the block writer needs it), the fleet's, then blocks added to the sets outside
+    /// portsentry. Written as it goes, so the first line leaves at once.
     fn list(&self, json: bool, out: &mut impl Write) -> Result<(), String> {
-        let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
         let io = |e: std::io::Error| e.to_string();
         out.write_all(b"ok\n").map_err(io)?;
         if json {
@@ -124,56 +127,82 @@ impl<F: Firewall + 'static> Server<F> {
             .map_err(io)?;
         }
         let mut first = true;
-        for chunk in kernel.chunks(LIST_CHUNK) {
-            let rows: Vec<ListRow> = {
+        let mut emit = |out: &mut dyn Write, r: ListRow| -> Result<(), String> {
+            if json {
+                out.write_all(if first { b"\n" } else { b",\n" })
+                    .map_err(io)?;
+                serde_json::to_writer(&mut *out, &r).map_err(|e| e.to_string())?;
+            } else {
+                let left = r
+                    .remaining_seconds
+                    .map_or("permanent".to_string(), fmt_secs);
+                writeln!(
+                    out,
+                    "{:<40} {:>12} {:>6}  {:<6} {}",
+                    r.address, left, r.blocks, r.source, r.reason
+                )
+                .map_err(io)?;
+            }
+            first = false;
+            Ok(())
+        };
+        let now = epoch_now();
+        let mut after = None;
+        let mut local = 0usize;
+        loop {
+            let page = self.book().page(after, LIST_CHUNK);
+            let Some(last) = page.last_key() else { break };
+            after = Some(last);
+            local += page.len();
+            for r in &page.records() {
+                emit(out, ListRow::of(r, "local", now))?;
+            }
+            // Background work: a busy CPU goes to the packet path and the block writer
+            // between pages (a lower priority would hold them up behind the lock).
+            std::thread::yield_now();
+        }
+        let fleet = self.book().fleet_book().records();
+        for r in &fleet {
+            emit(out, ListRow::of(r, "fleet", now))?;
+        }
+        // The kernel dumps a large set slowly (it walks it from the start for each
+        // message: half a minute for a million), so blocks added outside portsentry are
+        // looked for only while the table is small.
+        if local <= OUTSIDE_DUMP_MAX {
+            let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
+            let outside: Vec<_> = {
                 let book = self.book();
-                chunk
-                    .iter()
-                    .map(|l| {
-                        // Where it came from: this host (detection or the administrator),
-                        // or the fleet (a CrowdSec decision, its scenario as the reason).
-                        let (rec, source) = match l.set {
-                            Set::Local => (book.get(l.net).cloned(), "local"),
-                            Set::Fleet => (book.fleet_book().get(l.net), "fleet"),
-                        };
-                        let rec = rec.as_ref();
-                        ListRow {
-                            address: net_text(l.net),
-                            remaining_seconds: l.left.map(|d| d.as_secs()),
-                            blocks: rec.map_or(1, |r| r.count),
-                            source,
-                            origin: rec.map_or("outside", |r| match r.origin {
-                                Origin::Scan => "scan",
-                                Origin::Admin => "admin",
-                                Origin::Fleet => "fleet",
-                            }),
-                            reason: rec.map_or("added outside portsentry".into(), |r| {
-                                r.reason.to_string()
-                            }),
-                        }
+                kernel
+                    .into_iter()
+                    .filter(|l| match l.set {
+                        Set::Local => !book.stands(l.net),
+                        Set::Fleet => book.fleet_book().get(l.net).is_none(),
                     })
                     .collect()
             };
-            for r in rows {
-                if json {
-                    if !first {
-                        out.write_all(b",").map_err(io)?;
-                    }
-                    out.write_all(b"\n").map_err(io)?;
-                    serde_json::to_writer(&mut *out, &r).map_err(|e| e.to_string())?;
-                } else {
-                    let left = r
-                        .remaining_seconds
-                        .map_or("permanent".to_string(), fmt_secs);
-                    writeln!(
-                        out,
-                        "{:<40} {:>12} {:>6}  {:<6} {}",
-                        r.address, left, r.blocks, r.source, r.reason
-                    )
-                    .map_err(io)?;
-                }
-                first = false;
+            for l in outside {
+                emit(
+                    out,
+                    ListRow {
+                        address: net_text(l.net),
+                        remaining_seconds: l.left.map(|d| d.as_secs()),
+                        blocks: 1,
+                        source: match l.set {
+                            Set::Local => "local",
+                            Set::Fleet => "fleet",
+                        },
+                        origin: "outside",
+                        reason: "added outside portsentry".into(),
+                    },
+                )?;
             }
+        } else if !json {
+            writeln!(
+                out,
+                "# more than {OUTSIDE_DUMP_MAX} blocks: those added outside portsentry are not \
+                 looked for (nft list set inet portsentry blocked4 shows them)"
+            )
+            .map_err(io)?;
         }
         if json {
             out.write_all(b"\n]\n").map_err(io)?;
@@ -214,6 +243,9 @@ impl<F: Firewall + 'static> Server<F> {
                 };
                 let wants = [want];
                 let plan = book.plan(&wants, now);
+                // Planned under the lock, written without it, committed under it again:
+                // the packet path and the block writer never wait on this netlink I/O.
+                drop(book);
                 let mut fw = self.fw();
                 if !plan.remove.is_empty() {
                     let _ = fw.remove_blocks(Set::Local, &plan.remove);
@@ -228,8 +260,7 @@ impl<F: Firewall + 'static> Server<F> {
                     .into_iter()
                     .map(|(k, e)| (k, e.to_string()))
                     .collect();
-                let done = book.commit(&wants, &plan, &failed, now);
-                drop(book);
+                let done = self.book().commit(&wants, &plan, &failed, now);
                 match &done[0] {
                     Outcome::Blocked { key, timeout, .. } => {
                         Stats::inc(&self.stats.blocks_written);
@@ -276,23 +307,34 @@ impl<F: Firewall + 'static> Server<F> {
                 // The fleet's blocks that hold it go too, here, until the LAPI sends them
                 // again (`cscli decisions delete` lifts them everywhere). The book before
                 // the firewall, as everywhere.
-                let lifted = {
+                // Planned under the lock, written without it, committed under it again.
+                let (lifted, plan) = {
                     let mut book = self.book();
                     let (fleet, _) = book.fleet();
                     let lifted = fleet.lift(exact);
-                    let mut fw = self.fw();
-                    fleet.write(now, |plan| {
-                        let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
-                        let report = fw.add_blocks(&plan.add);
-                        (removed, report.failed.into_iter().map(|(n, _)| n).collect())
-                    });
-                    lifted
+                    fleet.prune(now);
+                    (lifted, fleet.plan(now))
                 };
+                if !plan.is_empty() {
+                    let mut fw = self.fw();
+                    let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+                    let report = fw.add_blocks(&plan.add);
+                    drop(fw);
+                    let failed: Vec<IpNet> = report.failed.into_iter().map(|(n, _)| n).collect();
+                    self.book().fleet().0.commit(&plan, removed, &failed, now);
+                }
                 let mut fw = self.fw();
                 // Blocks added outside portsentry too: the exact address, and for IPv6 any
                 // interval of the kernel's set that holds it.
                 keys.push(exact);
-                let listed = fw.list_blocks().unwrap_or_default();
+                // As for `list`: the kernel dumps a large set slowly, so intervals added
+                // outside portsentry are looked for only while the table is small.
+                let small = self.book().len() <= OUTSIDE_DUMP_MAX;
+                let listed = if small {
+                    fw.list_blocks().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 if addr.is_ipv6() {
                     keys.extend(
                         listed
@@ -353,6 +395,8 @@ impl<F: Firewall + 'static> Server<F> {
                     ("commands failed", Stats::get(&s.commands_failed)),
                     ("log dropped", Stats::get(&s.log_dropped)),
                     ("reports dropped", Stats::get(&s.reports_dropped)),
+                    ("events deferred", Stats::get(&s.events_deferred)),
+                    ("events dropped", Stats::get(&s.events_dropped)),
                     ("queue waiting", waiting),
                     ("queue dropped", qdrop),
                     ("user dropped", udrop),
@@ -423,8 +467,32 @@ struct ListRow {
     reason: String,
 }
 
-/// Records looked up per hold of the policy's lock while listing.
-const LIST_CHUNK: usize = 1024;
+/// Records taken per hold of the policy's lock while listing.
+#[cfg(not(test))]
+const LIST_CHUNK: usize = 256;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const LIST_CHUNK: usize = 2;
+/// Records above which `list` does not dump the kernel's sets for blocks added outside
+/// portsentry (see `list`).
+const OUTSIDE_DUMP_MAX: usize = 65_536;
+
+impl ListRow {
+    fn of(r: &crate::core::policy::Record, source: &'static str, now: u64) -> ListRow {
+        ListRow {
+            address: net_text(r.key),
+            remaining_seconds: r.expires.map(|e| e.saturating_sub(now)),
+            blocks: r.count,
+            source,
+            origin: match r.origin {
+                Origin::Scan => "scan",
+                Origin::Admin => "admin",
+                Origin::Fleet => "fleet",
+            },
+            reason: r.reason.to_string(),
+        }
+    }
+}
 
 /// The fleet's part of `status`: the LAPI connection, the last pull, alerts waiting, and
 /// the fleet's counters. `None` without `[crowdsec]`.

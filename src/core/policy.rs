@@ -16,30 +16,15 @@ use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::{IpNet, Ipv6Net};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Changes kept for the state writer at most (it takes them every save, 250 ms or so);
-/// past it the next take is the whole table. (Small in tests, so they reach that path.)
-#[cfg(not(test))]
-const MAX_JOURNAL: usize = 1 << 20;
-#[cfg(test)]
-const MAX_JOURNAL: usize = 64;
-
-/// A change to the records, for the state writer's copy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    Put(Record),
-    Gone(IpNet),
-}
-
-/// What `take_journal` gives.
-#[derive(Debug)]
-pub enum Journal {
-    Changes(Vec<Change>),
-    Whole(Vec<Record>),
-}
+/// Newest insertions remembered for the spot check (`newest`).
+const RECENT: usize = 1024;
+/// Ends of permanent records sort after every real expiry (epoch seconds stay far below).
+const PERMANENT: u64 = 1 << 63;
 
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
@@ -155,21 +140,153 @@ struct Pending {
     next_at: u64,
 }
 
+/// What is kept of a standing record: no heap allocation of its own (a million of them
+/// must fit a small VPS). The key is the map's; the reason is interned, its "from SRC"
+/// tail kept as an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rec {
+    since: u64,
+    /// 0: permanent.
+    ends: u64,
+    count: u32,
+    /// Index into `Reasons`.
+    reason: u32,
+    /// The probe's source, when the reason named one.
+    src: Option<IpAddr>,
+    origin: Origin,
+}
+
+impl Rec {
+    fn record(&self, key: IpNet, text: &Arc<str>) -> Record {
+        Record {
+            key,
+            since: self.since,
+            expires: self.expires(),
+            count: self.count,
+            reason: match self.src {
+                Some(src) => Arc::from(format!("{text} from {src}")),
+                None => text.clone(),
+            },
+            origin: self.origin,
+        }
+    }
+
+    fn expires(&self) -> Option<u64> {
+        (self.ends != 0).then_some(self.ends)
+    }
+
+    /// Where it sorts among the records that may end: soonest first, permanent ones
+    /// last (oldest first among them).
+    fn rank(&self) -> u64 {
+        match self.expires() {
+            Some(e) => e.min(PERMANENT - 1),
+            None => PERMANENT | self.since.min(PERMANENT - 1),
+        }
+    }
+}
+
+/// A page of records as they are kept (see `Blocks::page`).
+#[derive(Debug, Default)]
+pub struct Page(Vec<(IpNet, Rec, Arc<str>)>);
+
+impl Page {
+    /// The last key, to ask for the next page after it; `None`: the table ended.
+    pub fn last_key(&self) -> Option<IpNet> {
+        self.0.last().map(|(k, ..)| *k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.0.iter().map(|(k, r, t)| r.record(*k, t)).collect()
+    }
+}
+
+/// Interned reason texts, counted: a flood's million blocks share a few dozen.
+#[derive(Debug, Default)]
+struct Reasons {
+    texts: Vec<(Arc<str>, u32)>,
+    ids: HashMap<Arc<str>, u32>,
+    free: Vec<u32>,
+}
+
+impl Reasons {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            let uses = &mut self.texts[id as usize].1;
+            *uses = uses.saturating_add(1);
+            return id;
+        }
+        let text: Arc<str> = Arc::from(text);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.texts[id as usize] = (text.clone(), 1);
+                id
+            }
+            None => {
+                self.texts.push((text.clone(), 1));
+                u32::try_from(self.texts.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.ids.insert(text, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let Some(e) = self.texts.get_mut(id as usize) else {
+            return;
+        };
+        e.1 = e.1.saturating_sub(1);
+        if e.1 == 0 {
+            let text = std::mem::replace(&mut e.0, Arc::from(""));
+            self.ids.remove(&text);
+            self.free.push(id);
+        }
+        if self.ids.is_empty() {
+            // All gone (a flood's blocks ended): give the memory back.
+            *self = Reasons::default();
+        }
+    }
+
+    fn text(&self, id: u32) -> &Arc<str> {
+        &self.texts[id as usize].0
+    }
+}
+
+/// A reason split into its shared text and the source it names ("… from 192.0.2.7").
+fn split_reason(reason: &str) -> (&str, Option<IpAddr>) {
+    match reason.rsplit_once(" from ") {
+        Some((head, tail)) => match tail.parse::<IpAddr>() {
+            Ok(a) => (head, Some(a)),
+            Err(_) => (reason, None),
+        },
+        None => (reason, None),
+    }
+}
+
 /// Every block the daemon made and still stands, with what is needed to retry the ones
 /// the kernel refused.
 #[derive(Debug)]
 pub struct Blocks {
     cfg: PolicyConfig,
     protected: IgnoreList,
-    records: HashMap<IpNet, Record>,
-    /// Records with an expiry, soonest first: pruning is a pop, not a scan.
-    expiry: BTreeSet<(u64, IpNet)>,
-    /// Scan records in eviction order: soonest to end first, permanent last, oldest first.
-    evictable: BTreeSet<(u64, u64, IpNet)>,
-    /// Records by when they began: the newest, for a spot check, without a scan.
-    by_since: BTreeSet<(u64, IpNet)>,
-    /// IPv6 keys by network, for "inside" and "around" queries, and how many of each length.
-    v6: BTreeSet<(u128, u8)>,
+    /// Ordered: IPv6 networks inside another are a range, and the state writer pages
+    /// through it.
+    records: BTreeMap<IpNet, Rec>,
+    reasons: Reasons,
+    /// Scan records in eviction order (`Rec::rank`): pruning is a pop, eviction the first.
+    ends: BTreeSet<(u64, IpNet)>,
+    /// The administrator's records that end, soonest first (never evicted).
+    admin_ends: BTreeSet<(u64, IpNet)>,
+    /// The latest insertions, newest last: what a spot check looks for, without a scan.
+    recent: VecDeque<IpNet>,
+    /// How many IPv6 records of each prefix length stand (to look for wider ones).
     v6_lens: [u32; 129],
     pending: HashMap<IpNet, Pending>,
     pending_order: VecDeque<IpNet>,
@@ -179,11 +296,11 @@ pub struct Blocks {
     /// Epoch second and new blocks made in it.
     window: (u64, u32),
     dirty: bool,
-    /// Changes to `records` since the state writer last took them: it keeps its own copy,
-    /// so saving a million records holds the lock for the changes only.
-    journal: Vec<Change>,
-    /// The journal outgrew MAX_JOURNAL (nobody took it): the next take is the whole table.
-    journal_lost: bool,
+    /// Records at their most since memory was last given back (see `shrink`).
+    peak: usize,
+    /// Records removed so far: a page written without the lock needs checking against
+    /// the table only if this moved meanwhile.
+    removals: u64,
     /// Blocks given up (retry queue full, or ended before they could be written).
     pub given_up: u64,
     /// The fleet's blocks: same protection, their own sets and rules.
@@ -195,11 +312,11 @@ impl Blocks {
         Blocks {
             cfg,
             protected,
-            records: HashMap::new(),
-            expiry: BTreeSet::new(),
-            evictable: BTreeSet::new(),
-            by_since: BTreeSet::new(),
-            v6: BTreeSet::new(),
+            records: BTreeMap::new(),
+            reasons: Reasons::default(),
+            ends: BTreeSet::new(),
+            admin_ends: BTreeSet::new(),
+            recent: VecDeque::new(),
             v6_lens: [0; 129],
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
@@ -207,8 +324,8 @@ impl Blocks {
             past_order: VecDeque::new(),
             window: (0, 0),
             dirty: false,
-            journal: Vec::new(),
-            journal_lost: false,
+            peak: 0,
+            removals: 0,
             given_up: 0,
             fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
         }
@@ -219,13 +336,52 @@ impl Blocks {
         let (fleet, records): (Vec<Record>, Vec<Record>) =
             records.into_iter().partition(|r| r.origin == Origin::Fleet);
         self.fleet.load(fleet, &self.protected, now);
-        for r in records {
-            if r.expires.is_none_or(|e| e > now) {
-                let key = r.key.trunc();
-                self.insert(Record { key, ..r });
+        let standing = records
+            .into_iter()
+            .filter(|r| r.expires.is_none_or(|e| e > now))
+            .map(|r| Record {
+                key: r.key.trunc(),
+                ..r
+            });
+        if self.records.is_empty() {
+            self.load_bulk(standing.collect());
+        } else {
+            for r in standing {
+                self.insert(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
             }
         }
         self.dirty = false;
+    }
+
+    /// `load` into an empty table, built in bulk from sorted input: the B-trees' nodes
+    /// come out full, where inserting in key order leaves them about half full (a
+    /// restored million then costs about half the memory).
+    fn load_bulk(&mut self, mut standing: Vec<Record>) {
+        // A key given twice: the last one stands, as one insert after another would have.
+        standing.reverse();
+        standing.sort_by_key(|r| r.key);
+        standing.dedup_by_key(|r| r.key);
+        let mut records = Vec::with_capacity(standing.len());
+        let (mut ends, mut admin_ends) = (Vec::new(), Vec::new());
+        for r in &standing {
+            let rec = self.rec(r.since, r.expires, r.count, &r.reason, r.origin);
+            match r.origin {
+                Origin::Scan => ends.push((rec.rank(), r.key)),
+                _ => admin_ends.extend(rec.expires().map(|e| (e, r.key))),
+            }
+            if let IpNet::V6(n) = r.key {
+                self.v6_lens[usize::from(n.prefix_len())] += 1;
+            }
+            records.push((r.key, rec));
+        }
+        let mut by_since: Vec<(u64, IpNet)> = standing.iter().map(|r| (r.since, r.key)).collect();
+        by_since.sort_unstable();
+        let skip = by_since.len().saturating_sub(RECENT);
+        self.recent = by_since[skip..].iter().map(|(_, k)| *k).collect();
+        self.records = records.into_iter().collect();
+        self.ends = ends.into_iter().collect();
+        self.admin_ends = admin_ends.into_iter().collect();
+        self.dirty = true;
     }
 
     pub fn reconfigure(&mut self, cfg: PolicyConfig, protected: IgnoreList) {
@@ -265,66 +421,90 @@ impl Blocks {
         self.pending.len()
     }
 
-    pub fn get(&self, key: IpNet) -> Option<&Record> {
-        self.records.get(&key)
+    pub fn get(&self, key: IpNet) -> Option<Record> {
+        self.records.get(&key).map(|r| self.record(key, r))
+    }
+
+    fn record(&self, key: IpNet, r: &Rec) -> Record {
+        r.record(key, self.reasons.text(r.reason))
     }
 
     /// The block that covers `addr`, if any: exact, or a wider IPv6 block.
-    pub fn covering(&self, net: IpNet) -> Option<&Record> {
-        self.records
-            .get(&net)
-            .or_else(|| self.wider(net).and_then(|k| self.records.get(&k)))
+    pub fn covering(&self, net: IpNet) -> Option<Record> {
+        self.get(net)
+            .or_else(|| self.wider(net).and_then(|k| self.get(k)))
+    }
+
+    /// The block covering `net` (exact, or a wider IPv6 block) and when it ends
+    /// (`Some(None)`: permanent): what the hot checks need, with no copy of the reason.
+    pub fn covering_end(&self, net: IpNet) -> Option<(IpNet, Option<u64>)> {
+        let key = if self.records.contains_key(&net) {
+            net
+        } else {
+            self.wider(net)?
+        };
+        self.records.get(&key).map(|r| (key, r.expires()))
     }
 
     /// Drops the records that ended at `now`.
     pub fn prune(&mut self, now: u64) {
-        while let Some(&(e, key)) = self.expiry.first() {
-            if e > now {
-                break;
+        for admin in [false, true] {
+            loop {
+                let set = if admin { &self.admin_ends } else { &self.ends };
+                let Some(&(e, key)) = set.first() else { break };
+                if e > now || e >= PERMANENT {
+                    break;
+                }
+                if let Some(r) = self.remove_record(key) {
+                    self.remember(key, r.count, e);
+                }
             }
-            self.expiry.pop_first();
-            if let Some(r) = self.remove_record(key) {
-                self.remember(r.key, r.count, e);
-            }
+        }
+        self.shrink();
+    }
+
+    /// Gives memory back once the table fell well below its peak (a flood's blocks ended):
+    /// a B-tree frees its nodes as it goes; the maps kept beside it do not.
+    fn shrink(&mut self) {
+        let n = self.records.len();
+        self.peak = self.peak.max(n);
+        if self.peak >= 4096 && n < self.peak / 4 {
+            self.peak = n;
+            self.pending.shrink_to_fit();
+            self.pending_order.shrink_to_fit();
+            self.past.shrink_to_fit();
+            self.past_order.shrink_to_fit();
+            self.reasons.ids.shrink_to_fit();
         }
     }
 
-    /// What changed in this host's records since the last call (ended ones pruned first):
-    /// the state writer applies it to its own copy. The whole table only when the journal
-    /// was lost.
-    pub fn take_journal(&mut self, now: u64) -> Journal {
-        self.prune(now);
-        if std::mem::take(&mut self.journal_lost) {
-            self.journal.clear();
-            return Journal::Whole(self.records.values().cloned().collect());
-        }
-        Journal::Changes(std::mem::take(&mut self.journal))
+    /// Up to `n` records after `after` (from the first when `None`), in key order: the
+    /// state writer and `list` page through the table, a lock at a time. The page is
+    /// copied as it is kept (a few words a record); `Page::records` builds the records,
+    /// reasons and all, after the lock is let go.
+    pub fn page(&self, after: Option<IpNet>, n: usize) -> Page {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        Page(
+            self.records
+                .range((from, Unbounded))
+                .take(n)
+                .map(|(k, r)| (*k, *r, self.reasons.text(r.reason).clone()))
+                .collect(),
+        )
     }
 
-    fn log(&mut self, c: Change) {
-        if self.journal_lost {
-            return;
-        }
-        if self.journal.len() >= MAX_JOURNAL {
-            self.journal = Vec::new();
-            self.journal_lost = true;
-            return;
-        }
-        self.journal.push(c);
-    }
-
-    /// What the state writer needs, if anything changed since the last call: this host's
-    /// changes (`take_journal`), and the fleet's records when they changed. Under the
-    /// lock it costs the changes, not the table.
-    pub fn take_saved(&mut self, now: u64) -> Option<(Journal, Option<Vec<Record>>)> {
+    /// Whether this host's records changed since the last call (ended ones pruned
+    /// first), and the fleet's records when they changed: what the state writer needs.
+    /// `None`: nothing to save.
+    pub fn take_saved(&mut self, now: u64) -> Option<Option<Vec<Record>>> {
         self.prune(now);
         self.fleet.prune(now);
         let fleet = self.fleet.take_changed();
         if !std::mem::take(&mut self.dirty) && !fleet {
             return None;
         }
-        let fleet = fleet.then(|| self.fleet.records());
-        Some((self.take_journal(now), fleet))
+        Some(fleet.then(|| self.fleet.records()))
     }
 
     /// Decides what to write for `wants`. Evictions take effect now; blocks are recorded by
@@ -431,11 +611,11 @@ impl Blocks {
         // As many as it takes: a reload may have lowered the cap below what stands.
         while self.records.len() + new - inside.len() >= self.cfg.max_blocked.max(1) {
             let victim = self
-                .evictable
+                .ends
                 .iter()
-                .find(|(.., k)| !inside.contains(k) && !planned.contains_key(k));
+                .find(|(_, k)| !inside.contains(k) && !planned.contains_key(k));
             match victim {
-                Some(&(.., victim)) => {
+                Some(&(_, victim)) => {
                     self.remove_record(victim);
                     plan.remove.push(victim);
                     plan.evicted.push(victim);
@@ -507,18 +687,18 @@ impl Blocks {
                             .timeout
                             .map(|t| now.saturating_add(t.as_secs().max(1)));
                         let since = self.records.get(&block.net).map_or(now, |r| r.since);
-                        self.insert(Record {
-                            key: block.net,
-                            since: if w.origin == Origin::Admin {
+                        self.insert(
+                            block.net,
+                            if w.origin == Origin::Admin {
                                 now
                             } else {
                                 since
                             },
                             expires,
-                            count: *count,
-                            reason: Arc::from(w.reason.as_str()),
-                            origin: *origin,
-                        });
+                            *count,
+                            &w.reason,
+                            *origin,
+                        );
                         Outcome::Blocked {
                             key: block.net,
                             timeout: block.timeout,
@@ -624,71 +804,130 @@ impl Blocks {
     /// Every standing block with the time it has left. A clock set back must not stretch a
     /// block: the time left is never more than the block's own length.
     pub fn restore(&mut self, now: u64) -> Vec<Block> {
+        let mut v = self.restore_page(None, usize::MAX, now);
+        v.extend(self.fleet.restore(now));
+        v
+    }
+
+    /// `restore` of this host's blocks a page at a time: up to `n` after `after`, in key
+    /// order (the caller writes each page with the lock released).
+    pub fn restore_page(&mut self, after: Option<IpNet>, n: usize, now: u64) -> Vec<Block> {
+        use std::ops::Bound::{Excluded, Unbounded};
         self.prune(now);
-        let mut v: Vec<Block> = self
-            .records
-            .values()
-            .map(|r| Block {
-                net: r.key,
-                timeout: r.expires.map(|e| {
+        self.records
+            .range((after.map_or(Unbounded, Excluded), Unbounded))
+            .take(n)
+            .map(|(k, r)| Block {
+                net: *k,
+                timeout: r.expires().map(|e| {
                     let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
                     clamp_timeout(Duration::from_secs(left))
                 }),
                 set: Set::Local,
             })
-            .collect();
-        v.extend(self.fleet.restore(now));
-        v
+            .collect()
+    }
+
+    /// How many records were removed so far (ended, evicted, unblocked, replaced).
+    pub fn removals(&self) -> u64 {
+        self.removals
+    }
+
+    /// Whether `key` is a standing record of this host.
+    pub fn stands(&self, key: IpNet) -> bool {
+        self.records.contains_key(&key)
     }
 
     /// The `n` newest standing records, leaving out those about to end (the kernel counts
     /// milliseconds, the records seconds): what a spot check looks for in the kernel.
     pub fn newest(&mut self, n: usize, now: u64) -> Vec<IpNet> {
         self.prune(now);
-        self.by_since
+        let mut seen = std::collections::HashSet::new();
+        self.recent
             .iter()
             .rev()
-            .filter_map(|(_, k)| self.records.get(k))
-            .filter(|r| r.expires.is_none_or(|e| e > now.saturating_add(1)))
-            // Bounded: a run of records about to end is not walked to its end.
+            .filter(|k| seen.insert(**k))
+            .filter(|k| {
+                self.records
+                    .get(k)
+                    .is_some_and(|r| r.expires().is_none_or(|e| e > now.saturating_add(1)))
+            })
             .take(n)
-            .map(|r| r.key)
+            .copied()
             .collect()
     }
 
-    fn insert(&mut self, r: Record) {
-        let key = r.key;
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        key: IpNet,
+        since: u64,
+        expires: Option<u64>,
+        count: u32,
+        reason: &str,
+        origin: Origin,
+    ) {
         self.remove_record(key);
-        if let Some(e) = r.expires {
-            self.expiry.insert((e, key));
-        }
-        if r.origin == Origin::Scan {
-            self.evictable
-                .insert((r.expires.unwrap_or(u64::MAX), r.since, key));
+        let r = self.rec(since, expires, count, reason, origin);
+        match origin {
+            Origin::Scan => {
+                self.ends.insert((r.rank(), key));
+            }
+            _ => {
+                if let Some(e) = r.expires() {
+                    self.admin_ends.insert((e, key));
+                }
+            }
         }
         if let IpNet::V6(n) = key {
-            self.v6.insert((u128::from(n.network()), n.prefix_len()));
             self.v6_lens[usize::from(n.prefix_len())] += 1;
         }
-        self.by_since.insert((r.since, key));
-        self.log(Change::Put(r.clone()));
+        if self.recent.len() >= RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key);
         self.records.insert(key, r);
         self.dirty = true;
     }
 
-    fn remove_record(&mut self, key: IpNet) -> Option<Record> {
-        let r = self.records.remove(&key)?;
-        if let Some(e) = r.expires {
-            self.expiry.remove(&(e, key));
+    /// A record as it is kept, its reason interned.
+    fn rec(
+        &mut self,
+        since: u64,
+        expires: Option<u64>,
+        count: u32,
+        reason: &str,
+        origin: Origin,
+    ) -> Rec {
+        let (text, src) = split_reason(reason);
+        Rec {
+            since,
+            // An expiry of 0 would read as permanent: the epoch's first second has passed.
+            ends: expires.map_or(0, |e| e.max(1)),
+            count,
+            reason: self.reasons.intern(text),
+            src,
+            origin,
         }
-        self.evictable
-            .remove(&(r.expires.unwrap_or(u64::MAX), r.since, key));
+    }
+
+    fn remove_record(&mut self, key: IpNet) -> Option<Rec> {
+        let r = self.records.remove(&key)?;
+        match r.origin {
+            Origin::Scan => {
+                self.ends.remove(&(r.rank(), key));
+            }
+            _ => {
+                if let Some(e) = r.expires() {
+                    self.admin_ends.remove(&(e, key));
+                }
+            }
+        }
         if let IpNet::V6(n) = key {
-            self.v6.remove(&(u128::from(n.network()), n.prefix_len()));
             self.v6_lens[usize::from(n.prefix_len())] -= 1;
         }
-        self.by_since.remove(&(r.since, key));
-        self.log(Change::Gone(key));
+        self.reasons.release(r.reason);
+        self.removals += 1;
         self.dirty = true;
         Some(r)
     }
@@ -721,14 +960,19 @@ impl Blocks {
             .find(|w| self.records.contains_key(w))
     }
 
-    /// Standing IPv6 blocks strictly inside `net`.
+    /// Standing IPv6 blocks strictly inside `net`: a range of the ordered keys.
     fn narrower(&self, net: IpNet) -> Vec<IpNet> {
         let IpNet::V6(n) = net else { return Vec::new() };
-        let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
-        self.v6
-            .range((lo, 0)..=(hi, 128))
-            .filter(|(_, len)| *len > n.prefix_len())
-            .filter_map(|&(a, len)| ipnet::Ipv6Net::new(a.into(), len).ok().map(IpNet::V6))
+        let (Ok(lo), Ok(hi)) = (
+            Ipv6Net::new(n.network(), 0),
+            Ipv6Net::new(n.broadcast(), 128),
+        ) else {
+            return Vec::new();
+        };
+        self.records
+            .range(IpNet::V6(lo)..=IpNet::V6(hi))
+            .map(|(k, _)| *k)
+            .filter(|k| k.prefix_len() > n.prefix_len())
             .collect()
     }
 }
@@ -739,8 +983,8 @@ fn longest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 /// The time a record has left at `now` (`None`: permanent).
-fn remaining(r: &Record, now: u64) -> Option<Duration> {
-    r.expires
+fn remaining(r: &Rec, now: u64) -> Option<Duration> {
+    r.expires()
         .map(|e| clamp_timeout(Duration::from_secs(e.saturating_sub(now))))
 }
 
@@ -809,7 +1053,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_standing_blocks_are_found_without_a_scan_and_the_journal_keeps_a_copy() {
+    fn the_newest_standing_blocks_are_found_without_a_scan_and_pages_cover_the_table() {
         let mut b = book(PolicyConfig {
             max_blocked: 1000,
             max_per_second: 1000,
@@ -819,24 +1063,85 @@ mod tests {
             apply(&mut b, &[scan(&format!("198.18.0.{i}"))], t, &[]);
         }
         assert_eq!(b.newest(2, 1002), [net("198.18.0.3"), net("198.18.0.2")]);
-        // Unblocked: no longer among the newest; nor in the copy.
+        // Unblocked: no longer among the newest.
         b.remove_record(net("198.18.0.3"));
         assert_eq!(b.newest(2, 1002), [net("198.18.0.2"), net("198.18.0.1")]);
-        let Journal::Changes(c) = b.take_journal(1002) else {
-            panic!("journal lost")
-        };
-        assert_eq!(c.len(), 4, "{c:?}");
-        assert_eq!(c[3], Change::Gone(net("198.18.0.3")));
-        // More changes than the journal holds before anyone takes them: the whole table.
-        let many: Vec<Want> = (0..MAX_JOURNAL as u32 + 1)
-            .map(|i| scan(&std::net::Ipv4Addr::from(0xC612_1000 + i).to_string()))
-            .collect();
-        apply(&mut b, &many, 1003, &[]);
-        match b.take_journal(1003) {
-            Journal::Whole(v) => assert_eq!(v.len(), b.len()),
-            Journal::Changes(c) => panic!("{} changes kept", c.len()),
+        // Pages of two: every record once, in key order, the reason whole.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let p = b.page(after, 2).records();
+            let Some(last) = p.last() else { break };
+            after = Some(last.key);
+            seen.extend(p);
         }
-        assert!(matches!(b.take_journal(1003), Journal::Changes(c) if c.is_empty()));
+        let keys: Vec<IpNet> = seen.iter().map(|r| r.key).collect();
+        assert_eq!(keys, [net("198.18.0.1"), net("198.18.0.2")]);
+        assert_eq!(&*seen[0].reason, "test");
+    }
+
+    /// Loaded into an empty table in bulk or one record at a time: the same table, the
+    /// last of a key given twice standing, ended ones dropped.
+    #[test]
+    fn a_bulk_load_is_the_same_table_as_inserts() {
+        let rec = |k: &str, since: u64, expires: Option<u64>, origin: Origin| Record {
+            key: net(k),
+            since,
+            expires,
+            count: 2,
+            reason: format!("TCP SYN/Normal scan to TCP port 111 from {}", net(k).addr()).into(),
+            origin,
+        };
+        let records = vec![
+            rec("198.18.0.9", 900, Some(5000), Origin::Scan),
+            rec("2001:db8:7::/64", 950, None, Origin::Scan),
+            rec("198.51.100.7", 800, Some(4000), Origin::Admin),
+            rec("198.18.0.9", 990, Some(6000), Origin::Scan),
+            rec("198.18.0.3", 100, Some(999), Origin::Scan),
+            rec("2001:db8:8::1", 700, None, Origin::Admin),
+        ];
+        let mut bulk = book(cfg());
+        bulk.load(records.clone(), 1000);
+        let mut one = book(cfg());
+        one.load(vec![records[0].clone()], 1000);
+        one.load(records[1..].to_vec(), 1000);
+        assert_eq!(bulk.records, one.records);
+        assert_eq!(bulk.ends, one.ends);
+        assert_eq!(bulk.admin_ends, one.admin_ends);
+        assert_eq!(bulk.v6_lens, one.v6_lens);
+        assert_eq!(bulk.len(), 4);
+        assert_eq!(bulk.get(net("198.18.0.9")).unwrap().expires, Some(6000));
+        assert_eq!(
+            bulk.newest(2, 1000),
+            [net("198.18.0.9"), net("2001:db8:7::/64")]
+        );
+        assert_eq!(bulk.page(None, 10).records(), one.page(None, 10).records());
+    }
+
+    /// A reason naming its source is kept as shared text plus an address, and reads back
+    /// whole; the shared texts go when their last record does.
+    #[test]
+    fn reasons_are_shared_and_read_back_whole() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 1000,
+            ..cfg()
+        });
+        let wants: Vec<Want> = (1..=3)
+            .map(|i| Want {
+                reason: format!("TCP SYN/Normal scan to TCP port 111 from 2001:db8:{i}::7"),
+                ..scan(&format!("2001:db8:{i}::/64"))
+            })
+            .collect();
+        apply(&mut b, &wants, 1000, &[]);
+        assert_eq!(b.reasons.ids.len(), 1);
+        assert_eq!(
+            &*b.get(net("2001:db8:2::/64")).unwrap().reason,
+            "TCP SYN/Normal scan to TCP port 111 from 2001:db8:2::7"
+        );
+        for i in 1..=3 {
+            b.unblock(net(&format!("2001:db8:{i}::/64")));
+        }
+        assert!(b.reasons.ids.is_empty() && b.reasons.texts.is_empty());
     }
 
     #[test]
@@ -1102,7 +1407,7 @@ mod tests {
         apply(&mut b, &[admin("2001:db8:5:1::/64", Some(None))], 1000, &[]);
         apply(&mut b, &[scan("2001:db8:5::/48")], 1000, &[]);
         b.prune(1000 + 3600 + 1);
-        let r = b.covering(net("2001:db8:5:1::7")).cloned();
+        let r = b.covering(net("2001:db8:5:1::7"));
         assert!(
             r.as_ref().is_some_and(|r| r.expires.is_none()),
             "the administrator's permanent block ended: {r:?}"
@@ -1123,7 +1428,7 @@ mod tests {
         apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
         apply(&mut b, &[admin("2001:db8:5::7", Some(None))], 1001, &[]);
         b.prune(1000 + 3600 + 1);
-        let r = b.covering(net("2001:db8:5::7")).cloned();
+        let r = b.covering(net("2001:db8:5::7"));
         assert!(
             r.as_ref().is_some_and(|r| r.expires.is_none()),
             "the administrator's permanent block ended: {r:?}"
@@ -1141,8 +1446,6 @@ mod tests {
         ) {
             let mut b = book(PolicyConfig { max_blocked: cap, max_per_second: 5, ..cfg() });
             let mut now = 1000u64;
-            // The state writer's copy, kept from the journal alone.
-            let mut copy: HashMap<IpNet, Record> = HashMap::new();
             for (op, n, dt, fail) in ops {
                 now += dt;
                 let key = match op {
@@ -1165,18 +1468,12 @@ mod tests {
                             "{} overlaps {}", a, c);
                     }
                 }
-                prop_assert_eq!(b.expiry.len(), b.records.values().filter(|r| r.expires.is_some()).count());
-                prop_assert_eq!(b.by_since.len(), b.records.len());
-                match b.take_journal(now) {
-                    Journal::Whole(v) => copy = v.into_iter().map(|r| (r.key, r)).collect(),
-                    Journal::Changes(cs) => for c in cs {
-                        match c {
-                            Change::Put(r) => { copy.insert(r.key, r); }
-                            Change::Gone(k) => { copy.remove(&k); }
-                        }
-                    },
-                }
-                prop_assert_eq!(&copy, &b.records);
+                prop_assert_eq!(
+                    b.ends.len() + b.admin_ends.len(),
+                    b.records.values().filter(|r| r.origin == Origin::Scan || r.ends != 0).count()
+                );
+                let uses: u32 = b.reasons.texts.iter().map(|t| t.1).sum();
+                prop_assert_eq!(uses as usize, b.records.len());
             }
         }
     }

@@ -58,6 +58,8 @@ pub struct Stats {
     /// Events the responder could not take (channel full); an `Act` is retried by the next
     /// probe from the same source.
     pub events_dropped: AtomicU64,
+    /// Acts held by a packet thread while the hand-off was full, handed on later.
+    pub events_deferred: AtomicU64,
     pub blocks_written: AtomicU64,
     pub block_failures: AtomicU64,
     /// Blocks the kernel refused that wait for a retry (a gauge).

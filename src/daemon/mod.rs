@@ -113,7 +113,11 @@ pub fn run(
             (removed, Vec::new())
         });
     }
-    let restored = restore(&mut fw, &mut book);
+    let book = Mutex::new(book);
+    let restored = restore(&mut fw, &book);
+    let book = book.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Reading and writing a large state left its transient memory free: hand it back.
+    crate::system::proc::release_free_memory();
     if let Err(e) = fw.seal() {
         // The first check will put it right.
         tracing::warn!("adminalert: {e}");
@@ -153,7 +157,13 @@ pub fn run(
 
     let (wake_tx, wake_rx) = sync_channel(1);
     let handoff = Arc::new(Handoff {
-        events: crossbeam_queue::ArrayQueue::new(EVENT_CAPACITY),
+        events: crossbeam_queue::ArrayQueue::new(
+            if crate::dataplane::Fault::from_env() == Some(crate::dataplane::Fault::SmallHandoff) {
+                64
+            } else {
+                EVENT_CAPACITY
+            },
+        ),
         wake: wake_tx.clone(),
     });
     let time_to_block = crate::output::metrics::time_to_block();

@@ -140,6 +140,10 @@ impl<F: Firewall> Responder<F> {
         let mut arrived: Vec<Instant> = Vec::new();
         self.written
             .retain(|_, at| now.saturating_duration_since(*at) <= RACE);
+        if self.written.capacity() > 4 * self.written.len() + 4096 {
+            // A flood's burst of blocks has passed: give the room back.
+            self.written.shrink_to_fit();
+        }
         for (e, k) in batch.iter().zip(&mut keys) {
             if !matches!(
                 e.decision,
@@ -169,18 +173,13 @@ impl<F: Firewall> Responder<F> {
         }
         let fresh = wants.len();
         wants.extend(book.due(epoch));
-        let done = if wants.is_empty() {
-            Vec::new()
-        } else {
-            self.write(&mut book, &wants, epoch)
-        };
+        drop(book);
+        let (done, pending) = self.write(&wants, epoch);
         for d in &done {
             if let Done::Blocked { key, .. } = d {
                 self.written.insert(*key, now);
             }
         }
-        let pending = book.pending();
-        drop(book);
         let stats = self.shared.stats.clone();
         let written = Instant::now();
         for (at, d) in arrived.iter().zip(&done) {
@@ -299,7 +298,7 @@ impl<F: Firewall> Responder<F> {
                     addr,
                     n,
                     blocked: book
-                        .covering(block_key(addr, settings.ipv6_prefix, book.protected()))
+                        .covering_end(block_key(addr, settings.ipv6_prefix, book.protected()))
                         .is_some(),
                 })
                 .collect();
@@ -310,9 +309,14 @@ impl<F: Firewall> Responder<F> {
         }
     }
 
-    /// Plans, writes and records `wants`.
-    fn write(&mut self, book: &mut Blocks, wants: &[Want], epoch: u64) -> Vec<Done> {
-        let plan = book.plan(wants, epoch);
+    /// Plans, writes and records `wants`; with the blocks still waiting for a retry. The
+    /// lock is held to plan and to commit, never across the kernel's write: the packet
+    /// path, `list` and the state writer need it meanwhile (as the fleet's pull does).
+    fn write(&mut self, wants: &[Want], epoch: u64) -> (Vec<Done>, usize) {
+        if wants.is_empty() {
+            return (Vec::new(), self.lock().pending());
+        }
+        let plan = self.lock().plan(wants, epoch);
         if !plan.remove.is_empty() {
             if let Err(e) = self.fw.remove_blocks(Set::Local, &plan.remove) {
                 tracing::error!("adminalert: ERROR: could not remove blocks to make room: {e}");
@@ -335,7 +339,9 @@ impl<F: Firewall> Responder<F> {
             .into_iter()
             .map(|(k, e)| (k, e.to_string()))
             .collect();
-        book.commit(wants, &plan, &failed, epoch)
+        let mut book = self.lock();
+        let done = book.commit(wants, &plan, &failed, epoch);
+        (done, book.pending())
     }
 
     /// The reporter's view of a block decision; a written block also runs the actions.
@@ -423,12 +429,11 @@ fn raced(
     now: Instant,
     epoch: u64,
 ) -> bool {
-    book.covering(key).is_some_and(|r| {
+    book.covering_end(key).is_some_and(|(k, expires)| {
         written
-            .get(&r.key)
+            .get(&k)
             .is_some_and(|at| now.saturating_duration_since(*at) <= RACE)
-            && r.expires
-                .is_none_or(|e| e > epoch.saturating_add(RACE.as_secs()))
+            && expires.is_none_or(|e| e > epoch.saturating_add(RACE.as_secs()))
     })
 }
 
@@ -679,7 +684,6 @@ mod tests {
             .lock()
             .unwrap()
             .get("198.18.0.1/32".parse().unwrap())
-            .cloned()
             .unwrap();
         assert_eq!((rec.count, rec.expires), (2, Some(5000 + 4 * 3600)));
     }

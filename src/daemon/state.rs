@@ -2,6 +2,8 @@
 //! ruleset reloads. The kernel sets are the enforcement; this is what puts them back.
 
 pub use crate::core::policy::Record;
+use ipnet::IpNet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,18 +21,19 @@ pub enum StateError {
     },
 }
 
+/// Records taken under the lock at a time when saving: the block writer waits for one
+/// page at most, never for the file.
+#[cfg(not(test))]
+const SAVE_PAGE: usize = 1024;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const SAVE_PAGE: usize = 2;
+
 /// One record per line: compact to write, still readable with `jq` or an editor.
-pub fn records_json(records: &[Record]) -> String {
-    let mut out = String::with_capacity(records.len() * 128 + 4);
-    out.push_str("[\n");
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 {
-            out.push_str(",\n");
-        }
-        out.push_str(&serde_json::to_string(r).expect("records serialize"));
-    }
-    out.push_str("\n]\n");
-    out
+fn write_record(out: &mut impl Write, first: &mut bool, r: &Record) -> std::io::Result<()> {
+    out.write_all(if *first { b"\n" } else { b",\n" })?;
+    *first = false;
+    serde_json::to_writer(&mut *out, r).map_err(std::io::Error::other)
 }
 
 /// The state file, written atomically: a crash leaves the old file or the new one, never a
@@ -72,60 +75,76 @@ impl StateFile {
         })
     }
 
-    /// Writes a snapshot taken earlier, so the caller need not hold the state's lock while
-    /// the file is written.
+    /// Writes records taken earlier.
     pub fn save_records(&self, records: &[Record]) -> Result<(), StateError> {
-        crate::system::files::replace(&self.path, records_json(records).as_bytes(), 0o600).map_err(
-            |source| StateError::Io {
-                path: self.path.display().to_string(),
-                source,
-            },
-        )
+        let mut rest = Some(records);
+        self.save_paged(|_| rest.take().unwrap_or_default().to_vec(), &[])
+    }
+
+    /// Writes this host's records a page at a time (`page(after)`: the next records after
+    /// the last key written, none at the end), then `fleet`. Nothing holds the whole table
+    /// as a copy or as text, so a million records cost a page of memory to save.
+    pub fn save_paged(
+        &self,
+        mut page: impl FnMut(Option<IpNet>) -> Vec<Record>,
+        fleet: &[Record],
+    ) -> Result<(), StateError> {
+        crate::system::files::replace_with(&self.path, 0o600, |f| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, f);
+            out.write_all(b"[")?;
+            let mut first = true;
+            let mut after = None;
+            loop {
+                let p = page(after);
+                let Some(last) = p.last() else { break };
+                after = Some(last.key);
+                for r in &p {
+                    write_record(&mut out, &mut first, r)?;
+                }
+            }
+            for r in fleet {
+                write_record(&mut out, &mut first, r)?;
+            }
+            out.write_all(b"\n]\n")?;
+            out.flush()
+        })
+        .map_err(|source| StateError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
     }
 }
 
-/// The state writer's own copy of the block records, kept from the policy's journal: a
-/// save sorts and writes it with no lock held.
+/// Pages of `SAVE_PAGE` records from the table, each under the lock for its own time.
+pub fn pages(
+    blocks: &std::sync::Mutex<crate::core::policy::Blocks>,
+) -> impl FnMut(Option<IpNet>) -> Vec<Record> + '_ {
+    move |after| {
+        let page = blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .page(after, SAVE_PAGE);
+        page.records()
+    }
+}
+
+/// What the state writer keeps between saves: the fleet's records as last taken (they are
+/// taken whole, only when they change). This host's records are paged from the table at
+/// each save, never copied whole.
 #[derive(Default)]
 pub struct Mirror {
-    records: std::collections::HashMap<ipnet::IpNet, crate::core::policy::Record>,
-    /// The fleet's records as last taken (they are taken whole, only when they change).
-    fleet: Vec<crate::core::policy::Record>,
+    fleet: Vec<Record>,
 }
 
 impl Mirror {
-    pub fn apply(
-        &mut self,
-        journal: crate::core::policy::Journal,
-        fleet: Option<Vec<crate::core::policy::Record>>,
-    ) {
-        use crate::core::policy::{Change, Journal};
-        match journal {
-            Journal::Whole(v) => self.records = v.into_iter().map(|r| (r.key, r)).collect(),
-            Journal::Changes(changes) => {
-                for c in changes {
-                    match c {
-                        Change::Put(r) => {
-                            self.records.insert(r.key, r);
-                        }
-                        Change::Gone(k) => {
-                            self.records.remove(&k);
-                        }
-                    }
-                }
-            }
-        }
+    pub fn set_fleet(&mut self, fleet: Option<Vec<Record>>) {
         if let Some(f) = fleet {
             self.fleet = f;
         }
     }
 
-    /// What to save: this host's records oldest first, then the fleet's.
-    pub fn records(&self) -> Vec<crate::core::policy::Record> {
-        use crate::core::policy::Origin;
-        let mut v: Vec<_> = self.records.values().chain(&self.fleet).cloned().collect();
-        v.sort_by_key(|r| (r.origin == Origin::Fleet, r.since, r.key));
-        v
+    pub fn fleet(&self) -> &[Record] {
+        &self.fleet
     }
 }
 
@@ -163,6 +182,43 @@ mod tests {
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
         assert!(dir.join("blocks.json.corrupt").exists());
         assert!(f.load().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The table saved a page at a time (two records a page in tests) reads back whole,
+    /// this host's records in key order, then the fleet's.
+    #[test]
+    fn a_table_saved_page_by_page_reads_back_whole() {
+        use crate::core::ignore::IgnoreList;
+        use crate::core::policy::{Blocks, PolicyConfig};
+        let dir = std::env::temp_dir().join(format!("ps-state-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = StateFile::new(dir.join("blocks.json"));
+        let mut book = Blocks::new(
+            PolicyConfig {
+                timeout: None,
+                repeat_factor: 1,
+                max_timeout: None,
+                max_blocked: 100,
+                max_per_second: 100,
+            },
+            IgnoreList::default(),
+        );
+        let mine: Vec<Record> = (1..=5)
+            .map(|i| rec(&format!("192.0.2.{i}"), 100 + i, None))
+            .collect();
+        let fleet = Record {
+            origin: Origin::Fleet,
+            expires: Some(u64::MAX / 2),
+            ..rec("198.51.100.0/24", 100, None)
+        };
+        book.load(mine.clone(), 100);
+        let book = std::sync::Mutex::new(book);
+        f.save_paged(pages(&book), std::slice::from_ref(&fleet))
+            .unwrap();
+        let mut want = mine;
+        want.push(fleet);
+        assert_eq!(f.load().unwrap(), want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub const RESOLVER_REFRESH: Duration = Duration::from_secs(10);
 /// How often the table is checked (an nftables reload empties it, a hand can damage it).
 const HEAL_CHECK: Duration = Duration::from_secs(1);
+/// How often the table is looked at for a fall that frees memory to hand back.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// Least time between two state-file writes: a crash loses at most this much of the
 /// record (the kernel sets keep the blocks themselves).
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
@@ -156,6 +158,8 @@ impl<F: Firewall> Running<F> {
             (Instant::now(), Instant::now(), Instant::now());
         let mut last_metrics: Option<Instant> = None;
         let mut last_listeners = Instant::now();
+        let mut last_trim = Instant::now();
+        let mut trim_peak = 0usize;
         let mut reports_dropped = 0;
         'serve: loop {
             for sig in signals.pending() {
@@ -188,6 +192,17 @@ impl<F: Firewall> Running<F> {
             if last_save.elapsed() >= self.save_every {
                 last_save = Instant::now();
                 self.save();
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = Instant::now();
+                // Only once the table shrank well (a flood's blocks ended): a trim walks
+                // the whole heap with the allocator locked.
+                let n = self.book().len();
+                trim_peak = trim_peak.max(n);
+                if trim_peak >= 65_536 && n < trim_peak / 2 {
+                    crate::system::proc::release_free_memory();
+                    trim_peak = n;
+                }
             }
             if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
                 last_metrics = Some(Instant::now());
@@ -352,7 +367,7 @@ impl<F: Firewall> Running<F> {
                 match missing {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
-                        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+                        let n = restore(&mut self.fw, &self.blocks);
                         tracing::warn!(
                             "adminalert: {} blocks were missing from the sets; put back {n}",
                             m.len()
@@ -415,23 +430,27 @@ impl<F: Firewall> Running<F> {
         let built = self.fw.build(&self.spec)?;
         self.steering = built.steering;
         apply_sets(&mut self.fw, cfg, protected)?;
-        let n = restore(&mut self.fw, &mut lock(&self.blocks));
+        let n = restore(&mut self.fw, &self.blocks);
         self.fw.seal()?;
         self.book().retry_now();
         let _ = self.wake.try_send(());
         Ok((built, n))
     }
 
-    /// Saves the block state if it changed. The lock is held only to take what changed
-    /// (the responder needs it on the blocking path); the copy is sorted and written after.
+    /// Saves the block state if it changed. The lock is held for a page of records at a
+    /// time (the responder needs it on the blocking path), never while the file is written.
     fn save(&mut self) {
         let now = epoch_now();
-        let Some((journal, fleet)) = self.book().take_saved(now) else {
+        let Some(fleet) = self.book().take_saved(now) else {
             return;
         };
         let started = Instant::now();
-        self.saved.apply(journal, fleet);
-        if let Err(e) = self.state_file.save_records(&self.saved.records()) {
+        self.saved.set_fleet(fleet);
+        let saved = self.state_file.save_paged(
+            crate::daemon::state::pages(&self.blocks),
+            self.saved.fleet(),
+        );
+        if let Err(e) = saved {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
         // A large state under a flood: save less often rather than spend the CPU on it.
@@ -524,17 +543,61 @@ fn lock(blocks: &Mutex<Blocks>) -> std::sync::MutexGuard<'_, Blocks> {
     blocks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Re-adds every standing block with the time it has left.
-pub fn restore(fw: &mut impl Firewall, book: &mut Blocks) -> usize {
-    let blocks = book.restore(epoch_now());
-    if blocks.is_empty() {
-        return 0;
+/// Blocks restored per page: the lock is held to take a page and to check it, never
+/// across the kernel's write (a million blocks take seconds to write).
+#[cfg(not(test))]
+const RESTORE_PAGE: usize = 2048;
+/// Small in tests, so they go through more than one page.
+#[cfg(test)]
+const RESTORE_PAGE: usize = 2;
+
+/// Re-adds every standing block with the time it has left, a page at a time.
+pub fn restore(fw: &mut impl Firewall, blocks: &Mutex<Blocks>) -> usize {
+    let mut written = 0;
+    let mut logged = 0;
+    let mut log = |report: &crate::firewall::BlockReport| {
+        for (net, e) in report.failed.iter().take(10 - logged.min(10)) {
+            tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
+            logged += 1;
+        }
+    };
+    let mut after = None;
+    loop {
+        let (page, removals) = {
+            let mut book = lock(blocks);
+            let page = book.restore_page(after, RESTORE_PAGE, epoch_now());
+            (page, book.removals())
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.net);
+        let report = fw.add_blocks(&page);
+        log(&report);
+        written += report.written;
+        // Lifted while the page was written (`portsentry unblock`, an eviction): not
+        // put back. Looked up only if something was removed meanwhile.
+        let gone: Vec<IpNet> = {
+            let book = lock(blocks);
+            if book.removals() == removals {
+                Vec::new()
+            } else {
+                page.iter()
+                    .map(|b| b.net)
+                    .filter(|n| !book.stands(*n))
+                    .collect()
+            }
+        };
+        if !gone.is_empty() {
+            let _ = fw.remove_blocks(Set::Local, &gone);
+        }
     }
-    let report = fw.add_blocks(&blocks);
-    for (net, e) in report.failed.iter().take(10) {
-        tracing::error!("adminalert: ERROR: could not restore the block of {net}: {e}");
+    // The fleet's (bounded by `max_decisions`); its book keeps what the kernel holds.
+    let fleet = lock(blocks).fleet().0.restore(epoch_now());
+    if !fleet.is_empty() {
+        let report = fw.add_blocks(&fleet);
+        log(&report);
+        written += report.written;
     }
-    report.written
+    written
 }
 
 pub fn apply_sets(
@@ -910,7 +973,7 @@ mod tests {
         ended.key = crate::core::ignore::parse_net("198.18.0.2").unwrap();
         ended.expires = Some(1);
         lock(&r2.blocks).load(vec![records[0].clone(), ended], epoch_now());
-        let n = restore(&mut fw2.clone(), &mut lock(&r2.blocks));
+        let n = restore(&mut fw2.clone(), &r2.blocks);
         assert_eq!(n, 1);
         assert_eq!(kernel_blocks(&fw2), ["198.18.0.1/32"]);
     }

@@ -75,6 +75,8 @@ pub enum Fault {
     StallResponder,
     /// The block writer panics after its first round with work.
     PanicResponder,
+    /// The hand-off to the block writer holds 64 events: a bounded test flood fills it.
+    SmallHandoff,
 }
 
 impl Fault {
@@ -83,6 +85,7 @@ impl Fault {
             "stall-queue" => Some(Fault::StallQueue),
             "stall-responder" => Some(Fault::StallResponder),
             "panic-responder" => Some(Fault::PanicResponder),
+            "small-handoff" => Some(Fault::SmallHandoff),
             _ => None,
         }
     }

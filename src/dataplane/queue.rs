@@ -11,7 +11,7 @@ use crate::core::detector::{Decision, Verdict};
 use crate::core::packet;
 use crate::core::probe::{Probe, ScanKind, CLIENT_NET_MARK, LIVE_CLIENT_MARK};
 use crate::core::stats::{kind_index, Stats};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
@@ -24,6 +24,13 @@ const SOCKET_BUFFER: usize = 64 << 20;
 pub const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// How often the repeats counted here are handed on.
 const REPEAT_TICK: Duration = Duration::from_millis(100);
+/// Act and Spare events a packet thread holds while the hand-off is full, handed on first
+/// thing every batch (and every millisecond while any wait): a scanner that sends one
+/// probe inside a flood is not forgotten. Past it the newest is dropped and its source
+/// retracted (its next probe acts again). About 100 bytes each.
+const OVERFLOW: usize = 16_384;
+/// How often a thread holding deferred events looks again with no packet to read.
+const OVERFLOW_POLL: Duration = Duration::from_millis(1);
 /// Sources whose repeats are counted here at once; past that they are handed on one by
 /// one (bounded memory under a flood of sources).
 const REPEAT_SOURCES: usize = 4096;
@@ -137,13 +144,23 @@ pub fn run(
         };
     }
     let mut flowing = false;
+    let mut overflow: VecDeque<Event> = VecDeque::new();
     loop {
-        if flowing {
-            std::thread::sleep(coalesce);
+        if !overflow.is_empty() {
+            unannounced += drain(&mut overflow, handoff);
+            if unannounced > 0 {
+                let _ = handoff.wake.try_send(());
+                unannounced = 0;
+            }
         }
-        let n = match queue.receive(!flowing) {
+        // Deferred events are looked at again soon even when no packet comes.
+        let polling = flowing || !overflow.is_empty();
+        if polling {
+            std::thread::sleep(if flowing { coalesce } else { OVERFLOW_POLL });
+        }
+        let n = match queue.receive(!polling) {
             Ok(n) => n,
-            Err(e) if flowing && e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e) if polling && e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Nothing gathered: the flow stopped; wait for the next packet.
                 flowing = false;
                 continue;
@@ -221,7 +238,13 @@ pub fn run(
                                     at,
                                     count: 1,
                                 };
-                                unannounced += u32::from(hand_off(ev, handoff, detector, stats));
+                                unannounced += u32::from(hand_off(
+                                    ev,
+                                    handoff,
+                                    &mut overflow,
+                                    detector,
+                                    stats,
+                                ));
                             }
                         }
                         Decision::Act { .. } | Decision::Spare { .. } => {
@@ -232,7 +255,8 @@ pub fn run(
                                 at,
                                 count: 1,
                             };
-                            unannounced += u32::from(hand_off(ev, handoff, detector, stats));
+                            unannounced +=
+                                u32::from(hand_off(ev, handoff, &mut overflow, detector, stats));
                         }
                         Decision::Pass => counts.passed += 1,
                         Decision::Discard | Decision::Count { .. } => {}
@@ -307,22 +331,60 @@ impl Counts {
     }
 }
 
-/// Passes an event on; whether it was taken.
+/// Passes an event on; whether it was taken. An Act or Spare the full hand-off cannot
+/// take waits in `overflow` (behind any already there, so they keep their order).
 fn hand_off(
     ev: Event,
     handoff: &Handoff,
+    overflow: &mut VecDeque<Event>,
     detector: &mut crate::core::detector::Detector,
     stats: &Stats,
 ) -> bool {
+    let act = matches!(ev.decision, Decision::Act { .. } | Decision::Spare { .. });
+    if act && !overflow.is_empty() {
+        return defer(ev, overflow, detector, stats);
+    }
     match handoff.events.push(ev) {
         Ok(()) => true,
+        Err(ev) if act => defer(ev, overflow, detector, stats),
         Err(_) => {
             Stats::inc(&stats.events_dropped);
-            if matches!(ev.decision, Decision::Act { .. } | Decision::Spare { .. }) {
-                // Nothing is lost: the source's next probe acts again.
-                detector.retract(&ev.probe);
-            }
             false
         }
     }
+}
+
+/// Keeps an Act the hand-off could not take, if there is room; else drops it and lets
+/// the source's next probe act again.
+fn defer(
+    ev: Event,
+    overflow: &mut VecDeque<Event>,
+    detector: &mut crate::core::detector::Detector,
+    stats: &Stats,
+) -> bool {
+    if overflow.len() < OVERFLOW {
+        overflow.push_back(ev);
+        Stats::inc(&stats.events_deferred);
+    } else {
+        Stats::inc(&stats.events_dropped);
+        detector.retract(&ev.probe);
+    }
+    false
+}
+
+/// Hands on deferred events, oldest first, while the hand-off takes them; how many.
+fn drain(overflow: &mut VecDeque<Event>, handoff: &Handoff) -> u32 {
+    let mut sent = 0;
+    while let Some(ev) = overflow.pop_front() {
+        if let Err(ev) = handoff.events.push(ev) {
+            overflow.push_front(ev);
+            break;
+        }
+        sent += 1;
+    }
+    if overflow.is_empty() && overflow.capacity() > 1024 {
+        // The flood is over: give its memory back.
+        *overflow = VecDeque::new();
+    }
+    sent
 }

@@ -104,6 +104,15 @@ pub fn open_for_writing(path: &Path, truncate: bool, mode: u32) -> std::io::Resu
 /// directory (created exclusively, so nothing planted is followed), then a rename, which
 /// replaces a symlink itself rather than what it points to.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    replace_with(path, mode, |f| f.write_all(bytes))
+}
+
+/// `replace`, the contents written by `write` (streamed: no copy of them in memory).
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
@@ -112,7 +121,7 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".portsentry-")
         .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    write(tmp.as_file_mut())?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;

@@ -1,4 +1,4 @@
-//! Kernel counters read from /proc.
+//! Kernel counters read from /proc, and what the process asks of the kernel for itself.
 
 /// (waiting, queue_dropped, user_dropped) summed over queues `first`.. (`n` of them)
 /// from /proc/net/netfilter/nfnetlink_queue.
@@ -17,6 +17,17 @@ pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {
             .collect();
         (f.len() >= 7 && f[0] == u64::from(queue)).then(|| (f[2], f[5], f[6]))
     })
+}
+
+/// Hands heap memory freed since the last call back to the kernel: glibc keeps it in
+/// its arenas otherwise, so a flood's transient memory (a million-block restore, save or
+/// list, events in flight) would stay resident after the flood.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a plain size and only touches the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -331,3 +331,51 @@ fn metrics_are_served_for_a_scrape() {
     ]);
     assert!(!other.status.success());
 }
+
+/// A spoofed flood of single-probe sources fills the hand-off to the block writer (64
+/// events with this fault); a real scanner sending exactly one probe in the middle of it
+/// is still blocked, and so is every flood source: an Act the hand-off cannot take waits
+/// in its packet thread instead of being forgotten (none of them probes twice).
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
+fn one_probe_inside_a_flood_that_fills_the_handoff_is_blocked() {
+    let mut lab = Lab::new();
+    let target = lab.host("target", 1);
+    let scanner = lab.host("scanner", 2);
+    let attacker = lab.host("attacker", 66);
+    accept_spoofed(&target);
+    let (d, _notify) = with_fault(&lab, &target, "small-handoff");
+    const FLOOD: usize = 8000;
+    let mut flood = attacker.spawn(&[
+        "python3",
+        &craft(),
+        "syn",
+        TARGET4,
+        "111",
+        "--count",
+        &FLOOD.to_string(),
+    ]);
+    std::thread::sleep(Duration::from_millis(150));
+    let sent = Instant::now();
+    // No answer comes (the probe is dropped): hping3 waits a second for one.
+    let mut probe = scanner.spawn(&["hping3", "-q", "-S", "-p", "111", "-c", "1", TARGET4]);
+    assert!(
+        target.becomes_blocked(&scanner.v4),
+        "the one-probe scanner was not blocked:\n{}",
+        d.log_text()
+    );
+    eprintln!("one probe blocked {:?} after it was sent", sent.elapsed());
+    let _ = probe.wait();
+    assert!(flood.wait().unwrap().success());
+    let blocked = || target.nft_set("blocked4").matches("198.18.").count();
+    assert!(
+        wait_until(Duration::from_secs(10), || blocked() == FLOOD),
+        "{} of {FLOOD} single-probe flood sources blocked:\n{}",
+        blocked(),
+        d.log_text()
+    );
+    // The hand-off was full: events waited in the packet thread, none was dropped.
+    let (_, status) = d.cli(&target, &["status"]);
+    assert!(counter(&status, "events deferred") > 0, "{status}");
+    assert_eq!(counter(&status, "events dropped"), 0, "{status}");
+}
