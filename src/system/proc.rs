@@ -24,6 +24,7 @@ pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {
 /// list, events in flight) would stay resident after the flood.
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)] // glibc's malloc_trim: no safe wrapper
     // SAFETY: malloc_trim takes a plain size and only touches the allocator's own state.
     unsafe {
         libc::malloc_trim(0);
