@@ -388,7 +388,8 @@ impl<F: Firewall> Running<F> {
             intersect(&self.cfg.tcp.ports, &services(Proto::Tcp)),
             intersect(&self.cfg.udp.ports, &services(Proto::Udp)),
         );
-        let grace = self.cfg.listener_grace;
+        // Outlives the gap between two looks, however short the grace configured.
+        let grace = self.cfg.listener_grace.max(LISTENER_POLL * 2);
         let new = |now: &PortSet, before: &PortSet| now.iter().any(|p| !before.contains(p));
         let stale = self
             .served
