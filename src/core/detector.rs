@@ -343,22 +343,7 @@ mod tests {
     }
 
     fn probe(src: &str, port: u16, kind: ScanKind) -> Probe {
-        Probe {
-            src: src.parse().unwrap(),
-            dst: "192.0.2.1".parse().unwrap(),
-            proto: if kind == ScanKind::Udp {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            },
-            src_port: 40000,
-            dst_port: port,
-            kind,
-            flags: TcpFlags(0),
-            ip_options: false,
-            live_client: false,
-            client_net: false,
-        }
+        Probe::example(src, port, kind)
     }
 
     fn ignore() -> IgnoreList {

@@ -204,6 +204,29 @@ pub const LIVE_CLIENT_MARK: u32 = 0x0010_0000;
 pub const CLIENT_NET_MARK: u32 = 0x0020_0000;
 
 #[cfg(test)]
+impl Probe {
+    /// A probe of `kind` from `src` to `port` of 192.0.2.1, as the unit tests build them.
+    pub fn example(src: &str, port: u16, kind: ScanKind) -> Probe {
+        Probe {
+            src: src.parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            proto: kind.proto(),
+            src_port: 40000,
+            dst_port: port,
+            kind,
+            flags: TcpFlags(if kind == ScanKind::Syn {
+                TcpFlags::SYN
+            } else {
+                0
+            }),
+            ip_options: false,
+            live_client: false,
+            client_net: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     const F: u8 = TcpFlags::FIN;

@@ -432,22 +432,11 @@ impl dataplane::Served for HostServed {
 #[cfg(test)]
 mod tests {
     use super::HostServed;
-    use crate::core::probe::{Probe, ScanKind, TcpFlags};
+    use crate::core::probe::{Probe, ScanKind};
     use crate::dataplane::Served;
 
     fn probe(kind: ScanKind, port: u16) -> Probe {
-        Probe {
-            src: "192.0.2.2".parse().unwrap(),
-            dst: "192.0.2.1".parse().unwrap(),
-            proto: kind.proto(),
-            src_port: 0,
-            dst_port: port,
-            kind,
-            flags: TcpFlags(0),
-            ip_options: false,
-            live_client: false,
-            client_net: false,
-        }
+        Probe::example("192.0.2.2", port, kind)
     }
 
     #[test]

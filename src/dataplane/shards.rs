@@ -124,7 +124,7 @@ impl Shards {
 mod tests {
     use super::*;
     use crate::core::detector::{Action, Decision};
-    use crate::core::probe::{Probe, Proto, ScanKind, TcpFlags};
+    use crate::core::probe::{Probe, Proto, ScanKind};
     use std::sync::mpsc::{channel, Sender};
     use std::time::{Duration, Instant};
 
@@ -148,22 +148,12 @@ mod tests {
     }
 
     fn probe(src: &str, port: u16, proto: Proto) -> Probe {
-        Probe {
-            src: src.parse().unwrap(),
-            dst: "192.0.2.1".parse().unwrap(),
-            proto,
-            src_port: 40000,
-            dst_port: port,
-            kind: if proto == Proto::Udp {
-                ScanKind::Udp
-            } else {
-                ScanKind::Syn
-            },
-            flags: TcpFlags(0x02),
-            ip_options: false,
-            live_client: false,
-            client_net: false,
-        }
+        let kind = if proto == Proto::Udp {
+            ScanKind::Udp
+        } else {
+            ScanKind::Syn
+        };
+        Probe::example(src, port, kind)
     }
 
     /// What a packet thread does with a probe.

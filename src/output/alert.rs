@@ -160,18 +160,7 @@ mod tests {
     use super::*;
 
     fn probe(kind: ScanKind, port: u16) -> Probe {
-        Probe {
-            src: "192.0.2.2".parse().unwrap(),
-            dst: "192.0.2.1".parse().unwrap(),
-            proto: kind.proto(),
-            src_port: 1,
-            dst_port: port,
-            kind,
-            flags: TcpFlags(0),
-            ip_options: false,
-            live_client: false,
-            client_net: false,
-        }
+        Probe::example("192.0.2.2", port, kind)
     }
 
     #[test]

@@ -93,37 +93,31 @@ def many(dst, tcp_port, udp_port, seconds, sources):
     out = {}
     lock = threading.Lock()
 
+    def attempt(r, src, kind, timeout, use):
+        """One exchange from `src` on a fresh socket, counted as ok, refused or lost."""
+        try:
+            with socket.socket(fam, kind) as s:
+                s.settimeout(timeout)
+                s.bind((src, 0))
+                use(s)
+            r["ok"] += 1
+            r["last_ok"] = time.time()
+        except ConnectionRefusedError:
+            r["refused"] += 1
+        except OSError:
+            r["lost"] += 1
+
+    def query(u):
+        u.sendto(b"q", (dst, udp_port))
+        u.recvfrom(16)
+
     def client(src):
         r = {"ok": 0, "refused": 0, "lost": 0, "last_ok": 0.0}
         end = time.time() + seconds
         while time.time() < end:
             t = time.time()
-            try:
-                c = socket.socket(fam, socket.SOCK_STREAM)
-                c.settimeout(1)
-                c.bind((src, 0))
-                c.connect((dst, tcp_port))
-                c.close()
-                r["ok"] += 1
-                r["last_ok"] = time.time()
-            except ConnectionRefusedError:
-                r["refused"] += 1
-            except OSError:
-                r["lost"] += 1
-            try:
-                u = socket.socket(fam, socket.SOCK_DGRAM)
-                u.settimeout(0.5)
-                u.bind((src, 0))
-                u.sendto(b"q", (dst, udp_port))
-                u.recvfrom(16)
-                r["ok"] += 1
-                r["last_ok"] = time.time()
-            except ConnectionRefusedError:
-                r["refused"] += 1
-            except OSError:
-                r["lost"] += 1
-            finally:
-                u.close()
+            attempt(r, src, socket.SOCK_STREAM, 1, lambda c: c.connect((dst, tcp_port)))
+            attempt(r, src, socket.SOCK_DGRAM, 0.5, query)
             time.sleep(max(0, 0.1 - (time.time() - t)))
         r["recovered"] = r["last_ok"] > end - 1.5
         with lock:

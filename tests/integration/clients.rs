@@ -34,16 +34,23 @@ fn finish(child: Child) -> serde_json::Value {
     })
 }
 
-fn serve(lab: &mut Lab, host: &Host, args: &[&str], port: u16, tcp: bool) {
+/// Starts a clients.py server in `host` and waits until it listens on `port`.
+fn service(host: &Host, args: &[&str], port: u16, tcp: bool) -> Child {
     let script = clients_py();
     let mut all = vec!["python3", script.as_str()];
     all.extend_from_slice(args);
     let child = host.spawn(&all);
-    lab.keep(child);
     let flag = if tcp { "-Htln" } else { "-Huln" };
     assert!(wait_until(Duration::from_secs(5), || {
         host.ok(&["ss", flag]).contains(&format!(":{port} "))
     }));
+    child
+}
+
+/// `service`, stopped with the lab.
+fn serve(lab: &mut Lab, host: &Host, args: &[&str], port: u16, tcp: bool) {
+    let child = service(host, args, port, tcp);
+    lab.keep(child);
 }
 
 /// The target with an echo service on 2222 and a line service on 80, a client holding a
@@ -216,13 +223,8 @@ fn a_restarting_service_blocks_none_of_its_clients() {
     let d = Daemon::start(&lab, &target, "[detect]\nlistener_grace = \"5s\"\n");
     // Up after the daemon: a service that nobody has reached yet is marked by the
     // daemon's look at the host's sockets.
-    let tcp = target.spawn(&["python3", &clients_py(), "echo", "443"]);
-    let udp = target.spawn(&["python3", &clients_py(), "udp-echo", "53"]);
-    for (flag, port) in [("-Htln", ":443 "), ("-Huln", ":53 ")] {
-        assert!(wait_until(Duration::from_secs(5), || target
-            .ok(&["ss", flag])
-            .contains(port)));
-    }
+    let tcp = service(&target, &["echo", "443"], 443, true);
+    let udp = service(&target, &["udp-echo", "53"], 53, false);
     // Longer than the daemon's look at the sockets (every 2 s).
     std::thread::sleep(Duration::from_secs(3));
 
@@ -268,10 +270,7 @@ fn a_port_whose_listener_went_long_ago_is_a_trap_again() {
     let target = lab.host("target", 1);
     let scanner = lab.host("scanner", 2);
     let d = Daemon::start(&lab, &target, "[detect]\nlistener_grace = \"4s\"\n");
-    let mut svc = target.spawn(&["python3", &clients_py(), "echo", "443"]);
-    assert!(wait_until(Duration::from_secs(5), || target
-        .ok(&["ss", "-Htln"])
-        .contains(":443 ")));
+    let mut svc = service(&target, &["echo", "443"], 443, true);
     std::thread::sleep(Duration::from_secs(3));
     let _ = svc.kill();
     let _ = svc.wait();
