@@ -15,7 +15,7 @@ pub struct IgnoreLineError {
     pub path: String,
     pub line: usize,
     pub text: String,
-    pub message: String,
+    pub message: NetError,
 }
 
 /// What an ignore file gave: the entries that parsed, and each bad line.
@@ -208,16 +208,25 @@ pub fn net_text(net: IpNet) -> String {
     }
 }
 
+/// Why an entry is not an address or a network.
+#[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
+pub enum NetError {
+    #[error("not an address/prefix-length")]
+    NotNetwork,
+    #[error("not an IP address")]
+    NotAddress,
+}
+
 /// Parses one entry: an address, or address/bits.
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
+pub fn parse_net(s: &str) -> Result<IpNet, NetError> {
     if s.contains('/') {
         s.parse::<IpNet>()
             .map(canonical_net)
-            .map_err(|_| "not an address/prefix-length".to_string())
+            .map_err(|_| NetError::NotNetwork)
     } else {
         s.parse::<IpAddr>()
             .map(|a| IpNet::from(canonical(a)))
-            .map_err(|_| "not an IP address".to_string())
+            .map_err(|_| NetError::NotAddress)
     }
 }
 

@@ -243,15 +243,7 @@ impl<F: Firewall> Running<F> {
                 return;
             }
         };
-        if new.queue_num != self.cfg.queue_num
-            || new.queues != self.cfg.queues
-            || new.queue_max_len != self.cfg.queue_max_len
-            || new.fail_open != self.cfg.fail_open
-            || new.queue_coalesce != self.cfg.queue_coalesce
-            || new.steering != self.cfg.steering
-            || new.control_socket != self.cfg.control_socket
-            || new.state_dir != self.cfg.state_dir
-        {
+        if new.restart_only() != self.cfg.restart_only() {
             tracing::warn!("adminalert: queue, steering, socket and file changes take effect at the next restart");
         }
         // The queues are bound once, at start: steering must go on to those, or probes sent

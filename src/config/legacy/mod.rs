@@ -164,6 +164,32 @@ const SHELLS: [&str; 10] = [
     "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "csh", "tcsh", "busybox",
 ];
 
+/// Whether the nft set runs wherever a key's commands run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cover {
+    /// It does: a drop, route or LOG idiom among the commands is redundant.
+    BySet,
+    /// These keys (BLOCK_TCP/BLOCK_UDP set to "2") run the commands alone: their idioms
+    /// are the only block, and are kept.
+    Alone(Vec<&'static str>),
+}
+
+impl std::fmt::Display for Cover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cover::BySet => f.write_str("the nft set runs with it"),
+            Cover::Alone(keys) => write!(
+                f,
+                "kept whole, as {} runs it alone, without the nft set",
+                keys.iter()
+                    .map(|k| format!("{k}=\"2\""))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        }
+    }
+}
+
 /// KILL_RUN_CMD and KILL_ROUTE → argv commands.
 struct Commands<'a> {
     which: &'a dyn Fn(&str) -> Option<String>,
@@ -212,16 +238,9 @@ impl Commands<'_> {
         }
     }
 
-    /// Writes `toml_key = …` with its comments, or notes why not. `covered`: whether the
+    /// Writes `toml_key = …` with its comments, or notes why not. `cover`: whether the
     /// nft set runs wherever this key runs (else its drop/log idioms are kept as commands).
-    fn convert(
-        &mut self,
-        key: &str,
-        toml_key: &str,
-        text: &str,
-        covered: &Result<(), String>,
-        out: &mut Out,
-    ) {
+    fn convert(&mut self, key: &str, toml_key: &str, text: &str, cover: &Cover, out: &mut Out) {
         let script = match shell::parse(text) {
             Ok(s) => s,
             Err(e) => {
@@ -246,15 +265,15 @@ impl Commands<'_> {
                 }
             };
             let idiom = idioms::recognise(argv);
-            match (&idiom, covered) {
-                (Some(Idiom::Drop), Ok(())) => {
+            match (&idiom, cover) {
+                (Some(Idiom::Drop), Cover::BySet) => {
                     out.comment(&format!(
                         "{key}: \"{}\" is not run: the nft set (blocked4, blocked6) already drops everything from the scanner.",
                         shown(&cmd.text)
                     ));
                     continue;
                 }
-                (Some(Idiom::Route), Ok(())) => {
+                (Some(Idiom::Route), Cover::BySet) => {
                     let keep = self
                         .program(key, argv, &mut Out::default())
                         .map(|a| {
@@ -270,7 +289,7 @@ impl Commands<'_> {
                     ));
                     continue;
                 }
-                (Some(Idiom::Log(rule)), Ok(())) => {
+                (Some(Idiom::Log(rule)), Cover::BySet) => {
                     if self.log.is_none() {
                         self.log = Some((key.to_string(), shown(&cmd.text), rule.clone()));
                     } else {
@@ -281,7 +300,7 @@ impl Commands<'_> {
                     }
                     continue;
                 }
-                (Some(_), Err(_)) => kept_idioms = true,
+                (Some(_), Cover::Alone(_)) => kept_idioms = true,
                 (None, _) => {}
             }
             match self.program(key, argv, &mut resolved) {
@@ -306,8 +325,8 @@ impl Commands<'_> {
             return;
         }
         out.0.push_str(&resolved.0);
-        if let (true, Err(why)) = (kept_idioms, covered) {
-            out.comment(&format!("{key}: {why}."));
+        if kept_idioms {
+            out.comment(&format!("{key}: {cover}."));
         }
         if script.discarded_output {
             out.comment(&format!(
@@ -377,82 +396,105 @@ pub fn import(
     which: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, LegacyError> {
     let keys = parse_conf(conf_path, conf)?;
-    let get = |k: &str| keys.get(k).map(|(_, v)| v.as_str());
-    let mut notes: Vec<String> = Vec::new();
-    let mut used: Vec<&str> = Vec::new();
-    let mut out = Out::default();
-    out.line(&format!(
+    let mut import = Import {
+        keys: &keys,
+        notes: Vec::new(),
+        used: Vec::new(),
+        out: Out::default(),
+    };
+    import.out.line(&format!(
         "# Converted from {} by portsentry import-legacy.",
         comment_safe(conf_path)
     ));
-    out.line("# Check it with: portsentry check-config -c FILE\n");
+    import
+        .out
+        .line("# Check it with: portsentry check-config -c FILE\n");
+    import.watch_sections(default);
+    import.detect_section();
+    import.block_section(which);
+    import.ignore_section(ignore)?;
+    import.files_and_log_sections();
+    Ok(import.finish())
+}
 
-    // Which modes 1.2 ran in: Debian's init script started it with TCP_MODE and UDP_MODE.
-    let modes = default.map(|(path, text)| (path, parse_default(text)));
-    match &modes {
-        Some((path, m)) => {
-            let show = |k: &str| m.get(k).map_or(format!("{k} unset"), |v| format!("{k}=\"{v}\""));
-            out.comment(&format!(
-                "Watch modes: {}, {}, read from {path}.",
-                show("TCP_MODE"),
-                show("UDP_MODE")
-            ));
-        }
-        None => out.comment(
-            "Watch modes: TCP_MODE=\"tcp\", UDP_MODE=\"udp\", Debian's packaged default, as no /etc/default/portsentry was given or found (the TCP_PORTS and UDP_PORTS lists). If PortSentry ran in other modes, convert again with --default FILE.",
-        ),
+/// The conversion under way: the keys read, the TOML written so far, what has no
+/// equivalent, and which keys were looked at.
+struct Import<'a> {
+    keys: &'a BTreeMap<String, (usize, String)>,
+    notes: Vec<String>,
+    used: Vec<&'static str>,
+    out: Out,
+}
+
+impl<'a> Import<'a> {
+    fn get(&self, k: &str) -> Option<&'a str> {
+        self.keys.get(k).map(|(_, v)| v.as_str())
     }
-    out.line("");
-    for (proto, (mode_key, debian)) in ["tcp", "udp"].into_iter().zip(DEBIAN_DEFAULT_MODES) {
+
+    /// `[tcp]` and `[udp]`: which modes 1.2 ran in (Debian's init script started it with
+    /// TCP_MODE and UDP_MODE) and its port lists.
+    fn watch_sections(&mut self, default: Option<(&str, &str)>) {
+        let modes = default.map(|(path, text)| (path, parse_default(text)));
+        match &modes {
+            Some((path, m)) => {
+                let show =
+                    |k: &str| m.get(k).map_or(format!("{k} unset"), |v| format!("{k}=\"{v}\""));
+                self.out.comment(&format!(
+                    "Watch modes: {}, {}, read from {path}.",
+                    show("TCP_MODE"),
+                    show("UDP_MODE")
+                ));
+            }
+            None => self.out.comment(
+                "Watch modes: TCP_MODE=\"tcp\", UDP_MODE=\"udp\", Debian's packaged default, as no /etc/default/portsentry was given or found (the TCP_PORTS and UDP_PORTS lists). If PortSentry ran in other modes, convert again with --default FILE.",
+            ),
+        }
+        self.out.line("");
+        for (proto, (mode_key, debian)) in ["tcp", "udp"].into_iter().zip(DEBIAN_DEFAULT_MODES) {
+            let value = match &modes {
+                Some((_, m)) => m.get(mode_key).map(String::as_str).unwrap_or(""),
+                None => debian,
+            };
+            self.watch_section(proto, mode_key, value, debian);
+        }
+        self.used.extend([
+            "ADVANCED_PORTS_TCP",
+            "ADVANCED_PORTS_UDP",
+            "ADVANCED_EXCLUDE_TCP",
+            "ADVANCED_EXCLUDE_UDP",
+        ]);
+    }
+
+    /// `[tcp]` or `[udp]`, where 1.2's `mode_key` was `value`.
+    fn watch_section(&mut self, proto: &str, mode_key: &str, value: &str, debian: &str) {
         let up = proto.to_uppercase();
-        let value = match &modes {
-            Some((_, m)) => m.get(mode_key).map(String::as_str).unwrap_or(""),
-            None => debian,
-        };
-        let (mode, why) = if value.is_empty() {
-            (
-                "off",
-                format!("{mode_key} is unset: 1.2's init script did not start {up} detection."),
-            )
-        } else if value == format!("a{proto}") {
-            (
-                "advanced",
-                format!("{mode_key}=\"{value}\": every port below advanced_below that nothing listens on."),
-            )
-        } else if value == proto || value == format!("s{proto}") {
-            (
-                "ports",
-                format!("{mode_key}=\"{value}\": the ports of {up}_PORTS."),
-            )
-        } else {
-            (
-                "ports",
-                format!("{mode_key}=\"{value}\" is not {proto}, s{proto} or a{proto} (1.2's init script refused it); Debian's default \"{debian}\" is used: the ports of {up}_PORTS."),
-            )
-        };
-        out.line(&format!("[{proto}]"));
-        out.comment(&why);
-        out.line(&format!("mode = {}", q(mode)));
-        if let Some(p) = get(&format!("{up}_PORTS")) {
+        let (mode, why) = watch_mode(proto, mode_key, value, debian);
+        self.out.line(&format!("[{proto}]"));
+        self.out.comment(&why);
+        self.out.line(&format!("mode = {}", q(mode)));
+        if let Some(p) = self.get(&format!("{up}_PORTS")) {
             match crate::core::ports::PortSet::parse(&port_list(p)) {
-                Ok(set) => out.line(&format!(
+                Ok(set) => self.out.line(&format!(
                     "ports = {}",
                     q(&crate::core::ports::compact(&set))
                 )),
-                Err(e) => notes.push(format!("{up}_PORTS=\"{p}\": {e}; the default list is used")),
+                Err(e) => self
+                    .notes
+                    .push(format!("{up}_PORTS=\"{p}\": {e}; the default list is used")),
             }
-            used.push(if proto == "tcp" {
+            self.used.push(if proto == "tcp" {
                 "TCP_PORTS"
             } else {
                 "UDP_PORTS"
             });
         }
         let adv = format!("ADVANCED_PORTS_{up}");
-        if let Some(n) = get(&adv).and_then(|n| n.trim().parse::<u32>().ok()) {
-            out.line(&format!("advanced_below = {}", n.clamp(2, 65536)));
+        if let Some(n) = self.get(&adv).and_then(|n| n.trim().parse::<u32>().ok()) {
+            self.out
+                .line(&format!("advanced_below = {}", n.clamp(2, 65536)));
         }
         let exc = format!("ADVANCED_EXCLUDE_{up}");
-        if let Some(e) = get(&exc) {
+        if let Some(e) = self.get(&exc) {
             let ports: Result<Vec<u16>, &str> = e
                 .split(',')
                 .map(str::trim)
@@ -462,155 +504,191 @@ pub fn import(
             match ports {
                 Ok(ports) => {
                     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                    out.line(&format!("advanced_exclude = [{}]", list.join(", ")));
+                    self.out
+                        .line(&format!("advanced_exclude = [{}]", list.join(", ")));
                 }
-                Err(bad) => notes.push(format!(
+                Err(bad) => self.notes.push(format!(
                     "{exc}: '{bad}' is not a port; the default exclusions are used"
                 )),
             }
         }
-        out.line("");
+        self.out.line("");
     }
-    used.extend([
-        "ADVANCED_PORTS_TCP",
-        "ADVANCED_PORTS_UDP",
-        "ADVANCED_EXCLUDE_TCP",
-        "ADVANCED_EXCLUDE_UDP",
-    ]);
 
-    out.line("[detect]");
-    let trigger = get("SCAN_TRIGGER")
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    out.line(&format!("trigger = {trigger}\n"));
-    used.push("SCAN_TRIGGER");
+    fn detect_section(&mut self) {
+        self.out.line("[detect]");
+        let trigger = self
+            .get("SCAN_TRIGGER")
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        self.out.line(&format!("trigger = {trigger}\n"));
+        self.used.push("SCAN_TRIGGER");
+    }
 
-    out.line("[block]");
-    let mut command_only: Vec<&str> = Vec::new();
-    for (proto, key) in [("tcp", "BLOCK_TCP"), ("udp", "BLOCK_UDP")] {
-        match get(key).map(|v| (v, block_mode(v))) {
-            Some((_, Some(m))) => {
-                out.line(&format!("{proto} = {}", q(m)));
-                if m == "command" {
-                    command_only.push(key);
+    /// `[block]`: the block modes, the commands, hosts.deny and nftables' log.
+    fn block_section(&mut self, which: &dyn Fn(&str) -> Option<String>) {
+        self.out.line("[block]");
+        let mut command_only: Vec<&'static str> = Vec::new();
+        for (proto, key) in [("tcp", "BLOCK_TCP"), ("udp", "BLOCK_UDP")] {
+            match self.get(key).map(|v| (v, block_mode(v))) {
+                Some((_, Some(m))) => {
+                    self.out.line(&format!("{proto} = {}", q(m)));
+                    if m == "command" {
+                        command_only.push(key);
+                    }
+                }
+                Some((v, None)) => self.notes.push(format!(
+                    "{key}=\"{v}\" is not 0, 1 or 2; left at the default (block)"
+                )),
+                None => {}
+            }
+            self.used.push(key);
+        }
+        // In command mode KILL_RUN_CMD is all that runs: a DROP in it is the only block.
+        let run_cover = if command_only.is_empty() {
+            Cover::BySet
+        } else {
+            Cover::Alone(command_only)
+        };
+        let mut commands = Commands {
+            which,
+            notes: Vec::new(),
+            log: None,
+        };
+        if let Some(cmd) = self.get("KILL_RUN_CMD").filter(|c| !c.trim().is_empty()) {
+            commands.convert("KILL_RUN_CMD", "run", cmd, &run_cover, &mut self.out);
+        }
+        if self
+            .get("KILL_RUN_CMD_FIRST")
+            .is_some_and(|v| v.trim() == "1")
+        {
+            self.out.line("run_first = true");
+        }
+        if let Some(h) = self.get("KILL_HOSTS_DENY").filter(|c| !c.trim().is_empty()) {
+            self.out.line(&format!("hosts_deny = {}", q(h)));
+        }
+        if let Some(r) = self.get("KILL_ROUTE").filter(|c| !c.trim().is_empty()) {
+            // The route runs only with a block, so the nft set is always there.
+            commands.convert("KILL_ROUTE", "route", r, &Cover::BySet, &mut self.out);
+        }
+        commands.write_log(&mut self.out);
+        self.notes.append(&mut commands.notes);
+        self.used.extend([
+            "KILL_RUN_CMD",
+            "KILL_RUN_CMD_FIRST",
+            "KILL_HOSTS_DENY",
+            "KILL_ROUTE",
+        ]);
+        self.out.line("");
+    }
+
+    /// `[ignore]`: loopback, the ignore file's entries (a bad line stops the conversion),
+    /// or the IGNORE_FILE it names when none was given.
+    fn ignore_section(&mut self, ignore: Option<(&str, &str)>) -> Result<(), LegacyError> {
+        self.out.line("[ignore]");
+        let mut addrs: Vec<ipnet::IpNet> = vec![
+            "127.0.0.0/8".parse().expect("net"),
+            "::1/128".parse().expect("net"),
+        ];
+        if let Some((path, text)) = ignore {
+            let file = parse_ignore_file(path, text);
+            if let Some(e) = file.errors.into_iter().next() {
+                return Err(LegacyError {
+                    path: e.path,
+                    line: e.line,
+                    message: format!("{}: '{}'", e.message, e.text),
+                });
+            }
+            // 0.0.0.0 is in every 1.2 ignore file "to keep people from playing games"; it
+            // is never blocked here anyway. Entries already covered are left out.
+            for n in file.nets {
+                if n.to_string() != "0.0.0.0/32" && !addrs.iter().any(|a| a.contains(&n)) {
+                    addrs.push(n);
                 }
             }
-            Some((v, None)) => notes.push(format!(
-                "{key}=\"{v}\" is not 0, 1 or 2; left at the default (block)"
-            )),
-            None => {}
+        } else if let Some(f) = self.get("IGNORE_FILE") {
+            self.out.line(&format!("file = {}", q(f)));
         }
-        used.push(key);
-    }
-    // In command mode KILL_RUN_CMD is all that runs: a DROP in it is the only block.
-    let run_covered = match command_only.as_slice() {
-        [] => Ok(()),
-        keys => Err(format!(
-            "kept whole, as {} runs it alone, without the nft set",
-            keys.iter()
-                .map(|k| format!("{k}=\"2\""))
+        self.used.push("IGNORE_FILE");
+        self.out.line(&format!(
+            "addresses = [{}]\n",
+            addrs
+                .iter()
+                .map(|a| q(&a.to_string()))
                 .collect::<Vec<_>>()
-                .join(" and ")
-        )),
-    };
-    let mut commands = Commands {
-        which,
-        notes: Vec::new(),
-        log: None,
-    };
-    if let Some(cmd) = get("KILL_RUN_CMD").filter(|c| !c.trim().is_empty()) {
-        commands.convert("KILL_RUN_CMD", "run", cmd, &run_covered, &mut out);
+                .join(", ")
+        ));
+        Ok(())
     }
-    if get("KILL_RUN_CMD_FIRST").is_some_and(|v| v.trim() == "1") {
-        out.line("run_first = true");
-    }
-    if let Some(h) = get("KILL_HOSTS_DENY").filter(|c| !c.trim().is_empty()) {
-        out.line(&format!("hosts_deny = {}", q(h)));
-    }
-    if let Some(r) = get("KILL_ROUTE").filter(|c| !c.trim().is_empty()) {
-        // The route runs only with a block, so the nft set is always there.
-        commands.convert("KILL_ROUTE", "route", r, &Ok(()), &mut out);
-    }
-    commands.write_log(&mut out);
-    notes.append(&mut commands.notes);
-    used.extend([
-        "KILL_RUN_CMD",
-        "KILL_RUN_CMD_FIRST",
-        "KILL_HOSTS_DENY",
-        "KILL_ROUTE",
-    ]);
-    out.line("");
 
-    out.line("[ignore]");
-    let mut addrs: Vec<ipnet::IpNet> = vec![
-        "127.0.0.0/8".parse().expect("net"),
-        "::1/128".parse().expect("net"),
-    ];
-    if let Some((path, text)) = ignore {
-        let file = parse_ignore_file(path, text);
-        if let Some(e) = file.errors.into_iter().next() {
-            return Err(LegacyError {
-                path: e.path,
-                line: e.line,
-                message: format!("{}: '{}'", e.message, e.text),
-            });
+    fn files_and_log_sections(&mut self) {
+        self.out.line("[files]");
+        if let Some(h) = self.get("HISTORY_FILE") {
+            self.out.line(&format!("history = {}", q(h)));
         }
-        let nets = file.nets;
-        // 0.0.0.0 is in every 1.2 ignore file "to keep people from playing games"; it
-        // is never blocked here anyway. Entries already covered are left out.
-        for n in nets {
-            if n.to_string() != "0.0.0.0/32" && !addrs.iter().any(|a| a.contains(&n)) {
-                addrs.push(n);
+        if let Some(b) = self.get("BLOCKED_FILE") {
+            self.out.line(&format!("blocked = {}", q(b)));
+        }
+        self.used.extend(["HISTORY_FILE", "BLOCKED_FILE"]);
+        self.out.line("");
+        self.out.line("[log]");
+        self.out.line(&format!(
+            "resolve_host = {}",
+            self.get("RESOLVE_HOST").is_some_and(|v| v.trim() == "1")
+        ));
+        self.used.push("RESOLVE_HOST");
+    }
+
+    /// The TOML, with every key that has no equivalent listed at its end.
+    fn finish(mut self) -> String {
+        if self.get("PORT_BANNER").is_some() {
+            self.notes.push("PORT_BANNER has no equivalent: portsentry never answers a probe (the scanner learns nothing)".into());
+            self.used.push("PORT_BANNER");
+        }
+        for (k, (line, v)) in self.keys {
+            if !self.used.contains(&k.as_str()) {
+                self.notes.push(format!(
+                    "{k}=\"{}\" (line {line}) has no equivalent",
+                    shown(v)
+                ));
             }
         }
-    } else if let Some(f) = get("IGNORE_FILE") {
-        out.line(&format!("file = {}", q(f)));
-    }
-    used.push("IGNORE_FILE");
-    out.line(&format!(
-        "addresses = [{}]\n",
-        addrs
-            .iter()
-            .map(|a| q(&a.to_string()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-
-    out.line("[files]");
-    if let Some(h) = get("HISTORY_FILE") {
-        out.line(&format!("history = {}", q(h)));
-    }
-    if let Some(b) = get("BLOCKED_FILE") {
-        out.line(&format!("blocked = {}", q(b)));
-    }
-    used.extend(["HISTORY_FILE", "BLOCKED_FILE"]);
-    out.line("");
-    out.line("[log]");
-    out.line(&format!(
-        "resolve_host = {}",
-        get("RESOLVE_HOST").is_some_and(|v| v.trim() == "1")
-    ));
-    used.push("RESOLVE_HOST");
-
-    if get("PORT_BANNER").is_some() {
-        notes.push("PORT_BANNER has no equivalent: portsentry never answers a probe (the scanner learns nothing)".into());
-        used.push("PORT_BANNER");
-    }
-    for (k, (line, v)) in &keys {
-        if !used.contains(&k.as_str()) {
-            notes.push(format!(
-                "{k}=\"{}\" (line {line}) has no equivalent",
-                shown(v)
-            ));
+        if !self.notes.is_empty() {
+            self.out.line("\n# Not converted:");
+            for n in &self.notes {
+                self.out.line(&format!("# - {}", comment_safe(n)));
+            }
         }
+        self.out.0
     }
-    if !notes.is_empty() {
-        out.line("\n# Not converted:");
-        for n in notes {
-            out.line(&format!("# - {}", comment_safe(&n)));
-        }
+}
+
+/// The watch mode for 1.2's `mode_key`=`value`, and the comment that says why.
+fn watch_mode(proto: &str, mode_key: &str, value: &str, debian: &str) -> (&'static str, String) {
+    let up = proto.to_uppercase();
+    if value.is_empty() {
+        (
+            "off",
+            format!("{mode_key} is unset: 1.2's init script did not start {up} detection."),
+        )
+    } else if value == format!("a{proto}") {
+        (
+            "advanced",
+            format!(
+                "{mode_key}=\"{value}\": every port below advanced_below that nothing listens on."
+            ),
+        )
+    } else if value == proto || value == format!("s{proto}") {
+        (
+            "ports",
+            format!("{mode_key}=\"{value}\": the ports of {up}_PORTS."),
+        )
+    } else {
+        (
+            "ports",
+            format!("{mode_key}=\"{value}\" is not {proto}, s{proto} or a{proto} (1.2's init script refused it); Debian's default \"{debian}\" is used: the ports of {up}_PORTS."),
+        )
     }
-    Ok(out.0)
 }
 
 #[cfg(test)]
