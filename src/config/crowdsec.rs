@@ -23,6 +23,7 @@ pub struct Crowdsec {
 impl Crowdsec {
     /// The LAPI's address when `lapi_url` names one by address: never blocked, or a fleet
     /// decision (or a scan spoofed from it) would cut this host off from its fleet.
+    #[must_use]
     pub fn lapi_addr(&self) -> Option<std::net::IpAddr> {
         let host = self.lapi_url.split_once("://")?.1.split('/').next()?;
         match host.strip_prefix('[') {
@@ -37,7 +38,7 @@ impl Crowdsec {
 pub struct Secrets {
     pub machine: Option<(String, String)>,
     pub bouncer_key: Option<String>,
-    /// The ca_file's PEM text.
+    /// The `ca_file`'s PEM text.
     pub ca_pem: Option<Vec<u8>>,
 }
 
@@ -84,6 +85,9 @@ pub enum UrlProblem {
 
 /// The LAPI's address: http or https, a host, an optional port and path prefix; no
 /// credentials, query or fragment. Returned without its trailing slash.
+///
+/// # Errors
+/// A `LapiUrlError` naming what is wrong with the URL.
 pub fn lapi_url(text: &str) -> Result<String, LapiUrlError> {
     let t = text.trim();
     let bad = |problem| LapiUrlError {
@@ -175,6 +179,9 @@ pub struct NoCredentials;
 
 /// The machine's login and password from `cscli machines add … -f FILE`'s YAML (`url:`,
 /// `login:`, `password:` lines; values plain or quoted).
+///
+/// # Errors
+/// `NoCredentials` without both a login and a password.
 pub fn parse_credentials(text: &str) -> Result<(String, String), NoCredentials> {
     let mut login = None;
     let mut password = None;

@@ -66,6 +66,9 @@ fn read_ignore_file(path: &Path) -> IgnoreFile {
 
 impl Config {
     /// `run` with no `-c`: the system file when present, else built-in defaults.
+    ///
+    /// # Errors
+    /// As `load`.
     pub fn load_default() -> Result<Config, ConfigError> {
         if Path::new(DEFAULT_PATH).exists() {
             Config::load(Path::new(DEFAULT_PATH))
@@ -78,6 +81,10 @@ impl Config {
     /// change it (it names commands run as root), and the ignore file it names, held to
     /// the same rule (an entry there means "never block"). Bad ignore lines are returned,
     /// not fatal: the rest of the file still protects.
+    ///
+    /// # Errors
+    /// As `load`; also a configuration, ignore or `[crowdsec]` file others could change, and
+    /// a `[crowdsec]` file that cannot be read or does not hold what it should.
     pub fn load_trusted(path: Option<&Path>) -> Result<(Config, Option<IgnoreFile>), ConfigError> {
         let cfg = match path {
             Some(p) => Config::load(p)?,
@@ -106,6 +113,8 @@ impl Config {
         Ok((cfg, ignore))
     }
 
+    /// # Errors
+    /// The file cannot be read, or as `parse`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -117,6 +126,8 @@ impl Config {
         Ok(cfg)
     }
 
+    /// # Errors
+    /// The first mistake in `text`, located (`ConfigError::Invalid`).
     pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -154,6 +165,7 @@ fn with_suggestion(message: &str) -> String {
 
 /// Every section and the keys each accepts, as the deserializer itself reports them (so
 /// documentation tests compare against the code, not against a hand-kept list).
+#[must_use]
 pub fn known_keys() -> Vec<(String, Vec<String>)> {
     fn expected(text: &str) -> Vec<String> {
         let err = toml::from_str::<RawConfig>(text).expect_err("unknown key is rejected");

@@ -16,15 +16,15 @@ pub const MAX_QUEUES: u16 = crate::core::stats::MAX_SHARDS as u16;
 
 /// One queue per CPU, up to 8: the kernel spreads sources over them by address, so a
 /// spoofed flood uses every core (each source is counted in one shard, whatever its queue).
+#[must_use]
 pub fn default_queues() -> u16 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8) as u16
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u16::try_from(cpus.clamp(1, 8)).unwrap_or(8)
 }
 pub const DEFAULT_INCLUDE: &str = "/usr/share/portsentry/portsentry.nft";
 pub const DEFAULT_SOCKET: &str = "/run/portsentry/portsentry.sock";
 
-/// Debian's TCP_PORTS / UDP_PORTS defaults, used in `ports` mode when none are given.
+/// Debian's `TCP_PORTS` / `UDP_PORTS` defaults, used in `ports` mode when none are given.
 pub const DEFAULT_TCP_PORTS: &str = "1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,27665,31337,32771,32772,32773,32774,40421,49724,54320";
 pub const DEFAULT_UDP_PORTS: &str = "1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,32773,32774,31337,54321";
 
@@ -32,7 +32,7 @@ pub const DEFAULT_UDP_PORTS: &str = "1,7,9,69,161,162,513,635,640,641,700,37444,
 pub struct Config {
     pub source: Option<PathBuf>,
     pub queue_num: u16,
-    /// Queues queue_num.. in all: one packet thread each.
+    /// Queues `queue_num..` in all: one packet thread each.
     pub queues: u16,
     pub queue_max_len: u32,
     pub fail_open: bool,
@@ -105,10 +105,10 @@ pub struct BlockLog {
     pub burst: u32,
 }
 
-/// PortSentry's actions beyond the nft block: KILL_RUN_CMD, KILL_HOSTS_DENY, KILL_ROUTE.
+/// PortSentry's actions beyond the nft block: `KILL_RUN_CMD`, `KILL_HOSTS_DENY`, `KILL_ROUTE`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActionsConfig {
-    /// The external command (KILL_RUN_CMD): argv commands run in order, stopping at the
+    /// The external command (`KILL_RUN_CMD`): argv commands run in order, stopping at the
     /// first that fails (1.2's `a && b`). Empty: none. No command is itself empty.
     pub run: Vec<Vec<String>>,
     pub run_first: bool,
@@ -116,12 +116,13 @@ pub struct ActionsConfig {
     pub run_timeout: Duration,
     /// hosts.deny line template and the file it goes to.
     pub hosts_deny: Option<(String, PathBuf)>,
-    /// The route command (KILL_ROUTE), as `run`.
+    /// The route command (`KILL_ROUTE`), as `run`.
     pub route: Vec<Vec<String>>,
 }
 
 impl ActionsConfig {
     /// Nothing to do beyond the nft set (an empty command counts as none).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         let has = |c: &[Vec<String>]| c.iter().any(|c| !c.is_empty());
         !has(&self.run) && self.hosts_deny.is_none() && !has(&self.route)

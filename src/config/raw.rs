@@ -107,15 +107,15 @@ pub struct RawBlock {
     pub spare_clients: Option<bool>,
     /// How long after its connection's last packet a source still counts as live.
     pub client_timeout: Option<Spanned<String>>,
-    /// External command (KILL_RUN_CMD): one argv array, or an array of them run in order
+    /// External command (`KILL_RUN_CMD`): one argv array, or an array of them run in order
     /// until one fails (1.2's `a && b`); never run through a shell.
     pub run: Option<Spanned<RawCommands>>,
     pub run_first: Option<bool>,
     pub run_timeout: Option<Spanned<String>>,
-    /// hosts.deny line (KILL_HOSTS_DENY), e.g. "ALL: $TARGET$ : DENY".
+    /// hosts.deny line (`KILL_HOSTS_DENY`), e.g. "ALL: $TARGET$ : DENY".
     pub hosts_deny: Option<String>,
     pub hosts_deny_file: Option<PathBuf>,
-    /// Route command (KILL_ROUTE), in the same shapes as `run`.
+    /// Route command (`KILL_ROUTE`), in the same shapes as `run`.
     pub route: Option<Spanned<RawCommands>>,
     /// When set, nftables logs the packets it drops because their source is blocked, with
     /// this prefix (what 1.2 setups did with an iptables LOG rule per scanner).
@@ -211,7 +211,7 @@ impl<'de> Deserialize<'de> for WordOrArgv {
 pub struct RawLog {
     /// Also send alert lines to syslog (ident portsentry, facility daemon).
     pub syslog: Option<bool>,
-    /// RESOLVE_HOST: name/ip instead of ip/ip in alert and history lines.
+    /// `RESOLVE_HOST`: name/ip instead of ip/ip in alert and history lines.
     pub resolve_host: Option<bool>,
     pub alerts_per_second: Option<u32>,
 }
@@ -249,7 +249,7 @@ pub struct RawFiles {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SteeringChoice {
-    /// nft `queue` where the kernel has nft_queue, else the xt NFQUEUE target.
+    /// nft `queue` where the kernel has `nft_queue`, else the xt NFQUEUE target.
     #[default]
     Auto,
     Native,

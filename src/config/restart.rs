@@ -23,6 +23,7 @@ pub struct RestartOnly {
 
 impl Config {
     /// The restart-only settings; a reload that changes them says they wait for a restart.
+    #[must_use]
     pub fn restart_only(&self) -> RestartOnly {
         // Exhaustive on purpose: a field added to `Config` must be placed here.
         let Config {

@@ -38,6 +38,7 @@ pub struct Settings {
 
 impl Config {
     /// The packet thread's detector.
+    #[must_use]
     pub fn detector(&self) -> DetectorConfig {
         DetectorConfig {
             trigger: self.trigger,
@@ -56,6 +57,7 @@ impl Config {
     }
 
     /// The block policy.
+    #[must_use]
     pub fn policy(&self) -> PolicyConfig {
         PolicyConfig {
             timeout: self.block_timeout,
@@ -67,6 +69,7 @@ impl Config {
     }
 
     /// The table: steering and the optional log rule.
+    #[must_use]
     pub fn table(&self) -> TableSpec {
         TableSpec {
             queue: self.queue_num,
@@ -89,6 +92,7 @@ impl Config {
     }
 
     /// The fleet threads; `None` without `[crowdsec]`.
+    #[must_use]
     pub fn fleet(&self) -> Option<FleetSettings> {
         let cs = self.crowdsec.as_ref()?;
         Some(FleetSettings {
@@ -101,6 +105,7 @@ impl Config {
     }
 
     /// The queue socket of packet thread `i`.
+    #[must_use]
     pub fn queue(&self, i: u16) -> QueueOptions {
         QueueOptions {
             num: self.queue_num + i,

@@ -15,6 +15,7 @@ pub enum RatePer {
 
 impl RatePer {
     /// The unit as nft writes it (`limit rate 3/minute`).
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             RatePer::Second => "second",
@@ -39,6 +40,9 @@ impl fmt::Display for RatePer {
 pub struct RateError(pub String);
 
 /// "3/minute" → (3, Minute).
+///
+/// # Errors
+/// `RateError` for anything but N/second, N/minute, N/hour or N/day, N at least 1.
 pub fn parse_log_rate(text: &str) -> Result<(u32, RatePer), RateError> {
     let bad = || RateError(text.to_string());
     let (n, per) = text.trim().split_once('/').ok_or_else(bad)?;
@@ -75,6 +79,9 @@ pub enum CoalesceError {
 }
 
 /// `[queue] coalesce`: "0" (off), or a duration up to `MAX_COALESCE` such as "100us".
+///
+/// # Errors
+/// `CoalesceError` for what is not "0" or a duration up to `MAX_COALESCE`.
 pub fn parse_coalesce(text: &str) -> Result<Duration, CoalesceError> {
     let text = text.trim();
     if text == "0" {
@@ -121,6 +128,9 @@ fn hint(zero_is_never: bool) -> &'static str {
 /// "7d", whole seconds from 1 s to a century; "0" alone is "never" (`None`) where
 /// `zero_is_never` (a timeout of "0s" is a mistake more often than a wish for a permanent
 /// block).
+///
+/// # Errors
+/// `DurationError` for what is not whole seconds from 1 s to a century (or "0" where it means never).
 pub fn parse_duration(text: &str, zero_is_never: bool) -> Result<Option<Duration>, DurationError> {
     let text = text.trim();
     if text == "0" {

@@ -26,6 +26,7 @@ pub const DEFAULT_LOG_BURST: u32 = 5;
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Why `prefix` cannot be an nft log prefix, if it cannot (shared with import-legacy).
+#[must_use]
 pub fn log_prefix_problem(prefix: &str) -> Option<String> {
     if prefix.is_empty() {
         return Some("log_prefix must not be empty (leave it out to log nothing)".into());
@@ -39,12 +40,7 @@ pub fn log_prefix_problem(prefix: &str) -> Option<String> {
     prefix
         .chars()
         .find(|c| !(' '..='~').contains(c) || matches!(c, '"' | '\\'))
-        .map(|c| {
-            format!(
-                "log_prefix may hold printable ASCII except '\"' and '\\', not {:?}",
-                c
-            )
-        })
+        .map(|c| format!("log_prefix may hold printable ASCII except '\"' and '\\', not {c:?}"))
 }
 
 /// A number that must be at least 1, `default` when absent.
@@ -181,7 +177,7 @@ impl Validator<'_> {
         })
     }
 
-    /// `[queue] queues`: within 1..=MAX_QUEUES and ending at queue 65535 at the latest.
+    /// `[queue] queues`: within `1..=MAX_QUEUES` and ending at queue 65535 at the latest.
     fn queues(&self, raw: &RawQueue) -> Result<u16, ConfigError> {
         let num = u32::from(raw.num.unwrap_or(0));
         match &raw.queues {
@@ -350,7 +346,7 @@ impl Validator<'_> {
     ) -> Result<Watch, ConfigError> {
         let mode = raw.mode.unwrap_or(WatchMode::Advanced);
         let listed = match &raw.ports {
-            Some(p) => PortSet::parse(p.get_ref()).map_err(|e| self.port_err(p.span(), e))?,
+            Some(p) => PortSet::parse(p.get_ref()).map_err(|e| self.port_err(p.span(), &e))?,
             None => PortSet::parse(default_ports).expect("default port list"),
         };
         let below = match &raw.advanced_below {
@@ -372,7 +368,7 @@ impl Validator<'_> {
             Some(list) => {
                 for p in list {
                     if *p.get_ref() == 0 {
-                        return Err(self.port_err(p.span(), PortListError::Zero));
+                        return Err(self.port_err(p.span(), &PortListError::Zero));
                     }
                     if mode == WatchMode::Advanced {
                         ports.remove(*p.get_ref());
@@ -452,7 +448,7 @@ impl Validator<'_> {
         }))
     }
 
-    fn port_err(&self, span: Range<usize>, e: PortListError) -> ConfigError {
+    fn port_err(&self, span: Range<usize>, e: &PortListError) -> ConfigError {
         (self.err)(span, e.to_string())
     }
 

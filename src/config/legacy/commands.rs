@@ -1,4 +1,4 @@
-//! KILL_RUN_CMD and KILL_ROUTE → argv commands run without a shell: each program found
+//! `KILL_RUN_CMD` and `KILL_ROUTE` → argv commands run without a shell: each program found
 //! as 1.2's shell found it, the drop, route and LOG idioms the nft set makes redundant
 //! left out (and said so), anything that needs a shell refused with the reason.
 
@@ -30,7 +30,7 @@ enum NotRunnable {
 pub(super) enum Cover {
     /// It does: a drop, route or LOG idiom among the commands is redundant.
     BySet,
-    /// These keys (BLOCK_TCP/BLOCK_UDP set to "2") run the commands alone: their idioms
+    /// These keys (`BLOCK_TCP`/`BLOCK_UDP` set to "2") run the commands alone: their idioms
     /// are the only block, and are kept.
     Alone(Vec<&'static str>),
 }
@@ -51,7 +51,7 @@ impl std::fmt::Display for Cover {
     }
 }
 
-/// KILL_RUN_CMD and KILL_ROUTE → argv commands.
+/// `KILL_RUN_CMD` and `KILL_ROUTE` → argv commands.
 pub(super) struct Commands<'a> {
     pub(super) which: &'a dyn Fn(&str) -> Option<String>,
     /// Whole keys that could not be converted.
@@ -237,12 +237,11 @@ impl Commands<'_> {
                 "Its --log-level {level} is not carried over: nftables logs at level warn."
             ));
         }
-        let rate = match rule.limit {
-            Some((n, per)) => format!("{n}/{per}"),
-            None => {
-                out.comment("The old rule logged every packet; this log is always rate-limited.");
-                DEFAULT_LOG_RATE.to_string()
-            }
+        let rate = if let Some((n, per)) = rule.limit {
+            format!("{n}/{per}")
+        } else {
+            out.comment("The old rule logged every packet; this log is always rate-limited.");
+            DEFAULT_LOG_RATE.to_string()
         };
         out.line(&format!("log_prefix = {}", q(&prefix)));
         out.line(&format!("log_rate = {}", q(&rate)));
@@ -266,9 +265,12 @@ fn commands_toml(key: &str, cmds: &[Vec<String>]) -> String {
         [one] => format!("{key} = {}", argv_toml(one)),
         _ => format!(
             "{key} = [\n{}]",
-            cmds.iter()
-                .map(|c| format!("  {},\n", argv_toml(c)))
-                .collect::<String>()
+            cmds.iter().fold(String::new(), |mut s, c| {
+                s.push_str("  ");
+                s.push_str(&argv_toml(c));
+                s.push_str(",\n");
+                s
+            })
         ),
     }
 }

@@ -111,7 +111,7 @@ fn iptables(args: &[&str]) -> Option<Idiom> {
     }
 }
 
-/// libxt_limit's reading: N, then an optional `/unit` where the unit is any prefix of
+/// `libxt_limit`'s reading: N, then an optional `/unit` where the unit is any prefix of
 /// second, minute, hour or day (in that order, any case); N alone is per second.
 fn iptables_rate(text: &str) -> Option<(u32, RatePer)> {
     let (n, unit) = text.split_once('/').unwrap_or((text, "second"));

@@ -22,6 +22,9 @@ pub struct LegacyError {
 }
 
 /// `KEY="value"` lines; `#` comments and blank lines skipped. Later keys win, as in 1.2.
+///
+/// # Errors
+/// A line that is not `KEY="value"`, located.
 pub fn parse_conf(
     path: &str,
     text: &str,
@@ -50,6 +53,7 @@ pub fn parse_conf(
 /// /etc/default/portsentry is a shell fragment that 1.2's init script sourced: its
 /// `NAME=value` lines are read leniently (quotes, `export`, a trailing comment); anything
 /// else in it is ignored rather than refused, as it never stopped 1.2 from starting.
+#[must_use]
 pub fn parse_default(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
@@ -92,6 +96,9 @@ fn port_list(v: &str) -> String {
 
 /// Builds the TOML. `default` is /etc/default/portsentry (path, text), `None` when there is
 /// none; `ignore` the ignore file; `which` finds a bare program name on this host's PATH.
+///
+/// # Errors
+/// A bad line of the configuration or of the ignore file, located.
 pub fn import(
     conf_path: &str,
     conf: &str,
@@ -136,7 +143,7 @@ impl<'a> Import<'a> {
     }
 
     /// `[tcp]` and `[udp]`: which modes 1.2 ran in (Debian's init script started it with
-    /// TCP_MODE and UDP_MODE) and its port lists.
+    /// `TCP_MODE` and `UDP_MODE`) and its port lists.
     fn watch_sections(&mut self, default: Option<(&str, &str)>) {
         let modes = default.map(|(path, text)| (path, parse_default(text)));
         match &modes {
@@ -156,7 +163,7 @@ impl<'a> Import<'a> {
         self.out.line("");
         for (proto, (mode_key, debian)) in ["tcp", "udp"].into_iter().zip(DEBIAN_DEFAULT_MODES) {
             let value = match &modes {
-                Some((_, m)) => m.get(mode_key).map(String::as_str).unwrap_or(""),
+                Some((_, m)) => m.get(mode_key).map_or("", String::as_str),
                 None => debian,
             };
             self.watch_section(proto, mode_key, value, debian);
@@ -287,7 +294,7 @@ impl<'a> Import<'a> {
     }
 
     /// `[ignore]`: loopback, the ignore file's entries (a bad line stops the conversion),
-    /// or the IGNORE_FILE it names when none was given.
+    /// or the `IGNORE_FILE` it names when none was given.
     fn ignore_section(&mut self, ignore: Option<(&str, &str)>) -> Result<(), LegacyError> {
         self.out.line("[ignore]");
         let mut addrs: Vec<ipnet::IpNet> = vec![

@@ -1,4 +1,4 @@
-//! PortSentry 1.2 ran KILL_RUN_CMD and KILL_ROUTE with system(3), that is `/bin/sh -c`
+//! PortSentry 1.2 ran `KILL_RUN_CMD` and `KILL_ROUTE` with `system(3)`, that is `/bin/sh -c`
 //! on the text with its tokens replaced. This reads such a text the way sh would, as far
 //! as that can be done without a shell: words with their quotes and backslashes, commands
 //! joined by `&&` or `;`. What else a shell would do (pipes, redirections to files,
@@ -113,6 +113,9 @@ struct Parser {
 }
 
 /// Reads `text` as sh would split it into commands and words.
+///
+/// # Errors
+/// `NeedsShell` for what only a shell could run.
 pub fn parse(text: &str) -> Result<Script, NeedsShell> {
     if text.chars().any(|c| c.is_control() && c != '\t') {
         return Err(NeedsShell::Control);
