@@ -43,22 +43,6 @@ pub fn log_prefix_problem(prefix: &str) -> Option<String> {
         .map(|c| format!("log_prefix may hold printable ASCII except '\"' and '\\', not {c:?}"))
 }
 
-/// A number that must be at least 1, `default` when absent.
-fn positive<T: Copy + PartialEq + From<u8>>(
-    raw: Option<&Spanned<T>>,
-    default: T,
-    key: &str,
-    err: &dyn Fn(Range<usize>, String) -> ConfigError,
-) -> Result<T, ConfigError> {
-    match raw {
-        Some(v) if *v.get_ref() == T::from(0) => {
-            Err(err(v.span(), format!("{key} must be at least 1")))
-        }
-        Some(v) => Ok(*v.get_ref()),
-        None => Ok(default),
-    }
-}
-
 /// Where `[files]` puts the daemon's files.
 struct Files {
     state_dir: PathBuf,
@@ -108,13 +92,8 @@ impl Validator<'_> {
         let udp = self.watch(&udp, DEFAULT_UDP_PORTS, &[520, 138, 137, 67], "udp")?;
         let window = self.duration(detect.window.as_ref(), "5m", false)?;
         let block_timeout = self.duration(block.timeout.as_ref(), "1h", true)?;
-        let max_sources = positive(
-            detect.max_sources.as_ref(),
-            131_072,
-            "max_sources",
-            self.err,
-        )?;
-        let queue_max_len = positive(queue.max_len.as_ref(), 16_384, "max_len", self.err)?;
+        let max_sources = self.positive(detect.max_sources.as_ref(), 131_072, "max_sources")?;
+        let queue_max_len = self.positive(queue.max_len.as_ref(), 16_384, "max_len")?;
         let ignore_nets = self.ignore(ignore.addresses.as_deref())?;
         let repeat_factor = self.repeat_factor(block.repeat_factor.as_ref())?;
         let files = Files::new(files);
@@ -144,28 +123,18 @@ impl Validator<'_> {
             include: firewall.include.unwrap_or_else(|| DEFAULT_INCLUDE.into()),
             steering: firewall.steering.unwrap_or_default(),
             repeat_factor,
-            max_blocked: positive(
-                block.max_blocked.as_ref(),
-                1_000_000,
-                "max_blocked",
-                self.err,
-            )?,
-            max_per_second: positive(
+            max_blocked: self.positive(block.max_blocked.as_ref(), 1_000_000, "max_blocked")?,
+            max_per_second: self.positive(
                 block.max_per_second.as_ref(),
                 200_000,
                 "max_per_second",
-                self.err,
             )?,
             max_timeout: self.duration(block.max_timeout.as_ref(), "30d", true)?,
             ipv6_prefix: self.ipv6_prefix(block.ipv6_prefix.as_ref())?,
             spare_clients: block.spare_clients.unwrap_or(true),
             client_timeout: self.duration_or(block.client_timeout.as_ref(), HOUR)?,
             listener_grace: self.duration_or(detect.listener_grace.as_ref(), HOUR)?,
-            block_log: self.block_log(
-                block.log_prefix.as_ref(),
-                block.log_rate.as_ref(),
-                block.log_burst.as_ref(),
-            )?,
+            block_log: self.block_log(&block)?,
             actions: self.actions(block)?,
             syslog: log.syslog.unwrap_or(false),
             resolve_host: log.resolve_host.unwrap_or(false),
@@ -175,6 +144,22 @@ impl Validator<'_> {
             metrics_listen: self.metrics_listen(metrics.listen)?,
             crowdsec: self.crowdsec(crowdsec)?,
         })
+    }
+
+    /// A number that must be at least 1, `default` when absent.
+    fn positive<T: Copy + PartialEq + From<u8>>(
+        &self,
+        raw: Option<&Spanned<T>>,
+        default: T,
+        key: &str,
+    ) -> Result<T, ConfigError> {
+        match raw {
+            Some(v) if *v.get_ref() == T::from(0) => {
+                Err((self.err)(v.span(), format!("{key} must be at least 1")))
+            }
+            Some(v) => Ok(*v.get_ref()),
+            None => Ok(default),
+        }
     }
 
     /// `[queue] queues`: within `1..=MAX_QUEUES` and ending at queue 65535 at the latest.
@@ -420,21 +405,17 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn block_log(
-        &self,
-        prefix: Option<&Spanned<String>>,
-        rate: Option<&Spanned<String>>,
-        burst: Option<&Spanned<u32>>,
-    ) -> Result<Option<BlockLog>, ConfigError> {
+    /// `[block] log_prefix`, `log_rate`, `log_burst`.
+    fn block_log(&self, block: &RawBlock) -> Result<Option<BlockLog>, ConfigError> {
         // Rate and burst are checked even without a prefix, so a typo shows at once.
-        let (rate, per) = match rate {
+        let (rate, per) = match &block.log_rate {
             Some(r) => {
                 parse_log_rate(r.get_ref()).map_err(|e| (self.err)(r.span(), e.to_string()))?
             }
             None => parse_log_rate(DEFAULT_LOG_RATE).expect("default rate"),
         };
-        let burst = positive(burst, DEFAULT_LOG_BURST, "log_burst", self.err)?;
-        let Some(prefix) = prefix else {
+        let burst = self.positive(block.log_burst.as_ref(), DEFAULT_LOG_BURST, "log_burst")?;
+        let Some(prefix) = &block.log_prefix else {
             return Ok(None);
         };
         if let Some(m) = log_prefix_problem(prefix.get_ref()) {

@@ -131,40 +131,9 @@ impl Commands<'_> {
                     continue;
                 }
             };
-            let idiom = idioms::recognise(argv);
-            match (&idiom, cover) {
-                (Some(Idiom::Drop), Cover::BySet) => {
-                    out.comment(&format!(
-                        "{key}: \"{}\" is not run: the nft set (blocked4, blocked6) already drops everything from the scanner.",
-                        shown(&cmd.text)
-                    ));
-                    continue;
-                }
-                (Some(Idiom::Route), Cover::BySet) => {
-                    let keep = self
-                        .program(key, argv, &mut Out::default())
-                        .map(|a| {
-                            format!(
-                                " To keep it anyway, add it to [block] {toml_key}: {}",
-                                argv_toml(&a)
-                            )
-                        })
-                        .unwrap_or_default();
-                    out.comment(&format!(
-                        "{key}: \"{}\" is not run: the nft set (blocked4, blocked6) already drops all the scanner's traffic, replies to this host's own connections included, while a route would outlive the block (no timeout, untouched by portsentry unblock) and cost a process per block.{keep}",
-                        shown(&cmd.text)
-                    ));
-                    continue;
-                }
-                (Some(Idiom::Log(rule)), Cover::BySet) => {
-                    if self.log.is_none() {
-                        self.log = Some((key.to_string(), shown(&cmd.text), rule.clone()));
-                    } else {
-                        out.comment(&format!(
-                            "{key}: \"{}\" is not run: a second LOG rule; nftables' log below takes the first one's settings.",
-                            shown(&cmd.text)
-                        ));
-                    }
+            match (idioms::recognise(argv), cover) {
+                (Some(idiom), Cover::BySet) => {
+                    self.leave_out(key, toml_key, &cmd.text, argv, idiom, out);
                     continue;
                 }
                 (Some(_), Cover::Alone(_)) => kept_idioms = true,
@@ -206,6 +175,50 @@ impl Commands<'_> {
             ));
         }
         out.line(&commands_toml(toml_key, &kept));
+    }
+
+    /// Says why a command the nft set makes redundant is not run (the first LOG rule is
+    /// kept for `write_log`).
+    fn leave_out(
+        &mut self,
+        key: &str,
+        toml_key: &str,
+        text: &str,
+        argv: &[String],
+        idiom: Idiom,
+        out: &mut Out,
+    ) {
+        match idiom {
+            Idiom::Drop => out.comment(&format!(
+                "{key}: \"{}\" is not run: the nft set (blocked4, blocked6) already drops everything from the scanner.",
+                shown(text)
+            )),
+            Idiom::Route => {
+                let keep = self
+                    .program(key, argv, &mut Out::default())
+                    .map(|a| {
+                        format!(
+                            " To keep it anyway, add it to [block] {toml_key}: {}",
+                            argv_toml(&a)
+                        )
+                    })
+                    .unwrap_or_default();
+                out.comment(&format!(
+                    "{key}: \"{}\" is not run: the nft set (blocked4, blocked6) already drops all the scanner's traffic, replies to this host's own connections included, while a route would outlive the block (no timeout, untouched by portsentry unblock) and cost a process per block.{keep}",
+                    shown(text)
+                ));
+            }
+            Idiom::Log(rule) => {
+                if self.log.is_none() {
+                    self.log = Some((key.to_string(), shown(text), rule));
+                } else {
+                    out.comment(&format!(
+                        "{key}: \"{}\" is not run: a second LOG rule; nftables' log below takes the first one's settings.",
+                        shown(text)
+                    ));
+                }
+            }
+        }
     }
 
     /// nftables' log of blocked sources' dropped packets, from the LOG rule it replaces.
