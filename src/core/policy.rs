@@ -17,14 +17,15 @@ use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::{IpNet, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Newest insertions remembered for the spot check (`newest`).
 const RECENT: usize = 1024;
-/// Ends of permanent records sort after every real expiry (epoch seconds stay far below).
-const PERMANENT: u64 = 1 << 63;
+/// Where a scan record sorts in `Blocks::ends`: (0, its end) or, permanent, (1, since).
+/// Two u32 and the key make 28 bytes where (u64, IpNet) took 32.
+type Rank = (u32, u32);
 
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
@@ -140,30 +141,67 @@ struct Pending {
     next_at: u64,
 }
 
-/// What is kept of a standing record: no heap allocation of its own (a million of them
-/// must fit a small VPS). The key is the map's; the reason is interned, its "from SRC"
-/// tail kept as an address.
+/// What is kept of a standing record: no heap allocation of its own, 28 bytes (a million
+/// of them must fit a small VPS, and a B-tree node holds 11 beside their keys). The key is
+/// the map's; the reason is interned, its "from SRC" tail kept as the source's host bits
+/// under the key. Times are epoch seconds in a u32, which lasts until 2106; later ones
+/// saturate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rec {
-    since: u64,
+    since: u32,
     /// 0: permanent.
-    ends: u64,
+    ends: u32,
     count: u32,
     /// Index into `Reasons`.
     reason: u32,
-    /// The probe's source, when the reason named one.
-    src: Option<IpAddr>,
+    /// The host bits of the probe's source under the key, when the reason named one (as
+    /// two u32 so that the record keeps 4-byte alignment).
+    src: [u32; 2],
+    has_src: bool,
     origin: Origin,
 }
 
+/// Epoch seconds as a record keeps them.
+fn secs(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
+
+/// `src`'s bits under `key`, when `src` is inside it and they fit 64 bits (every IPv4
+/// network, IPv6 networks of /64 and narrower): what `Rec::src` keeps.
+fn host_bits(key: IpNet, src: IpAddr) -> Option<u64> {
+    if !key.contains(&src) {
+        return None;
+    }
+    match (key, src) {
+        (IpNet::V4(n), IpAddr::V4(a)) => Some(u64::from(u32::from(a) & u32::from(n.hostmask()))),
+        (IpNet::V6(n), IpAddr::V6(a)) if n.prefix_len() >= 64 => {
+            u64::try_from(u128::from(a) & u128::from(n.hostmask())).ok()
+        }
+        _ => None,
+    }
+}
+
 impl Rec {
+    fn src(&self, key: IpNet) -> Option<IpAddr> {
+        if !self.has_src {
+            return None;
+        }
+        let bits = u64::from(self.src[0]) << 32 | u64::from(self.src[1]);
+        Some(match key {
+            IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
+                u32::from(n.network()) | u32::try_from(bits).unwrap_or(0),
+            )),
+            IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | u128::from(bits))),
+        })
+    }
+
     fn record(&self, key: IpNet, text: &Arc<str>) -> Record {
         Record {
             key,
-            since: self.since,
+            since: u64::from(self.since),
             expires: self.expires(),
             count: self.count,
-            reason: match self.src {
+            reason: match self.src(key) {
                 Some(src) => Arc::from(format!("{text} from {src}")),
                 None => text.clone(),
             },
@@ -172,15 +210,15 @@ impl Rec {
     }
 
     fn expires(&self) -> Option<u64> {
-        (self.ends != 0).then_some(self.ends)
+        (self.ends != 0).then_some(u64::from(self.ends))
     }
 
     /// Where it sorts among the records that may end: soonest first, permanent ones
     /// last (oldest first among them).
-    fn rank(&self) -> u64 {
-        match self.expires() {
-            Some(e) => e.min(PERMANENT - 1),
-            None => PERMANENT | self.since.min(PERMANENT - 1),
+    fn rank(&self) -> Rank {
+        match self.ends {
+            0 => (1, self.since),
+            e => (0, e),
         }
     }
 }
@@ -281,9 +319,9 @@ pub struct Blocks {
     records: BTreeMap<IpNet, Rec>,
     reasons: Reasons,
     /// Scan records in eviction order (`Rec::rank`): pruning is a pop, eviction the first.
-    ends: BTreeSet<(u64, IpNet)>,
+    ends: BTreeSet<(Rank, IpNet)>,
     /// The administrator's records that end, soonest first (never evicted).
-    admin_ends: BTreeSet<(u64, IpNet)>,
+    admin_ends: BTreeSet<(u32, IpNet)>,
     /// The latest insertions, newest last: what a spot check looks for, without a scan.
     recent: VecDeque<IpNet>,
     /// How many IPv6 records of each prefix length stand (to look for wider ones).
@@ -364,10 +402,10 @@ impl Blocks {
         let mut records = Vec::with_capacity(standing.len());
         let (mut ends, mut admin_ends) = (Vec::new(), Vec::new());
         for r in &standing {
-            let rec = self.rec(r.since, r.expires, r.count, &r.reason, r.origin);
+            let rec = self.rec(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
             match r.origin {
                 Origin::Scan => ends.push((rec.rank(), r.key)),
-                _ => admin_ends.extend(rec.expires().map(|e| (e, r.key))),
+                _ => admin_ends.extend((rec.ends != 0).then_some((rec.ends, r.key))),
             }
             if let IpNet::V6(n) = r.key {
                 self.v6_lens[usize::from(n.prefix_len())] += 1;
@@ -450,13 +488,18 @@ impl Blocks {
     pub fn prune(&mut self, now: u64) {
         for admin in [false, true] {
             loop {
-                let set = if admin { &self.admin_ends } else { &self.ends };
-                let Some(&(e, key)) = set.first() else { break };
-                if e > now || e >= PERMANENT {
+                let first = if admin {
+                    self.admin_ends.first().map(|&(e, key)| (e, key))
+                } else {
+                    // Permanent ones (1, since) sort last and never end.
+                    self.ends.first().and_then(|&((p, e), key)| (p == 0).then_some((e, key)))
+                };
+                let Some((e, key)) = first else { break };
+                if u64::from(e) > now {
                     break;
                 }
                 if let Some(r) = self.remove_record(key) {
-                    self.remember(key, r.count, e);
+                    self.remember(key, r.count, u64::from(e));
                 }
             }
         }
@@ -686,7 +729,7 @@ impl Blocks {
                         let expires = block
                             .timeout
                             .map(|t| now.saturating_add(t.as_secs().max(1)));
-                        let since = self.records.get(&block.net).map_or(now, |r| r.since);
+                        let since = self.records.get(&block.net).map_or(now, |r| u64::from(r.since));
                         self.insert(
                             block.net,
                             if w.origin == Origin::Admin {
@@ -820,7 +863,7 @@ impl Blocks {
             .map(|(k, r)| Block {
                 net: *k,
                 timeout: r.expires().map(|e| {
-                    let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
+                    let left = e.saturating_sub(now).min(e.saturating_sub(u64::from(r.since)));
                     clamp_timeout(Duration::from_secs(left))
                 }),
                 set: Set::Local,
@@ -868,14 +911,14 @@ impl Blocks {
         origin: Origin,
     ) {
         self.remove_record(key);
-        let r = self.rec(since, expires, count, reason, origin);
+        let r = self.rec(key, since, expires, count, reason, origin);
         match origin {
             Origin::Scan => {
                 self.ends.insert((r.rank(), key));
             }
             _ => {
-                if let Some(e) = r.expires() {
-                    self.admin_ends.insert((e, key));
+                if r.ends != 0 {
+                    self.admin_ends.insert((r.ends, key));
                 }
             }
         }
@@ -893,20 +936,30 @@ impl Blocks {
     /// A record as it is kept, its reason interned.
     fn rec(
         &mut self,
+        key: IpNet,
         since: u64,
         expires: Option<u64>,
         count: u32,
         reason: &str,
         origin: Origin,
     ) -> Rec {
-        let (text, src) = split_reason(reason);
+        // A source outside the key, or under a wide IPv6 network, stays in the text.
+        let (text, bits) = match split_reason(reason) {
+            (text, Some(src)) => match host_bits(key, src) {
+                Some(bits) => (text, Some(bits)),
+                None => (reason, None),
+            },
+            (text, None) => (text, None),
+        };
+        let (has_src, bits) = (bits.is_some(), bits.unwrap_or(0));
         Rec {
-            since,
+            since: secs(since),
             // An expiry of 0 would read as permanent: the epoch's first second has passed.
-            ends: expires.map_or(0, |e| e.max(1)),
+            ends: expires.map_or(0, |e| secs(e).max(1)),
             count,
             reason: self.reasons.intern(text),
-            src,
+            src: [(bits >> 32) as u32, (bits & 0xffff_ffff) as u32],
+            has_src,
             origin,
         }
     }
@@ -918,8 +971,8 @@ impl Blocks {
                 self.ends.remove(&(r.rank(), key));
             }
             _ => {
-                if let Some(e) = r.expires() {
-                    self.admin_ends.remove(&(e, key));
+                if r.ends != 0 {
+                    self.admin_ends.remove(&(r.ends, key));
                 }
             }
         }
@@ -1142,6 +1195,38 @@ mod tests {
             b.unblock(net(&format!("2001:db8:{i}::/64")));
         }
         assert!(b.reasons.ids.is_empty() && b.reasons.texts.is_empty());
+    }
+
+    /// The source's host bits are kept in the record where they fit; every other reason is
+    /// kept whole, so each reads back as it was given.
+    #[test]
+    fn every_reason_reads_back_as_given() {
+        assert!(std::mem::size_of::<Rec>() <= 28, "{}", std::mem::size_of::<Rec>());
+        let mut b = book(PolicyConfig {
+            max_blocked: 1000,
+            ..cfg()
+        });
+        let cases = [
+            ("198.18.0.7", "TCP SYN/Normal scan to TCP port 111 from 198.18.0.7"),
+            ("198.18.1.0/24", "admin: scans from 198.18.1.200"),
+            ("2001:db8:5::/64", "UDP scan to UDP port 53 from 2001:db8:5:0:ffff:1:2:3"),
+            ("2001:db8:6::/48", "TCP SYN/Normal scan to TCP port 22 from 2001:db8:6:7::9"),
+            ("198.18.2.7", "seen on the honeypot from 203.0.113.9"),
+            ("198.18.3.7", "from nowhere in particular"),
+            ("2001:db8:7::/64", "TCP FIN scan from 198.18.0.1"),
+        ];
+        let wants: Vec<Want> = cases
+            .iter()
+            .map(|(k, r)| Want {
+                reason: (*r).to_string(),
+                ..scan(k)
+            })
+            .collect();
+        let (_, out) = apply(&mut b, &wants, 1000, &[]);
+        assert!(out.iter().all(|o| matches!(o, Outcome::Blocked { .. })), "{out:?}");
+        for (k, r) in cases {
+            assert_eq!(&*b.get(net(k)).unwrap().reason, r, "{k}");
+        }
     }
 
     #[test]

@@ -107,6 +107,10 @@ impl<F: Firewall> Responder<F> {
             busy = !batch.is_empty();
             self.handle(&batch, Instant::now(), epoch_now());
             batch.clear();
+            if !busy && batch.capacity() > 4096 {
+                // A flood's batches have passed: its 100,000 events' room (10 MB) goes back.
+                batch.shrink_to(1024);
+            }
             match fault {
                 Some(Fault::StallResponder) if busy => stall("block writer"),
                 Some(Fault::PanicResponder) if busy => panic!("PORTSENTRY_FAULT: test panic"),
