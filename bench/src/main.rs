@@ -512,9 +512,10 @@ fn queue_parse(args: &[String]) {
     let n: usize = opt(args, "--messages", 20_000_000);
     let dst: IpAddr = "192.0.2.1".parse().unwrap();
     let msgs: Vec<Vec<u8>> = (0..1024u32)
-        .map(|i| packet_message(i, &probe(source(i, false), dst, 1 + i as u16, i % 2 == 0, i)))
+        .map(|i| packet_message(i, &probe(source(i, false), dst, 1 + i as u16, i % 2 == 0, i, 0)))
         .collect();
-    let time = |f: &dyn Fn(&[u8]) -> Option<(u32, usize)>| {
+    type Parse<'a> = &'a dyn Fn(&[u8]) -> Option<(u32, usize)>;
+    let time = |f: Parse| {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t = Instant::now();

@@ -260,7 +260,14 @@ impl<F: Firewall + 'static> Server<F> {
                     .into_iter()
                     .map(|(k, e)| (k, e.to_string()))
                     .collect();
-                let done = self.book().commit(&wants, &plan, &failed, now);
+                let (done, lifted) = {
+                    let mut book = self.book();
+                    (book.commit(&wants, &plan, &failed, now), book.take_lifted())
+                };
+                if !lifted.is_empty() {
+                    // Unblocked meanwhile: this write may have landed after that delete.
+                    let _ = self.fw().remove_blocks(Set::Local, &lifted);
+                }
                 match &done[0] {
                     Outcome::Blocked { key, timeout, .. } => {
                         Stats::inc(&self.stats.blocks_written);
@@ -281,6 +288,9 @@ impl<F: Firewall + 'static> Server<F> {
                     Outcome::Refused(Refusal::Protected) => Err(format!(
                         "{addr} is protected (the host's own address, a gateway, a resolver, loopback or the ignore list); not blocking it"
                     )),
+                    Outcome::Refused(Refusal::Lifted) => {
+                        Err(format!("{addr} was unblocked while it was being blocked; not blocking it"))
+                    }
                     Outcome::Refused(r) => Err(format!("refused by the caps ({r:?})")),
                     Outcome::Failed { error, .. } => Err(format!(
                         "the kernel refused the block: {error} (it will be retried)"

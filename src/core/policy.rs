@@ -16,15 +16,26 @@ use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::{IpNet, Ipv6Net};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Newest insertions remembered for the spot check (`newest`).
 const RECENT: usize = 1024;
-/// Ends of permanent records sort after every real expiry (epoch seconds stay far below).
-const PERMANENT: u64 = 1 << 63;
+/// Tables smaller than this are never rebuilt (`Blocks::compact`): too little to gain.
+const COMPACT_MIN: usize = 65_536;
+
+/// The B-trees `Blocks::compact` rebuilds, one per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tree {
+    Records,
+    Ends,
+}
+
+/// Where a scan record sorts in `Blocks::ends`: (0, its end) or, permanent, (1, since).
+/// Two u32 and the key make 28 bytes where (u64, IpNet) took 32.
+type Rank = (u32, u32);
 
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
@@ -83,6 +94,9 @@ pub enum Refusal {
     Rate,
     /// The host's own address, gateway, resolver or ignore list.
     Protected,
+    /// The administrator unblocked it while it was being written: the writer takes it
+    /// off the kernel again (`Blocks::take_lifted`).
+    Lifted,
 }
 
 /// The plan for one want.
@@ -140,30 +154,67 @@ struct Pending {
     next_at: u64,
 }
 
-/// What is kept of a standing record: no heap allocation of its own (a million of them
-/// must fit a small VPS). The key is the map's; the reason is interned, its "from SRC"
-/// tail kept as an address.
+/// What is kept of a standing record: no heap allocation of its own, 28 bytes (a million
+/// of them must fit a small VPS, and a B-tree node holds 11 beside their keys). The key is
+/// the map's; the reason is interned, its "from SRC" tail kept as the source's host bits
+/// under the key. Times are epoch seconds in a u32, which lasts until 2106; later ones
+/// saturate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rec {
-    since: u64,
+    since: u32,
     /// 0: permanent.
-    ends: u64,
+    ends: u32,
     count: u32,
     /// Index into `Reasons`.
     reason: u32,
-    /// The probe's source, when the reason named one.
-    src: Option<IpAddr>,
+    /// The host bits of the probe's source under the key, when the reason named one (as
+    /// two u32 so that the record keeps 4-byte alignment).
+    src: [u32; 2],
+    has_src: bool,
     origin: Origin,
 }
 
+/// Epoch seconds as a record keeps them.
+fn secs(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
+
+/// `src`'s bits under `key`, when `src` is inside it and they fit 64 bits (every IPv4
+/// network, IPv6 networks of /64 and narrower): what `Rec::src` keeps.
+fn host_bits(key: IpNet, src: IpAddr) -> Option<u64> {
+    if !key.contains(&src) {
+        return None;
+    }
+    match (key, src) {
+        (IpNet::V4(n), IpAddr::V4(a)) => Some(u64::from(u32::from(a) & u32::from(n.hostmask()))),
+        (IpNet::V6(n), IpAddr::V6(a)) if n.prefix_len() >= 64 => {
+            u64::try_from(u128::from(a) & u128::from(n.hostmask())).ok()
+        }
+        _ => None,
+    }
+}
+
 impl Rec {
+    fn src(&self, key: IpNet) -> Option<IpAddr> {
+        if !self.has_src {
+            return None;
+        }
+        let bits = u64::from(self.src[0]) << 32 | u64::from(self.src[1]);
+        Some(match key {
+            IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
+                u32::from(n.network()) | u32::try_from(bits).unwrap_or(0),
+            )),
+            IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | u128::from(bits))),
+        })
+    }
+
     fn record(&self, key: IpNet, text: &Arc<str>) -> Record {
         Record {
             key,
-            since: self.since,
+            since: u64::from(self.since),
             expires: self.expires(),
             count: self.count,
-            reason: match self.src {
+            reason: match self.src(key) {
                 Some(src) => Arc::from(format!("{text} from {src}")),
                 None => text.clone(),
             },
@@ -172,15 +223,15 @@ impl Rec {
     }
 
     fn expires(&self) -> Option<u64> {
-        (self.ends != 0).then_some(self.ends)
+        (self.ends != 0).then_some(u64::from(self.ends))
     }
 
     /// Where it sorts among the records that may end: soonest first, permanent ones
     /// last (oldest first among them).
-    fn rank(&self) -> u64 {
-        match self.expires() {
-            Some(e) => e.min(PERMANENT - 1),
-            None => PERMANENT | self.since.min(PERMANENT - 1),
+    fn rank(&self) -> Rank {
+        match self.ends {
+            0 => (1, self.since),
+            e => (0, e),
         }
     }
 }
@@ -259,6 +310,26 @@ impl Reasons {
     }
 }
 
+/// `append` into a non-empty tree builds a new one from both sorted iterators, nodes
+/// full, freeing the old nodes as it goes (no copy of the whole, unlike `collect`); into
+/// an empty one it would only swap, hence the first element taken out first.
+fn rebuild_map<K: Ord, V>(tree: &mut BTreeMap<K, V>) {
+    if let Some(first) = tree.pop_first() {
+        let mut whole = BTreeMap::from([first]);
+        whole.append(tree);
+        *tree = whole;
+    }
+}
+
+/// `rebuild_map` for a set.
+fn rebuild_set<T: Ord>(tree: &mut BTreeSet<T>) {
+    if let Some(first) = tree.pop_first() {
+        let mut whole = BTreeSet::from([first]);
+        whole.append(tree);
+        *tree = whole;
+    }
+}
+
 /// A reason split into its shared text and the source it names ("… from 192.0.2.7").
 fn split_reason(reason: &str) -> (&str, Option<IpAddr>) {
     match reason.rsplit_once(" from ") {
@@ -281,9 +352,9 @@ pub struct Blocks {
     records: BTreeMap<IpNet, Rec>,
     reasons: Reasons,
     /// Scan records in eviction order (`Rec::rank`): pruning is a pop, eviction the first.
-    ends: BTreeSet<(u64, IpNet)>,
+    ends: BTreeSet<(Rank, IpNet)>,
     /// The administrator's records that end, soonest first (never evicted).
-    admin_ends: BTreeSet<(u64, IpNet)>,
+    admin_ends: BTreeSet<(u32, IpNet)>,
     /// The latest insertions, newest last: what a spot check looks for, without a scan.
     recent: VecDeque<IpNet>,
     /// How many IPv6 records of each prefix length stand (to look for wider ones).
@@ -298,9 +369,19 @@ pub struct Blocks {
     dirty: bool,
     /// Records at their most since memory was last given back (see `shrink`).
     peak: usize,
+    /// Records inserted since the B-trees were last built whole (`compact`).
+    inserted: usize,
     /// Records removed so far: a page written without the lock needs checking against
     /// the table only if this moved meanwhile.
     removals: u64,
+    /// Networks planned for writing and not committed yet, with how many plans hold each:
+    /// no lock is held across the kernel's write, so an `unblock` can come between.
+    writing: HashMap<IpNet, u32>,
+    /// Those of `writing` unblocked meanwhile: their commit records nothing.
+    lifted: HashSet<IpNet>,
+    /// Lifted networks whose write was committed: the writer deletes them after its own
+    /// write, which may have landed after the unblock's delete.
+    to_lift: Vec<IpNet>,
     /// Blocks given up (retry queue full, or ended before they could be written).
     pub given_up: u64,
     /// The fleet's blocks: same protection, their own sets and rules.
@@ -325,7 +406,11 @@ impl Blocks {
             window: (0, 0),
             dirty: false,
             peak: 0,
+            inserted: 0,
             removals: 0,
+            writing: HashMap::new(),
+            lifted: HashSet::new(),
+            to_lift: Vec::new(),
             given_up: 0,
             fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
         }
@@ -364,10 +449,10 @@ impl Blocks {
         let mut records = Vec::with_capacity(standing.len());
         let (mut ends, mut admin_ends) = (Vec::new(), Vec::new());
         for r in &standing {
-            let rec = self.rec(r.since, r.expires, r.count, &r.reason, r.origin);
+            let rec = self.rec(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
             match r.origin {
                 Origin::Scan => ends.push((rec.rank(), r.key)),
-                _ => admin_ends.extend(rec.expires().map(|e| (e, r.key))),
+                _ => admin_ends.extend((rec.ends != 0).then_some((rec.ends, r.key))),
             }
             if let IpNet::V6(n) = r.key {
                 self.v6_lens[usize::from(n.prefix_len())] += 1;
@@ -450,17 +535,45 @@ impl Blocks {
     pub fn prune(&mut self, now: u64) {
         for admin in [false, true] {
             loop {
-                let set = if admin { &self.admin_ends } else { &self.ends };
-                let Some(&(e, key)) = set.first() else { break };
-                if e > now || e >= PERMANENT {
+                let first = if admin {
+                    self.admin_ends.first().map(|&(e, key)| (e, key))
+                } else {
+                    // Permanent ones (1, since) sort last and never end.
+                    self.ends
+                        .first()
+                        .and_then(|&((p, e), key)| (p == 0).then_some((e, key)))
+                };
+                let Some((e, key)) = first else { break };
+                if u64::from(e) > now {
                     break;
                 }
                 if let Some(r) = self.remove_record(key) {
-                    self.remember(key, r.count, e);
+                    self.remember(key, r.count, u64::from(e));
                 }
             }
         }
         self.shrink();
+    }
+
+    /// Whether `compact` would give much back: a quarter of a large table or more was
+    /// inserted one by one since its B-trees were last built whole.
+    pub fn worth_compacting(&self) -> bool {
+        let n = self.records.len();
+        n >= COMPACT_MIN && self.inserted >= n / 4
+    }
+
+    /// Rebuilds a B-tree from its sorted keys. Inserted one by one (a flood), its nodes
+    /// are about two thirds full; built whole, full: a million blocks then take about
+    /// 50 MB less. Some 40–70 ms a tree with a million records here, so the caller takes
+    /// the lock for one tree at a time, when the block writer is idle.
+    pub fn compact(&mut self, tree: Tree) {
+        match tree {
+            Tree::Records => rebuild_map(&mut self.records),
+            Tree::Ends => {
+                rebuild_set(&mut self.ends);
+                self.inserted = 0;
+            }
+        }
     }
 
     /// Gives memory back once the table fell well below its peak (a flood's blocks ended):
@@ -588,6 +701,7 @@ impl Blocks {
                     planned_v6_lens.insert(n.prefix_len());
                 }
                 plan.add.push(*block);
+                *self.writing.entry(block.net).or_insert(0) += 1;
             }
             steps[i] = Some(step);
         }
@@ -668,6 +782,10 @@ impl Blocks {
         let mut out = Vec::with_capacity(wants.len());
         for (w, step) in wants.iter().zip(&plan.steps) {
             out.push(match step {
+                Step::Write { block, .. } if self.end_write(block.net) => {
+                    self.to_lift.push(block.net);
+                    Outcome::Refused(Refusal::Lifted)
+                }
                 Step::Write {
                     block,
                     count,
@@ -686,7 +804,10 @@ impl Blocks {
                         let expires = block
                             .timeout
                             .map(|t| now.saturating_add(t.as_secs().max(1)));
-                        let since = self.records.get(&block.net).map_or(now, |r| r.since);
+                        let since = self
+                            .records
+                            .get(&block.net)
+                            .map_or(now, |r| u64::from(r.since));
                         self.insert(
                             block.net,
                             if w.origin == Origin::Admin {
@@ -712,6 +833,25 @@ impl Blocks {
             });
         }
         out
+    }
+
+    /// One plan's write of `net` is over; whether it was unblocked meanwhile.
+    fn end_write(&mut self, net: IpNet) -> bool {
+        let lifted = self.lifted.contains(&net);
+        if let Some(n) = self.writing.get_mut(&net) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(&net);
+                self.lifted.remove(&net);
+            }
+        }
+        lifted
+    }
+
+    /// Networks unblocked while they were written, to delete from the kernel now that
+    /// the write is over.
+    pub fn take_lifted(&mut self) -> Vec<IpNet> {
+        std::mem::take(&mut self.to_lift)
     }
 
     /// Blocks refused earlier whose time to try again has come.
@@ -783,6 +923,16 @@ impl Blocks {
         if let Some(w) = self.wider(net) {
             keys.push(w);
         }
+        let racing: Vec<IpNet> = self
+            .writing
+            .keys()
+            .filter(|k| k.contains(&net.addr()) || net.contains(&k.addr()))
+            .copied()
+            .collect();
+        for k in racing {
+            self.lifted.insert(k);
+            keys.push(k);
+        }
         keys.sort();
         keys.dedup();
         for k in &keys {
@@ -820,7 +970,9 @@ impl Blocks {
             .map(|(k, r)| Block {
                 net: *k,
                 timeout: r.expires().map(|e| {
-                    let left = e.saturating_sub(now).min(e.saturating_sub(r.since));
+                    let left = e
+                        .saturating_sub(now)
+                        .min(e.saturating_sub(u64::from(r.since)));
                     clamp_timeout(Duration::from_secs(left))
                 }),
                 set: Set::Local,
@@ -868,14 +1020,14 @@ impl Blocks {
         origin: Origin,
     ) {
         self.remove_record(key);
-        let r = self.rec(since, expires, count, reason, origin);
+        let r = self.rec(key, since, expires, count, reason, origin);
         match origin {
             Origin::Scan => {
                 self.ends.insert((r.rank(), key));
             }
             _ => {
-                if let Some(e) = r.expires() {
-                    self.admin_ends.insert((e, key));
+                if r.ends != 0 {
+                    self.admin_ends.insert((r.ends, key));
                 }
             }
         }
@@ -887,26 +1039,37 @@ impl Blocks {
         }
         self.recent.push_back(key);
         self.records.insert(key, r);
+        self.inserted = self.inserted.saturating_add(1);
         self.dirty = true;
     }
 
     /// A record as it is kept, its reason interned.
     fn rec(
         &mut self,
+        key: IpNet,
         since: u64,
         expires: Option<u64>,
         count: u32,
         reason: &str,
         origin: Origin,
     ) -> Rec {
-        let (text, src) = split_reason(reason);
+        // A source outside the key, or under a wide IPv6 network, stays in the text.
+        let (text, bits) = match split_reason(reason) {
+            (text, Some(src)) => match host_bits(key, src) {
+                Some(bits) => (text, Some(bits)),
+                None => (reason, None),
+            },
+            (text, None) => (text, None),
+        };
+        let (has_src, bits) = (bits.is_some(), bits.unwrap_or(0));
         Rec {
-            since,
+            since: secs(since),
             // An expiry of 0 would read as permanent: the epoch's first second has passed.
-            ends: expires.map_or(0, |e| e.max(1)),
+            ends: expires.map_or(0, |e| secs(e).max(1)),
             count,
             reason: self.reasons.intern(text),
-            src,
+            src: [(bits >> 32) as u32, (bits & 0xffff_ffff) as u32],
+            has_src,
             origin,
         }
     }
@@ -918,8 +1081,8 @@ impl Blocks {
                 self.ends.remove(&(r.rank(), key));
             }
             _ => {
-                if let Some(e) = r.expires() {
-                    self.admin_ends.remove(&(e, key));
+                if r.ends != 0 {
+                    self.admin_ends.remove(&(r.ends, key));
                 }
             }
         }
@@ -1052,6 +1215,40 @@ mod tests {
         Blocks::new(c, IgnoreList::new([net("192.0.2.1"), net("2001:db8::1")]))
     }
 
+    /// The lock is not held across the kernel's write: an unblock that comes between a
+    /// plan and its commit wins, and the writer is told to take its write back.
+    #[test]
+    fn an_unblock_between_plan_and_commit_is_not_undone() {
+        let mut b = book(cfg());
+        let wants = [scan("198.18.0.7"), scan("2001:db8:9::/64")];
+        let plan = b.plan(&wants, 1000);
+        // The administrator's unblock, while the kernel write is in flight.
+        assert!(b.unblock(net("198.18.0.7")).contains(&net("198.18.0.7")));
+        assert!(b
+            .unblock(net("2001:db8:9::5"))
+            .contains(&net("2001:db8:9::/64")));
+        let out = b.commit(&wants, &plan, &HashMap::new(), 1000);
+        assert_eq!(
+            out,
+            [
+                Outcome::Refused(Refusal::Lifted),
+                Outcome::Refused(Refusal::Lifted)
+            ]
+        );
+        assert!(b.is_empty());
+        assert_eq!(b.take_lifted(), [net("198.18.0.7"), net("2001:db8:9::/64")]);
+        assert!(b.take_lifted().is_empty() && b.writing.is_empty() && b.lifted.is_empty());
+        // Nothing lingers: the next block of the same source stands.
+        let (_, out) = apply(&mut b, &[scan("198.18.0.7")], 1001, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        // An unblock of another network does not touch a write in flight.
+        let plan = b.plan(&[scan("198.18.0.8")], 1002);
+        b.unblock(net("198.18.0.9"));
+        let out = b.commit(&[scan("198.18.0.8")], &plan, &HashMap::new(), 1002);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        assert_eq!(b.len(), 2);
+    }
+
     #[test]
     fn the_newest_standing_blocks_are_found_without_a_scan_and_pages_cover_the_table() {
         let mut b = book(PolicyConfig {
@@ -1142,6 +1339,54 @@ mod tests {
             b.unblock(net(&format!("2001:db8:{i}::/64")));
         }
         assert!(b.reasons.ids.is_empty() && b.reasons.texts.is_empty());
+    }
+
+    /// The source's host bits are kept in the record where they fit; every other reason is
+    /// kept whole, so each reads back as it was given.
+    #[test]
+    fn every_reason_reads_back_as_given() {
+        assert!(
+            std::mem::size_of::<Rec>() <= 28,
+            "{}",
+            std::mem::size_of::<Rec>()
+        );
+        let mut b = book(PolicyConfig {
+            max_blocked: 1000,
+            ..cfg()
+        });
+        let cases = [
+            (
+                "198.18.0.7",
+                "TCP SYN/Normal scan to TCP port 111 from 198.18.0.7",
+            ),
+            ("198.18.1.0/24", "admin: scans from 198.18.1.200"),
+            (
+                "2001:db8:5::/64",
+                "UDP scan to UDP port 53 from 2001:db8:5:0:ffff:1:2:3",
+            ),
+            (
+                "2001:db8:6::/48",
+                "TCP SYN/Normal scan to TCP port 22 from 2001:db8:6:7::9",
+            ),
+            ("198.18.2.7", "seen on the honeypot from 203.0.113.9"),
+            ("198.18.3.7", "from nowhere in particular"),
+            ("2001:db8:7::/64", "TCP FIN scan from 198.18.0.1"),
+        ];
+        let wants: Vec<Want> = cases
+            .iter()
+            .map(|(k, r)| Want {
+                reason: (*r).to_string(),
+                ..scan(k)
+            })
+            .collect();
+        let (_, out) = apply(&mut b, &wants, 1000, &[]);
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Blocked { .. })),
+            "{out:?}"
+        );
+        for (k, r) in cases {
+            assert_eq!(&*b.get(net(k)).unwrap().reason, r, "{k}");
+        }
     }
 
     #[test]
@@ -1435,6 +1680,30 @@ mod tests {
         );
     }
 
+    /// A flood's table is rebuilt whole once it grew by a quarter, and nothing else is.
+    #[test]
+    fn a_table_built_one_by_one_is_worth_compacting_once() {
+        let mut b = book(PolicyConfig {
+            max_blocked: 1_000_000,
+            max_per_second: 1_000_000,
+            ..cfg()
+        });
+        let wants: Vec<Want> = (0..COMPACT_MIN as u32)
+            .map(|i| scan(&std::net::Ipv4Addr::from(0xC612_0000 + i).to_string()))
+            .collect();
+        apply(&mut b, &wants, 1000, &[]);
+        assert!(b.worth_compacting());
+        let before = b.page(None, usize::MAX).records();
+        b.compact(Tree::Records);
+        assert!(b.worth_compacting(), "both trees are rebuilt");
+        b.compact(Tree::Ends);
+        assert!(!b.worth_compacting());
+        assert_eq!(b.page(None, usize::MAX).records(), before);
+        // Ended in the order they would have: the first hour's blocks go together.
+        b.prune(1000 + 3600);
+        assert!(b.is_empty());
+    }
+
     proptest! {
         /// Whatever the requests and the clock, the standing blocks never exceed the cap,
         /// the kernel is never asked to hold two overlapping blocks, and every key the plan
@@ -1457,6 +1726,14 @@ mod tests {
                 let w = if n % 7 == 0 { admin(&key, None) } else { scan(&key) };
                 let refuse: Vec<&str> = if fail { vec![key.as_str()] } else { vec![] };
                 apply(&mut b, &[w], now, &refuse);
+                if n % 11 == 0 {
+                    let before = b.page(None, usize::MAX).records();
+                    let ends = b.ends.clone();
+                    b.compact(Tree::Records);
+                    b.compact(Tree::Ends);
+                    prop_assert_eq!(b.page(None, usize::MAX).records(), before);
+                    prop_assert_eq!(&b.ends, &ends);
+                }
                 let due = b.due(now);
                 apply(&mut b, &due, now, &[]);
                 b.prune(now);

@@ -107,6 +107,10 @@ impl<F: Firewall> Responder<F> {
             busy = !batch.is_empty();
             self.handle(&batch, Instant::now(), epoch_now());
             batch.clear();
+            if !busy && batch.capacity() > 4096 {
+                // A flood's batches have passed: its 100,000 events' room (10 MB) goes back.
+                batch.shrink_to(1024);
+            }
             match fault {
                 Some(Fault::StallResponder) if busy => stall("block writer"),
                 Some(Fault::PanicResponder) if busy => panic!("PORTSENTRY_FAULT: test panic"),
@@ -341,7 +345,16 @@ impl<F: Firewall> Responder<F> {
             .collect();
         let mut book = self.lock();
         let done = book.commit(wants, &plan, &failed, epoch);
-        (done, book.pending())
+        let (pending, lifted) = (book.pending(), book.take_lifted());
+        drop(book);
+        // Unblocked by the administrator while written: this write may have landed after
+        // the unblock's delete, so it is undone here.
+        if !lifted.is_empty() {
+            if let Err(e) = self.fw.remove_blocks(Set::Local, &lifted) {
+                tracing::error!("adminalert: ERROR: could not remove unblocked blocks: {e}");
+            }
+        }
+        (done, pending)
     }
 
     /// The reporter's view of a block decision; a written block also runs the actions.
