@@ -16,7 +16,7 @@ use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 use ipnet::{IpNet, Ipv6Net};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +127,9 @@ pub struct Plan {
     pub evicted: Vec<IpNet>,
     /// One step per want, in order.
     pub steps: Vec<Step>,
+    /// This plan's number (`Blocks::plans`): an unblock lifts the writes of the plans made
+    /// before it.
+    seq: u64,
 }
 
 /// What became of one want.
@@ -377,8 +380,12 @@ pub struct Blocks {
     /// Networks planned for writing and not committed yet, with how many plans hold each:
     /// no lock is held across the kernel's write, so an `unblock` can come between.
     writing: HashMap<IpNet, u32>,
-    /// Those of `writing` unblocked meanwhile: their commit records nothing.
-    lifted: HashSet<IpNet>,
+    /// Those of `writing` unblocked meanwhile, with the last plan made before the unblock:
+    /// the commits of that plan and earlier ones record nothing. (A plan's number, not a
+    /// flag: should a writer die between plan and commit, later blocks still stand.)
+    lifted: HashMap<IpNet, u64>,
+    /// Plans made so far (`Plan::seq`).
+    plans: u64,
     /// Lifted networks whose write was committed: the writer deletes them after its own
     /// write, which may have landed after the unblock's delete.
     to_lift: Vec<IpNet>,
@@ -409,7 +416,8 @@ impl Blocks {
             inserted: 0,
             removals: 0,
             writing: HashMap::new(),
-            lifted: HashSet::new(),
+            lifted: HashMap::new(),
+            plans: 0,
             to_lift: Vec::new(),
             given_up: 0,
             fleet: FleetBook::new(DEFAULT_MAX_DECISIONS),
@@ -627,7 +635,11 @@ impl Blocks {
         if self.window.0 != now {
             self.window = (now, 0);
         }
-        let mut plan = Plan::default();
+        self.plans += 1;
+        let mut plan = Plan {
+            seq: self.plans,
+            ..Plan::default()
+        };
         let mut planned: HashMap<IpNet, ()> = HashMap::new();
         // Prefix lengths of the IPv6 blocks planned so far.
         let mut planned_v6_lens: BTreeSet<u8> = BTreeSet::new();
@@ -782,7 +794,7 @@ impl Blocks {
         let mut out = Vec::with_capacity(wants.len());
         for (w, step) in wants.iter().zip(&plan.steps) {
             out.push(match step {
-                Step::Write { block, .. } if self.end_write(block.net) => {
+                Step::Write { block, .. } if self.end_write(block.net, plan.seq) => {
                     self.to_lift.push(block.net);
                     Outcome::Refused(Refusal::Lifted)
                 }
@@ -836,14 +848,18 @@ impl Blocks {
     }
 
     /// One plan's write of `net` is over; whether it was unblocked meanwhile.
-    fn end_write(&mut self, net: IpNet) -> bool {
-        let lifted = self.lifted.contains(&net);
+    fn end_write(&mut self, net: IpNet, seq: u64) -> bool {
+        let lifted = self.lifted.get(&net).is_some_and(|&last| seq <= last);
         if let Some(n) = self.writing.get_mut(&net) {
             *n -= 1;
             if *n == 0 {
                 self.writing.remove(&net);
                 self.lifted.remove(&net);
             }
+        }
+        if self.writing.is_empty() && self.writing.capacity() > 4096 {
+            // A flood's batch of writes is over: its room goes back.
+            self.writing = HashMap::new();
         }
         lifted
     }
@@ -930,7 +946,7 @@ impl Blocks {
             .copied()
             .collect();
         for k in racing {
-            self.lifted.insert(k);
+            self.lifted.insert(k, self.plans);
             keys.push(k);
         }
         keys.sort();
@@ -1241,6 +1257,13 @@ mod tests {
         // Nothing lingers: the next block of the same source stands.
         let (_, out) = apply(&mut b, &[scan("198.18.0.7")], 1001, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        // A writer that died between plan and commit: a later plan of the same network,
+        // after an unblock, still stands.
+        let _lost = b.plan(&[scan("198.18.0.20")], 1001);
+        b.unblock(net("198.18.0.20"));
+        let (_, out) = apply(&mut b, &[scan("198.18.0.20")], 1001, &[]);
+        assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+        b.unblock(net("198.18.0.20"));
         // An unblock of another network does not touch a write in flight.
         let plan = b.plan(&[scan("198.18.0.8")], 1002);
         b.unblock(net("198.18.0.9"));
