@@ -164,7 +164,7 @@ impl<F: Firewall> Responder<F> {
                 wants.push(Want {
                     key,
                     origin: Origin::Scan,
-                    timeout: None,
+                    timeout: crate::core::policy::Timeout::Default,
                     reason: reason(&e.probe),
                     probe: Some(e.probe),
                 });
@@ -762,7 +762,7 @@ mod tests {
             let wants = [Want {
                 key: "198.51.100.7/32".parse().unwrap(),
                 origin: Origin::Admin,
-                timeout: None,
+                timeout: crate::core::policy::Timeout::Default,
                 reason: "admin".into(),
                 probe: None,
             }];

@@ -782,7 +782,7 @@ mod tests {
         let wants = [Want {
             key: crate::core::ignore::parse_net(addr).unwrap(),
             origin: Origin::Scan,
-            timeout: None,
+            timeout: crate::core::policy::Timeout::Default,
             reason: "test".into(),
             probe: None,
         }];
