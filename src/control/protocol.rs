@@ -49,6 +49,10 @@ pub enum RequestError {
     OutOfRange(u64),
 }
 
+/// One request line.
+///
+/// # Errors
+/// `RequestError` says what is wrong with the line, in the words the client is shown.
 pub fn parse_request(line: &str) -> Result<Request, RequestError> {
     let mut w = line.split_whitespace();
     let verb = w.next().ok_or(RequestError::Empty)?;
@@ -135,6 +139,9 @@ pub enum ClientError {
 }
 
 /// Client side: sends one request and returns the body, or the daemon's error.
+///
+/// # Errors
+/// As `request_to`, and a reply that is not UTF-8.
 pub fn request(socket: &Path, line: &str) -> Result<String, ClientError> {
     let mut body = Vec::new();
     request_to(socket, line, &mut body)?;
@@ -147,6 +154,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Client side: sends one request and copies the body to `out` as it arrives (a list of
 /// a million blocks is never held whole), or returns the daemon's error.
+///
+/// # Errors
+/// `ClientError`: no daemon at `socket`, the socket's I/O, a malformed reply, or the
+/// daemon's own `error: …` (`Daemon`, its text without the prefix).
 pub fn request_to(socket: &Path, line: &str, out: &mut impl Write) -> Result<(), ClientError> {
     let mut conn = UnixStream::connect(socket).map_err(|error| ClientError::Connect {
         socket: socket.to_path_buf(),

@@ -214,6 +214,10 @@ impl<F: Firewall + 'static> Server<F> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The reply to one request (`list` whole: the socket streams it instead).
+    ///
+    /// # Errors
+    /// `ControlError`, whose text the client is shown after `error: `.
     pub fn handle(&self, req: Request) -> Result<String, ControlError> {
         let now = epoch_now();
         match req {

@@ -11,7 +11,9 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
-pub use crate::core::block::{clamp_timeout, Block, Origin, Record, Set, MAX_TIMEOUT, MIN_TIMEOUT};
+pub use crate::core::block::{
+    clamp_timeout, Block, Origin, Record, Set, Timeout, MAX_TIMEOUT, MIN_TIMEOUT,
+};
 use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
@@ -59,36 +61,6 @@ impl PolicyConfig {
         let factor = u32::try_from(u64::from(self.repeat_factor).saturating_pow(count - 1))
             .unwrap_or(u32::MAX);
         Some(base.checked_mul(factor).map_or(cap, |t| t.min(cap)))
-    }
-}
-
-/// How long a requested block lasts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Timeout {
-    /// The policy's, growing with the network's blocks.
-    #[default]
-    Default,
-    Permanent,
-    For(Duration),
-}
-
-impl Timeout {
-    /// An explicit length held to what the kernel can take (`clamp_timeout`).
-    #[must_use]
-    pub fn clamped(self) -> Timeout {
-        match self {
-            Timeout::For(t) => Timeout::For(clamp_timeout(t)),
-            t => t,
-        }
-    }
-
-    /// The length (`None`: permanent), `default` unless explicit.
-    pub fn or(self, default: impl FnOnce() -> Option<Duration>) -> Option<Duration> {
-        match self {
-            Timeout::Default => default(),
-            Timeout::Permanent => None,
-            Timeout::For(t) => Some(t),
-        }
     }
 }
 

@@ -173,6 +173,10 @@ fn run_sequence(
 }
 
 /// Runs `argv` with no shell, no stdin, and kills it at `limit`.
+///
+/// # Errors
+/// `ActionError`: an empty `argv`, a program that cannot start, exits unsuccessfully
+/// (with its stderr) or outlives `limit`.
 pub fn run_argv(argv: &[String], limit: Duration) -> Result<(), ActionError> {
     let (prog, args) = argv.split_first().ok_or(ActionError::Empty)?;
     let start_error = |error| ActionError::Start {

@@ -58,6 +58,12 @@ const EVENT_CAPACITY: usize = 65_536;
 const ACTION_CAPACITY: usize = 4096;
 /// Outcomes waiting for the reporter at most (about 100 bytes each, allocated as they come).
 const REPORT_CAPACITY: usize = 65_536;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// `DaemonError` when it cannot start: a queue taken, the table refused, a thread or the
+/// signal handlers not had.
 pub fn run(
     cfg: Config,
     ignore_file: Option<IgnoreFile>,
