@@ -7,6 +7,7 @@
 //! Nothing imports the daemon.
 
 pub mod actions;
+pub mod liveness;
 pub mod names;
 pub mod reporter;
 pub mod responder;
