@@ -245,43 +245,58 @@ fn print_summary(cfg: &Config) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(cs) = &cfg.crowdsec {
-        let on = |p: &Option<std::path::PathBuf>, what: &str| {
-            p.as_ref().map_or(format!("no {what}"), |p| {
-                format!("{what} ({})", p.display())
-            })
-        };
+    print_crowdsec(cfg);
+    print_actions(cfg);
+    if let Some(log) = &cfg.block_log {
         println!(
-            "  crowdsec: {}, {}, {} every {}",
-            cs.lapi_url,
-            on(&cs.credentials, "push"),
-            on(&cs.bouncer_key_file, "pull"),
-            humantime::format_duration(cs.pull_interval)
-        );
-        // The unit denies IP traffic; say exactly what to allow.
-        let allow = match cs.lapi_addr() {
-            Some(a) => a.to_string(),
-            None => {
-                let host = cs.lapi_url.split_once("://").map_or("", |(_, r)| r);
-                let host = host.split('/').next().unwrap_or("");
-                let with_port = if host.contains(':') {
-                    host.to_string()
-                } else {
-                    format!("{host}:443")
-                };
-                let mut addrs: Vec<String> = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
-                    .map(|a| a.map(|a| a.ip().to_string()).collect())
-                    .unwrap_or_default();
-                addrs.sort();
-                addrs.dedup();
-                addrs.push("and your DNS resolvers".into());
-                addrs.join(" ")
-            }
-        };
-        println!(
-            "  crowdsec: under the systemd unit (IPAddressDeny=any), allow the LAPI with `systemctl edit portsentry`: [Service] IPAddressAllow={allow}"
+            "  log of blocked sources' dropped packets: prefix \"{}\", {}/{}, burst {}",
+            log.prefix, log.rate, log.per, log.burst
         );
     }
+}
+
+/// `check`'s CrowdSec lines: the LAPI, push and pull, and what the unit must allow.
+fn print_crowdsec(cfg: &Config) {
+    let Some(cs) = &cfg.crowdsec else { return };
+    let on = |p: &Option<std::path::PathBuf>, what: &str| {
+        p.as_ref().map_or(format!("no {what}"), |p| {
+            format!("{what} ({})", p.display())
+        })
+    };
+    println!(
+        "  crowdsec: {}, {}, {} every {}",
+        cs.lapi_url,
+        on(&cs.credentials, "push"),
+        on(&cs.bouncer_key_file, "pull"),
+        humantime::format_duration(cs.pull_interval)
+    );
+    // The unit denies IP traffic; say exactly what to allow.
+    let allow = match cs.lapi_addr() {
+        Some(a) => a.to_string(),
+        None => {
+            let host = cs.lapi_url.split_once("://").map_or("", |(_, r)| r);
+            let host = host.split('/').next().unwrap_or("");
+            let with_port = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("{host}:443")
+            };
+            let mut addrs: Vec<String> = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .map(|a| a.map(|a| a.ip().to_string()).collect())
+                .unwrap_or_default();
+            addrs.sort();
+            addrs.dedup();
+            addrs.push("and your DNS resolvers".into());
+            addrs.join(" ")
+        }
+    };
+    println!(
+        "  crowdsec: under the systemd unit (IPAddressDeny=any), allow the LAPI with `systemctl edit portsentry`: [Service] IPAddressAllow={allow}"
+    );
+}
+
+/// `check`'s actions line, if any is configured.
+fn print_actions(cfg: &Config) {
     let a = &cfg.actions;
     let mut actions = Vec::new();
     if !a.run.is_empty() {
@@ -303,11 +318,5 @@ fn print_summary(cfg: &Config) {
     }
     if !actions.is_empty() {
         println!("  actions: {}", actions.join(", "));
-    }
-    if let Some(log) = &cfg.block_log {
-        println!(
-            "  log of blocked sources' dropped packets: prefix \"{}\", {}/{}, burst {}",
-            log.prefix, log.rate, log.per, log.burst
-        );
     }
 }

@@ -4,16 +4,17 @@
 use super::protocol::{parse_request, Request};
 use crate::config::settings::Settings;
 use crate::core::ignore::{block_key, net_text};
-use crate::core::policy::{clamp_timeout, Blocks, Origin, Outcome, Refusal, Want};
+use crate::core::policy::{Blocks, Origin, Outcome, Refusal, Timeout, Want};
 use crate::core::stats::Stats;
 use crate::dataplane::{Control, Controls};
-use crate::firewall::{Firewall, Set};
+use crate::firewall::{Firewall, FirewallError, Set};
 use crate::system::clock::epoch_now;
 use crate::system::proc::queue_counters;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -113,25 +114,22 @@ impl<F: Firewall + 'static> Server<F> {
     /// Writes `ok` and every block: this host's records a page under the lock at a time
     /// (the block writer needs it), the fleet's, then blocks added to the sets outside
     /// portsentry. Written as it goes, so the first line leaves at once.
-    fn list(&self, json: bool, out: &mut impl Write) -> Result<(), String> {
-        let io = |e: std::io::Error| e.to_string();
-        out.write_all(b"ok\n").map_err(io)?;
+    fn list(&self, json: bool, out: &mut impl Write) -> Result<(), ControlError> {
+        out.write_all(b"ok\n")?;
         if json {
-            out.write_all(b"[").map_err(io)?;
+            out.write_all(b"[")?;
         } else {
             writeln!(
                 out,
                 "{:<40} {:>12} {:>6}  {:<6} REASON",
                 "ADDRESS", "REMAINING", "BLOCKS", "SOURCE"
-            )
-            .map_err(io)?;
+            )?;
         }
         let mut first = true;
-        let mut emit = |out: &mut dyn Write, r: ListRow| -> Result<(), String> {
+        let mut emit = |out: &mut dyn Write, r: ListRow| -> Result<(), ControlError> {
             if json {
-                out.write_all(if first { b"\n" } else { b",\n" })
-                    .map_err(io)?;
-                serde_json::to_writer(&mut *out, &r).map_err(|e| e.to_string())?;
+                out.write_all(if first { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut *out, &r)?;
             } else {
                 let left = r
                     .remaining_seconds
@@ -140,8 +138,7 @@ impl<F: Firewall + 'static> Server<F> {
                     out,
                     "{:<40} {:>12} {:>6}  {:<6} {}",
                     r.address, left, r.blocks, r.source, r.reason
-                )
-                .map_err(io)?;
+                )?;
             }
             first = false;
             Ok(())
@@ -169,7 +166,7 @@ impl<F: Firewall + 'static> Server<F> {
         // message: half a minute for a million), so blocks added outside portsentry are
         // looked for only while the table is small.
         if local <= OUTSIDE_DUMP_MAX {
-            let kernel = self.fw().list_blocks().map_err(|e| e.to_string())?;
+            let kernel = self.fw().list_blocks()?;
             let outside: Vec<_> = {
                 let book = self.book();
                 kernel
@@ -201,13 +198,12 @@ impl<F: Firewall + 'static> Server<F> {
                 out,
                 "# more than {OUTSIDE_DUMP_MAX} blocks: those added outside portsentry are not \
                  looked for (nft list set inet portsentry blocked4 shows them)"
-            )
-            .map_err(io)?;
+            )?;
         }
         if json {
-            out.write_all(b"\n]\n").map_err(io)?;
+            out.write_all(b"\n]\n")?;
         }
-        out.flush().map_err(io)
+        Ok(out.flush()?)
     }
 
     fn fw(&self) -> std::sync::MutexGuard<'_, F> {
@@ -218,7 +214,11 @@ impl<F: Firewall + 'static> Server<F> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn handle(&self, req: Request) -> Result<String, String> {
+    /// The reply to one request (`list` whole: the socket streams it instead).
+    ///
+    /// # Errors
+    /// `ControlError`, whose text the client is shown after `error: `.
+    pub fn handle(&self, req: Request) -> Result<String, ControlError> {
         let now = epoch_now();
         match req {
             Request::List { json } => {
@@ -226,240 +226,275 @@ impl<F: Firewall + 'static> Server<F> {
                 self.list(json, &mut out)?;
                 Ok(String::from_utf8_lossy(&out).into_owned())
             }
-            Request::Block { addr, timeout } => {
-                let prefix = self
-                    .settings
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .ipv6_prefix;
-                let mut book = self.book();
-                let key = block_key(addr, prefix, book.protected());
-                let want = Want {
-                    key,
-                    origin: Origin::Admin,
-                    timeout: timeout.map(|t| t.map(clamp_timeout)),
-                    reason: "blocked by the administrator (portsentry block)".into(),
-                    probe: None,
-                };
-                let wants = [want];
-                let plan = book.plan(&wants, now);
-                // Planned under the lock, written without it, committed under it again:
-                // the packet path and the block writer never wait on this netlink I/O.
-                drop(book);
-                let mut fw = self.fw();
-                if !plan.remove.is_empty() {
-                    let _ = fw.remove_blocks(Set::Local, &plan.remove);
-                }
-                for k in &plan.evicted {
-                    let _ = self.control.send(Control::Forget(*k));
-                }
-                let report = fw.add_blocks(&plan.add);
-                drop(fw);
-                let failed: HashMap<IpNet, String> = report
-                    .failed
-                    .into_iter()
-                    .map(|(k, e)| (k, e.to_string()))
-                    .collect();
-                let (done, lifted) = {
-                    let mut book = self.book();
-                    (book.commit(&wants, &plan, &failed, now), book.take_lifted())
-                };
-                if !lifted.is_empty() {
-                    // Unblocked meanwhile: this write may have landed after that delete.
-                    let _ = self.fw().remove_blocks(Set::Local, &lifted);
-                }
-                match &done[0] {
-                    Outcome::Blocked { key, timeout, .. } => {
-                        Stats::inc(&self.stats.blocks_written);
-                        tracing::warn!(
-                            "adminalert: Host {} blocked by the administrator",
-                            net_text(*key)
-                        );
-                        Ok(format!(
-                            "ok\nblocked {} ({})\n",
-                            net_text(*key),
-                            timeout.map_or("permanent".into(), |t| fmt_secs(t.as_secs()))
-                        ))
-                    }
-                    Outcome::Covered(k) => Ok(format!(
-                        "ok\n{addr} is already blocked as part of {}\n",
-                        net_text(*k)
-                    )),
-                    Outcome::Refused(Refusal::Protected) => Err(format!(
-                        "{addr} is protected (the host's own address, a gateway, a resolver, loopback or the ignore list); not blocking it"
-                    )),
-                    Outcome::Refused(Refusal::Lifted) => {
-                        Err(format!("{addr} was unblocked while it was being blocked; not blocking it"))
-                    }
-                    Outcome::Refused(r) => Err(format!("refused by the caps ({r:?})")),
-                    Outcome::Failed { error, .. } => Err(format!(
-                        "the kernel refused the block: {error} (it will be retried)"
-                    )),
-                }
-            }
-            Request::Unblock { addr } => {
-                let prefix = self
-                    .settings
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .ipv6_prefix;
-                let exact = IpNet::from(addr);
-                let (mut keys, key) = {
-                    let mut book = self.book();
-                    let key = block_key(addr, prefix, book.protected());
-                    let mut keys = book.unblock(exact);
-                    keys.extend(book.unblock(key));
-                    // Room was made: blocks the kernel refused (a full set) go now.
-                    book.retry_now();
-                    (keys, key)
-                };
-                let was = !keys.is_empty();
-                // The fleet's blocks that hold it go too, here, until the LAPI sends them
-                // again (`cscli decisions delete` lifts them everywhere). The book before
-                // the firewall, as everywhere.
-                // Planned under the lock, written without it, committed under it again.
-                let (lifted, plan) = {
-                    let mut book = self.book();
-                    let (fleet, _) = book.fleet();
-                    let lifted = fleet.lift(exact);
-                    fleet.prune(now);
-                    (lifted, fleet.plan(now))
-                };
-                if !plan.is_empty() {
-                    let mut fw = self.fw();
-                    let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
-                    let report = fw.add_blocks(&plan.add);
-                    drop(fw);
-                    let failed: Vec<IpNet> = report.failed.into_iter().map(|(n, _)| n).collect();
-                    self.book().fleet().0.commit(&plan, removed, &failed, now);
-                }
-                let mut fw = self.fw();
-                // Blocks added outside portsentry too: the exact address, and for IPv6 any
-                // interval of the kernel's set that holds it.
-                keys.push(exact);
-                // As for `list`: the kernel dumps a large set slowly, so intervals added
-                // outside portsentry are looked for only while the table is small.
-                let small = self.book().len() <= OUTSIDE_DUMP_MAX;
-                let listed = if small {
-                    fw.list_blocks().unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                if addr.is_ipv6() {
-                    keys.extend(
-                        listed
-                            .iter()
-                            .filter(|l| l.set == Set::Local)
-                            .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
-                            .map(|l| l.net),
-                    );
-                }
-                keys.sort();
-                keys.dedup();
-                fw.remove_blocks(Set::Local, &keys)
-                    .map_err(|e| e.to_string())?;
-                let outside: Vec<IpNet> = listed
-                    .iter()
-                    .filter(|l| l.set == Set::Fleet && l.net.contains(&addr))
-                    .map(|l| l.net)
-                    .collect();
-                fw.remove_blocks(Set::Fleet, &outside)
-                    .map_err(|e| e.to_string())?;
-                let was = was || lifted > 0;
-                drop(fw);
-                for k in keys.iter().copied().chain([key]) {
-                    let _ = self.control.send(Control::Forget(k));
-                }
-                Stats::inc(&self.stats.unblocks);
-                tracing::warn!("adminalert: Host {addr} unblocked by the administrator");
-                Ok(format!(
-                    "ok\nunblocked {addr}{}\n",
-                    if was {
-                        ""
-                    } else {
-                        " (it was not in portsentry's records)"
-                    }
-                ))
-            }
-            Request::Status { json } => {
-                let info = self.info.read().unwrap_or_else(|e| e.into_inner()).clone();
-                let (blocked, pending) = {
-                    let mut book = self.book();
-                    book.prune(now);
-                    (book.len(), book.pending())
-                };
-                let s = &self.stats;
-                let (waiting, qdrop, udrop) =
-                    queue_counters(info.queue, info.queues.max(1)).unwrap_or((0, 0, 0));
-                let counters = [
-                    ("packets", Stats::get(&s.packets)),
-                    ("acted", Stats::get(&s.acted)),
-                    ("spared", Stats::get(&s.spared)),
-                    ("repeats", Stats::get(&s.repeats)),
-                    ("passed", Stats::get(&s.passed)),
-                    ("unparsed", Stats::get(&s.unparsed)),
-                    ("blocks written", Stats::get(&s.blocks_written)),
-                    ("block failures", Stats::get(&s.block_failures)),
-                    ("unblocks", Stats::get(&s.unblocks)),
-                    ("commands run", Stats::get(&s.commands_run)),
-                    ("commands failed", Stats::get(&s.commands_failed)),
-                    ("log dropped", Stats::get(&s.log_dropped)),
-                    ("reports dropped", Stats::get(&s.reports_dropped)),
-                    ("events deferred", Stats::get(&s.events_deferred)),
-                    ("events dropped", Stats::get(&s.events_dropped)),
-                    ("queue waiting", waiting),
-                    ("queue dropped", qdrop),
-                    ("user dropped", udrop),
-                ];
-                let fleet = fleet_status(&self.settings, s, now);
-                if json {
-                    let status = serde_json::json!({
-                        "version": info.version,
-                        "queue": info.queue,
-                        "queues": info.queues,
-                        "steering": info.steering,
-                        "tcp": info.tcp,
-                        "udp": info.udp,
-                        "blocked": blocked,
-                        "blocks_to_retry": pending,
-                        "counters": counters
-                            .iter()
-                            .map(|(k, v)| (k.replace(' ', "_"), serde_json::json!(v)))
-                            .collect::<serde_json::Map<_, _>>(),
-                        "crowdsec": fleet.as_ref().map(FleetStatus::json),
-                    });
-                    return Ok(format!("ok\n{status:#}\n"));
-                }
-                let mut out = String::from("ok\n");
-                let _ = writeln!(out, "portsentry {}", info.version);
-                let _ = writeln!(
-                    out,
-                    "queue:            {}{} ({})",
-                    info.queue,
-                    if info.queues > 1 {
-                        format!("-{}", u32::from(info.queue) + u32::from(info.queues) - 1)
-                    } else {
-                        String::new()
-                    },
-                    info.steering
-                );
-                let _ = writeln!(out, "tcp:              {}", info.tcp);
-                let _ = writeln!(out, "udp:              {}", info.udp);
-                let _ = writeln!(out, "blocked now:      {blocked}");
-                let _ = writeln!(out, "blocks to retry:  {pending}");
-                match &fleet {
-                    Some(f) => f.text(&mut out),
-                    None => {
-                        let _ = writeln!(out, "crowdsec:         off");
-                    }
-                }
-                for (name, v) in counters {
-                    let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
-                }
-                Ok(out)
-            }
+            Request::Block { addr, timeout } => self.block(addr, timeout, now),
+            Request::Unblock { addr } => self.unblock(addr, now),
+            Request::Status { json } => Ok(self.status(json, now)),
         }
     }
+
+    fn ipv6_prefix(&self) -> u8 {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .ipv6_prefix
+    }
+
+    /// `block`: through the policy like a detection, then the kernel.
+    fn block(&self, addr: IpAddr, timeout: Timeout, now: u64) -> Result<String, ControlError> {
+        let prefix = self.ipv6_prefix();
+        let mut book = self.book();
+        let key = block_key(addr, prefix, book.protected());
+        let want = Want {
+            key,
+            origin: Origin::Admin,
+            timeout: timeout.clamped(),
+            reason: "blocked by the administrator (portsentry block)".into(),
+            probe: None,
+        };
+        let wants = [want];
+        let plan = book.plan(&wants, now);
+        // Planned under the lock, written without it, committed under it again:
+        // the packet path and the block writer never wait on this netlink I/O.
+        drop(book);
+        let mut fw = self.fw();
+        if !plan.remove.is_empty() {
+            let _ = fw.remove_blocks(Set::Local, &plan.remove);
+        }
+        for k in &plan.evicted {
+            let _ = self.control.send(Control::Forget(*k));
+        }
+        let report = fw.add_blocks(&plan.add);
+        drop(fw);
+        let failed: HashMap<IpNet, String> = report
+            .failed
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect();
+        let (done, lifted) = {
+            let mut book = self.book();
+            (book.commit(&wants, &plan, &failed, now), book.take_lifted())
+        };
+        if !lifted.is_empty() {
+            // Unblocked meanwhile: this write may have landed after that delete.
+            let _ = self.fw().remove_blocks(Set::Local, &lifted);
+        }
+        match &done[0] {
+            Outcome::Blocked { key, timeout, .. } => {
+                Stats::inc(&self.stats.blocks_written);
+                tracing::warn!(
+                    "adminalert: Host {} blocked by the administrator",
+                    net_text(*key)
+                );
+                Ok(format!(
+                    "ok\nblocked {} ({})\n",
+                    net_text(*key),
+                    timeout.map_or("permanent".into(), |t| fmt_secs(t.as_secs()))
+                ))
+            }
+            Outcome::Covered(k) => Ok(format!(
+                "ok\n{addr} is already blocked as part of {}\n",
+                net_text(*k)
+            )),
+            Outcome::Refused(Refusal::Protected) => Err(ControlError::Protected(addr)),
+            Outcome::Refused(Refusal::Lifted) => Err(ControlError::Lifted(addr)),
+            Outcome::Refused(r) => Err(ControlError::Capped(*r)),
+            Outcome::Failed { error, .. } => Err(ControlError::KernelRefused(error.clone())),
+        }
+    }
+
+    /// `unblock`: this host's blocks that hold `addr`, the fleet's, and those added
+    /// outside portsentry; detection is told to see the source afresh.
+    fn unblock(&self, addr: IpAddr, now: u64) -> Result<String, ControlError> {
+        let prefix = self.ipv6_prefix();
+        let exact = IpNet::from(addr);
+        let (mut keys, key) = {
+            let mut book = self.book();
+            let key = block_key(addr, prefix, book.protected());
+            let mut keys = book.unblock(exact);
+            keys.extend(book.unblock(key));
+            // Room was made: blocks the kernel refused (a full set) go now.
+            book.retry_now();
+            (keys, key)
+        };
+        let was = !keys.is_empty();
+        let lifted = self.lift_fleet(exact, now);
+        // Blocks added outside portsentry too: the exact address, and for IPv6 any
+        // interval of the kernel's set that holds it.
+        keys.push(exact);
+        self.remove_holding(addr, &mut keys)?;
+        let was = was || lifted > 0;
+        for k in keys.iter().copied().chain([key]) {
+            let _ = self.control.send(Control::Forget(k));
+        }
+        Stats::inc(&self.stats.unblocks);
+        tracing::warn!("adminalert: Host {addr} unblocked by the administrator");
+        Ok(format!(
+            "ok\nunblocked {addr}{}\n",
+            if was {
+                ""
+            } else {
+                " (it was not in portsentry's records)"
+            }
+        ))
+    }
+
+    /// The fleet's blocks that hold `exact` go too, here, until the LAPI sends them
+    /// again (`cscli decisions delete` lifts them everywhere); how many. The book before
+    /// the firewall, as everywhere.
+    fn lift_fleet(&self, exact: IpNet, now: u64) -> usize {
+        // Planned under the lock, written without it, committed under it again.
+        let (lifted, plan) = {
+            let mut book = self.book();
+            let (fleet, _) = book.fleet();
+            let lifted = fleet.lift(exact);
+            fleet.prune(now);
+            (lifted, fleet.plan(now))
+        };
+        if !plan.is_empty() {
+            let mut fw = self.fw();
+            let removed = fw.remove_blocks(Set::Fleet, &plan.remove).is_ok();
+            let report = fw.add_blocks(&plan.add);
+            drop(fw);
+            let failed: Vec<IpNet> = report.failed.into_iter().map(|(n, _)| n).collect();
+            self.book().fleet().0.commit(&plan, removed, &failed, now);
+        }
+        lifted
+    }
+
+    /// Removes `keys` from the local sets, with the intervals added outside portsentry
+    /// that hold `addr` (added to `keys`), and the fleet sets' such intervals.
+    fn remove_holding(&self, addr: IpAddr, keys: &mut Vec<IpNet>) -> Result<(), ControlError> {
+        let mut fw = self.fw();
+        // As for `list`: the kernel dumps a large set slowly, so intervals added
+        // outside portsentry are looked for only while the table is small.
+        let small = self.book().len() <= OUTSIDE_DUMP_MAX;
+        let listed = if small {
+            fw.list_blocks().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if addr.is_ipv6() {
+            keys.extend(
+                listed
+                    .iter()
+                    .filter(|l| l.set == Set::Local)
+                    .filter(|l| l.net.contains(&addr) && l.net.addr().is_ipv6())
+                    .map(|l| l.net),
+            );
+        }
+        keys.sort();
+        keys.dedup();
+        fw.remove_blocks(Set::Local, keys)?;
+        let outside: Vec<IpNet> = listed
+            .iter()
+            .filter(|l| l.set == Set::Fleet && l.net.contains(&addr))
+            .map(|l| l.net)
+            .collect();
+        fw.remove_blocks(Set::Fleet, &outside)?;
+        Ok(())
+    }
+
+    /// `status`: the facts of the start or reload, the blocks, the counters.
+    fn status(&self, json: bool, now: u64) -> String {
+        let info = self.info.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (blocked, pending) = {
+            let mut book = self.book();
+            book.prune(now);
+            (book.len(), book.pending())
+        };
+        let counters = counters(&self.stats, &info);
+        let fleet = fleet_status(&self.settings, &self.stats, now);
+        if json {
+            let status = serde_json::json!({
+                "version": info.version,
+                "queue": info.queue,
+                "queues": info.queues,
+                "steering": info.steering,
+                "tcp": info.tcp,
+                "udp": info.udp,
+                "blocked": blocked,
+                "blocks_to_retry": pending,
+                "counters": counters
+                    .iter()
+                    .map(|(k, v)| (k.replace(' ', "_"), serde_json::json!(v)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "crowdsec": fleet.as_ref().map(FleetStatus::json),
+            });
+            return format!("ok\n{status:#}\n");
+        }
+        let mut out = String::from("ok\n");
+        let _ = writeln!(out, "portsentry {}", info.version);
+        let _ = writeln!(
+            out,
+            "queue:            {}{} ({})",
+            info.queue,
+            if info.queues > 1 {
+                format!("-{}", u32::from(info.queue) + u32::from(info.queues) - 1)
+            } else {
+                String::new()
+            },
+            info.steering
+        );
+        let _ = writeln!(out, "tcp:              {}", info.tcp);
+        let _ = writeln!(out, "udp:              {}", info.udp);
+        let _ = writeln!(out, "blocked now:      {blocked}");
+        let _ = writeln!(out, "blocks to retry:  {pending}");
+        match &fleet {
+            Some(f) => f.text(&mut out),
+            None => {
+                let _ = writeln!(out, "crowdsec:         off");
+            }
+        }
+        for (name, v) in counters {
+            let _ = writeln!(out, "{:<17} {v}", format!("{name}:"));
+        }
+        out
+    }
+}
+
+/// What the control server could not do; the text goes back as `error: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Firewall(#[from] FirewallError),
+    #[error("{0} is protected (the host's own address, a gateway, a resolver, loopback or the ignore list); not blocking it")]
+    Protected(IpAddr),
+    #[error("{0} was unblocked while it was being blocked; not blocking it")]
+    Lifted(IpAddr),
+    #[error("refused by the caps ({0:?})")]
+    Capped(Refusal),
+    #[error("the kernel refused the block: {0} (it will be retried)")]
+    KernelRefused(String),
+}
+
+/// `status`'s counters, in the order shown.
+fn counters(s: &Stats, info: &StatusInfo) -> [(&'static str, u64); 18] {
+    let (waiting, qdrop, udrop) =
+        queue_counters(info.queue, info.queues.max(1)).unwrap_or((0, 0, 0));
+    [
+        ("packets", Stats::get(&s.packets)),
+        ("acted", Stats::get(&s.acted)),
+        ("spared", Stats::get(&s.spared)),
+        ("repeats", Stats::get(&s.repeats)),
+        ("passed", Stats::get(&s.passed)),
+        ("unparsed", Stats::get(&s.unparsed)),
+        ("blocks written", Stats::get(&s.blocks_written)),
+        ("block failures", Stats::get(&s.block_failures)),
+        ("unblocks", Stats::get(&s.unblocks)),
+        ("commands run", Stats::get(&s.commands_run)),
+        ("commands failed", Stats::get(&s.commands_failed)),
+        ("log dropped", Stats::get(&s.log_dropped)),
+        ("reports dropped", Stats::get(&s.reports_dropped)),
+        ("events deferred", Stats::get(&s.events_deferred)),
+        ("events dropped", Stats::get(&s.events_dropped)),
+        ("queue waiting", waiting),
+        ("queue dropped", qdrop),
+        ("user dropped", udrop),
+    ]
 }
 
 /// One line of `list`; with `--json`, these field names are an interface for scripts.
@@ -726,15 +761,18 @@ mod tests {
             addr: a.parse().unwrap(),
             timeout: t,
         };
-        assert!(s.handle(block("198.51.100.7", None)).is_ok());
+        assert!(s.handle(block("198.51.100.7", Timeout::Default)).is_ok());
         // IPv6: the prefix, as detection blocks it; the host's own LAN: the address.
-        assert!(s.handle(block("2001:db8:5::9", Some(None))).is_ok());
-        assert!(s.handle(block("2001:db8::9", None)).is_ok());
+        assert!(s.handle(block("2001:db8:5::9", Timeout::Permanent)).is_ok());
+        assert!(s.handle(block("2001:db8::9", Timeout::Default)).is_ok());
         assert_eq!(
             held(&fw),
             ["198.51.100.7", "2001:db8::9", "2001:db8:5::/64"]
         );
-        let refused = s.handle(block("192.0.2.1", None)).unwrap_err();
+        let refused = s
+            .handle(block("192.0.2.1", Timeout::Default))
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("is protected"), "{refused}");
 
         // Any address of a prefix block unblocks the prefix, and detection is told.
@@ -807,7 +845,7 @@ mod tests {
         assert!(s
             .handle(Request::Block {
                 addr: "198.51.100.7".parse().unwrap(),
-                timeout: None
+                timeout: Timeout::Default
             })
             .is_ok());
         let now = epoch_now();

@@ -95,3 +95,33 @@ pub fn clamp_timeout(t: Duration) -> Duration {
     let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
     Duration::from_secs(secs).clamp(MIN_TIMEOUT, MAX_TIMEOUT)
 }
+
+/// How long a requested block lasts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timeout {
+    /// The policy's, growing with the network's blocks.
+    #[default]
+    Default,
+    Permanent,
+    For(Duration),
+}
+
+impl Timeout {
+    /// An explicit length held to what the kernel can take (`clamp_timeout`).
+    #[must_use]
+    pub fn clamped(self) -> Timeout {
+        match self {
+            Timeout::For(t) => Timeout::For(clamp_timeout(t)),
+            t => t,
+        }
+    }
+
+    /// The length (`None`: permanent), `default` unless explicit.
+    pub fn or(self, default: impl FnOnce() -> Option<Duration>) -> Option<Duration> {
+        match self {
+            Timeout::Default => default(),
+            Timeout::Permanent => None,
+            Timeout::For(t) => Some(t),
+        }
+    }
+}

@@ -11,7 +11,9 @@
 //! - Timeouts are whole seconds from 1 s to `MAX_TIMEOUT`; `None` is permanent. Repeat
 //!   offenders' blocks grow by `repeat_factor` up to `max_timeout`, in checked arithmetic.
 
-pub use crate::core::block::{clamp_timeout, Block, Origin, Record, Set, MAX_TIMEOUT, MIN_TIMEOUT};
+pub use crate::core::block::{
+    clamp_timeout, Block, Origin, Record, Set, Timeout, MAX_TIMEOUT, MIN_TIMEOUT,
+};
 use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
@@ -78,8 +80,7 @@ impl PolicyConfig {
 pub struct Want {
     pub key: IpNet,
     pub origin: Origin,
-    /// An explicit timeout (`Some(None)`: permanent); `None`: the policy's.
-    pub timeout: Option<Option<Duration>>,
+    pub timeout: Timeout,
     pub reason: String,
     /// The probe that asked, for the caller's report.
     pub probe: Option<Probe>,
@@ -674,7 +675,7 @@ impl Blocks {
                 let count = r.count.saturating_add(1);
                 let mut timeout = self.timeout(w, count);
                 let mut origin = w.origin;
-                if !(w.origin == Origin::Admin && w.timeout.is_some()) {
+                if !(w.origin == Origin::Admin && w.timeout != Timeout::Default) {
                     timeout = longest(timeout, remaining(r, now));
                     origin = origin.max(r.origin);
                 }
@@ -777,10 +778,7 @@ impl Blocks {
     }
 
     fn timeout(&self, w: &Want, count: u32) -> Option<Duration> {
-        match w.timeout {
-            Some(t) => t.map(clamp_timeout),
-            None => self.cfg.timeout_for(count),
-        }
+        w.timeout.clamped().or(|| self.cfg.timeout_for(count))
     }
 
     /// Records what was written. `failed` holds the networks the kernel refused.
@@ -875,7 +873,7 @@ impl Blocks {
         let mut due = Vec::new();
         let mut ended = Vec::new();
         for (key, p) in &self.pending {
-            let lasts = p.want.timeout.unwrap_or(self.cfg.timeout);
+            let lasts = p.want.timeout.or(|| self.cfg.timeout);
             if lasts.is_some_and(|t| p.first.saturating_add(t.as_secs()) <= now) {
                 ended.push(*key);
             } else if p.next_at <= now {
@@ -1202,13 +1200,13 @@ mod tests {
         Want {
             key: net(s),
             origin: Origin::Scan,
-            timeout: None,
+            timeout: Timeout::Default,
             reason: "test".into(),
             probe: None,
         }
     }
 
-    fn admin(s: &str, t: Option<Option<Duration>>) -> Want {
+    fn admin(s: &str, t: Timeout) -> Want {
         Want {
             origin: Origin::Admin,
             timeout: t,
@@ -1427,7 +1425,12 @@ mod tests {
     #[test]
     fn a_full_table_evicts_the_scan_block_that_ends_soonest_never_the_admins() {
         let mut b = book(cfg());
-        apply(&mut b, &[admin("198.51.100.7", Some(None))], 1000, &[]);
+        apply(
+            &mut b,
+            &[admin("198.51.100.7", Timeout::Permanent)],
+            1000,
+            &[],
+        );
         apply(&mut b, &[scan("198.18.0.1")], 1000, &[]);
         apply(&mut b, &[scan("198.18.0.2")], 1010, &[]);
         let (plan, out) = apply(&mut b, &[scan("198.18.0.3")], 1020, &[]);
@@ -1440,7 +1443,12 @@ mod tests {
             max_blocked: 1,
             ..cfg()
         });
-        apply(&mut b, &[admin("198.51.100.7", None)], 1000, &[]);
+        apply(
+            &mut b,
+            &[admin("198.51.100.7", Timeout::Default)],
+            1000,
+            &[],
+        );
         let (_, out) = apply(&mut b, &[scan("198.18.0.3")], 1020, &[]);
         assert_eq!(out, vec![Outcome::Refused(Refusal::Full)]);
     }
@@ -1455,7 +1463,7 @@ mod tests {
         let wants: Vec<Want> = (1..=3).map(|i| scan(&format!("198.18.0.{i}"))).collect();
         let (_, out) = apply(&mut b, &wants, 1000, &[]);
         assert_eq!(out[2], Outcome::Refused(Refusal::Rate));
-        let (_, out) = apply(&mut b, &[admin("198.18.0.9", None)], 1000, &[]);
+        let (_, out) = apply(&mut b, &[admin("198.18.0.9", Timeout::Default)], 1000, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }));
         let (_, out) = apply(&mut b, &[scan("198.18.0.3")], 1001, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }));
@@ -1466,7 +1474,7 @@ mod tests {
         let mut b = book(cfg());
         let (_, out) = apply(
             &mut b,
-            &[admin("192.0.2.1", None), scan("2001:db8::/64")],
+            &[admin("192.0.2.1", Timeout::Default), scan("2001:db8::/64")],
             1000,
             &[],
         );
@@ -1567,7 +1575,12 @@ mod tests {
     #[test]
     fn ipv6_prefixes_swallow_narrower_blocks_and_cover_later_ones() {
         let mut b = book(cfg());
-        apply(&mut b, &[admin("2001:db8:5::7", None)], 1000, &[]);
+        apply(
+            &mut b,
+            &[admin("2001:db8:5::7", Timeout::Default)],
+            1000,
+            &[],
+        );
         let (plan, out) = apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }));
         assert_eq!(plan.remove, vec![net("2001:db8:5::7")]);
@@ -1672,7 +1685,12 @@ mod tests {
             max_blocked: 100,
             ..cfg()
         });
-        apply(&mut b, &[admin("2001:db8:5:1::/64", Some(None))], 1000, &[]);
+        apply(
+            &mut b,
+            &[admin("2001:db8:5:1::/64", Timeout::Permanent)],
+            1000,
+            &[],
+        );
         apply(&mut b, &[scan("2001:db8:5::/48")], 1000, &[]);
         b.prune(1000 + 3600 + 1);
         let r = b.covering(net("2001:db8:5:1::7"));
@@ -1694,7 +1712,12 @@ mod tests {
             ..cfg()
         });
         apply(&mut b, &[scan("2001:db8:5::/64")], 1000, &[]);
-        apply(&mut b, &[admin("2001:db8:5::7", Some(None))], 1001, &[]);
+        apply(
+            &mut b,
+            &[admin("2001:db8:5::7", Timeout::Permanent)],
+            1001,
+            &[],
+        );
         b.prune(1000 + 3600 + 1);
         let r = b.covering(net("2001:db8:5::7"));
         assert!(
@@ -1746,7 +1769,7 @@ mod tests {
                     2 => format!("2001:db8:{:x}::{:x}", n % 5, n),
                     _ => format!("2001:db8:{:x}::/48", n % 3),
                 };
-                let w = if n % 7 == 0 { admin(&key, None) } else { scan(&key) };
+                let w = if n % 7 == 0 { admin(&key, Timeout::Default) } else { scan(&key) };
                 let refuse: Vec<&str> = if fail { vec![key.as_str()] } else { vec![] };
                 apply(&mut b, &[w], now, &refuse);
                 if n % 11 == 0 {

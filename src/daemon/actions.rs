@@ -114,9 +114,42 @@ pub fn perform(cfg: &ActionsConfig, job: &Job) -> Outcome {
     out
 }
 
+/// Why an action failed; the text goes to the log after "action for host … failed: ".
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("empty command")]
+    Empty,
+    #[error("{prog}: {error}")]
+    Start { prog: String, error: std::io::Error },
+    #[error("{prog} exited with {status}: {stderr}")]
+    Exited {
+        prog: String,
+        status: std::process::ExitStatus,
+        /// Trimmed.
+        stderr: String,
+    },
+    #[error("{prog} killed after {}s time limit", limit.as_secs_f32())]
+    TimedOut { prog: String, limit: Duration },
+    #[error("{error} (command {n} of {of}; the rest not run)")]
+    InSequence {
+        error: Box<ActionError>,
+        n: usize,
+        of: usize,
+    },
+    #[error("{}: {error}", path.display())]
+    File {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 /// Runs `commands` (tokens replaced) one after the other until one fails, all within
 /// `limit`; returns them as 1.2 showed its command line, joined with " && ".
-fn run_sequence(commands: &[Vec<String>], job: &Job, limit: Duration) -> Result<String, String> {
+fn run_sequence(
+    commands: &[Vec<String>],
+    job: &Job,
+    limit: Duration,
+) -> Result<String, ActionError> {
     let start = Instant::now();
     let mut shown = Vec::with_capacity(commands.len());
     let commands: Vec<&Vec<String>> = commands.iter().filter(|c| !c.is_empty()).collect();
@@ -125,11 +158,11 @@ fn run_sequence(commands: &[Vec<String>], job: &Job, limit: Duration) -> Result<
         let left = limit.saturating_sub(start.elapsed());
         if let Err(e) = run_argv(&argv, left) {
             return Err(if commands.len() > 1 {
-                format!(
-                    "{e} (command {} of {}; the rest not run)",
-                    i + 1,
-                    commands.len()
-                )
+                ActionError::InSequence {
+                    error: Box::new(e),
+                    n: i + 1,
+                    of: commands.len(),
+                }
             } else {
                 e
             });
@@ -140,55 +173,69 @@ fn run_sequence(commands: &[Vec<String>], job: &Job, limit: Duration) -> Result<
 }
 
 /// Runs `argv` with no shell, no stdin, and kills it at `limit`.
-pub fn run_argv(argv: &[String], limit: Duration) -> Result<(), String> {
-    let (prog, args) = argv.split_first().ok_or("empty command")?;
+///
+/// # Errors
+/// `ActionError`: an empty `argv`, a program that cannot start, exits unsuccessfully
+/// (with its stderr) or outlives `limit`.
+pub fn run_argv(argv: &[String], limit: Duration) -> Result<(), ActionError> {
+    let (prog, args) = argv.split_first().ok_or(ActionError::Empty)?;
+    let start_error = |error| ActionError::Start {
+        prog: prog.clone(),
+        error,
+    };
     let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{prog}: {e}"))?;
+        .map_err(start_error)?;
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
-            Ok(Some(st)) => {
+            Ok(Some(status)) => {
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                return Err(format!("{prog} exited with {st}: {}", err.trim()));
+                return Err(ActionError::Exited {
+                    prog: prog.clone(),
+                    status,
+                    stderr: err.trim().to_string(),
+                });
             }
             Ok(None) if start.elapsed() >= limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{prog} killed after {}s time limit",
-                    limit.as_secs_f32()
-                ));
+                return Err(ActionError::TimedOut {
+                    prog: prog.clone(),
+                    limit,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("{prog}: {e}")),
+            Err(e) => return Err(start_error(e)),
         }
     }
 }
 
 /// Appends `line` unless the file already has it (1.2 appended duplicates forever).
-fn append_once(path: &PathBuf, line: &str) -> Result<(), String> {
-    let shown = path.display();
+fn append_once(path: &PathBuf, line: &str) -> Result<(), ActionError> {
+    let file_error = |error| ActionError::File {
+        path: path.clone(),
+        error,
+    };
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("{shown}: {e}")),
+        Err(e) => return Err(file_error(e)),
     };
     if existing.lines().any(|l| l.trim() == line) {
         return Ok(());
     }
-    let mut f = crate::system::files::open_for_writing(path, false, 0o644)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    writeln!(f, "{line}").map_err(|e| format!("{shown}: {e}"))
+    let mut f = crate::system::files::open_for_writing(path, false, 0o644).map_err(file_error)?;
+    writeln!(f, "{line}").map_err(file_error)
 }
 
 #[cfg(test)]
@@ -269,15 +316,31 @@ mod tests {
         assert!(run_argv(&["echo".into(), evil], Duration::from_secs(5)).is_ok());
         assert!(!marker.exists());
         let t = Instant::now();
-        let err = run_argv(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
+        let err = run_argv(&["sleep".into(), "5".into()], Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("time limit") && t.elapsed() < Duration::from_secs(2),
             "{err}"
         );
         assert!(run_argv(&["false".into()], Duration::from_secs(5))
             .unwrap_err()
+            .to_string()
             .contains("exited"));
         assert!(run_argv(&["/nonexistent/cmd".into()], Duration::from_secs(5)).is_err());
+        // The log's wording, as before the errors were typed.
+        assert_eq!(
+            run_argv(&["false".into()], Duration::from_secs(5))
+                .unwrap_err()
+                .to_string(),
+            "false exited with exit status: 1: "
+        );
+        assert_eq!(
+            run_argv(&[], Duration::from_secs(5))
+                .unwrap_err()
+                .to_string(),
+            "empty command"
+        );
     }
 
     #[test]
@@ -327,7 +390,9 @@ mod tests {
 
         cfg.run = vec![touch("c"), vec!["/usr/bin/false".into()], touch("d")];
         assert_eq!(perform(&cfg, &job(false)), Outcome { ok: 0, failed: 1 });
-        let err = run_sequence(&cfg.run, &job(false), cfg.run_timeout).unwrap_err();
+        let err = run_sequence(&cfg.run, &job(false), cfg.run_timeout)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("(command 2 of 3; the rest not run)"), "{err}");
         assert!(dir.join("c").exists() && !dir.join("d").exists());
 

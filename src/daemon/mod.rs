@@ -7,6 +7,7 @@
 //! Nothing imports the daemon.
 
 pub mod actions;
+pub mod liveness;
 pub mod names;
 pub mod reporter;
 pub mod responder;
@@ -16,12 +17,14 @@ pub mod upkeep;
 use crate::config::Config;
 use crate::control;
 use crate::core::ignore::IgnoreFile;
+use crate::core::ignore::IgnoreList;
 use crate::core::policy::Blocks;
 use crate::core::stats::Stats;
+use crate::dataplane::nfqueue::QueueSocket;
 use crate::dataplane::shards::Shards;
-use crate::dataplane::{self, Controls, Handoff};
+use crate::dataplane::{self, Control, Controls, Handoff};
 use crate::firewall::nft::Nft;
-use crate::firewall::{Firewall, FirewallError, Set};
+use crate::firewall::{Firewall, FirewallError, Set, Steering};
 use crate::output::logging::Logging;
 use crate::output::metrics::{Extra, ExtraSource, Metrics};
 use crate::output::scrape;
@@ -33,10 +36,13 @@ use reporter::{report_queue, Reporter};
 use responder::{run_actions, Responder, Shared};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use state::StateFile;
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::{channel, sync_channel, Receiver};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
-use upkeep::{apply_sets, check_include, ignore_entries, protected, restore, status_info, Running};
+use upkeep::{
+    apply_sets, check_include, ignore_entries, protected, restore, status_info, Handles, Running,
+    Table,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -53,6 +59,12 @@ const EVENT_CAPACITY: usize = 65_536;
 const ACTION_CAPACITY: usize = 4096;
 /// Outcomes waiting for the reporter at most (about 100 bytes each, allocated as they come).
 const REPORT_CAPACITY: usize = 65_536;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// `DaemonError` when it cannot start: a queue taken, the table refused, a thread or the
+/// signal handlers not had.
 pub fn run(
     cfg: Config,
     ignore_file: Option<IgnoreFile>,
@@ -74,16 +86,51 @@ pub fn run(
     warn_resolvers_outside(&cfg, &infra);
     let ignore_nets = ignore_entries(ignore_file, &[]);
     let protected = protected(&cfg, &ignore_nets, &infra);
-
     let state_file = StateFile::new(cfg.state_file.clone());
+    let book = load_blocks(&cfg, &state_file, &protected);
+
+    // Bind before steering: with `bypass`, packets steered before we listen are accepted.
+    let queues = bind_queues(&cfg)?;
+    let (table, book) = put_table(&cfg, &protected, book, &state_file)?;
+    let Started {
+        handles,
+        handoff,
+        control_rxs,
+    } = start_threads(&cfg, book, table.steering)?;
+    start_queues(
+        &cfg,
+        queues,
+        &protected,
+        &handles.stats,
+        &handoff,
+        control_rxs,
+    )?;
+    tracing::warn!("adminalert: PortSentry is now active and listening.");
+    notify("READY=1");
+
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
+    let watch = Watch::open()
+        .map_err(|e| tracing::error!("adminalert: ERROR: cannot follow address and route changes: {e}; re-reading them every {}s instead", upkeep::RESOLVER_REFRESH.as_secs()))
+        .ok();
+    let running = Running::new(cfg, table, handles, state_file, infra, ignore_nets);
+    running.serve(signals, watch, logging);
+    Ok(())
+}
+
+/// The block state of the last run, for the policy's book.
+fn load_blocks(cfg: &Config, state_file: &StateFile, protected: &IgnoreList) -> Blocks {
     let records = state_file.load().unwrap_or_else(|e| {
         tracing::error!("adminalert: ERROR: block state: {e}; starting with no remembered blocks");
         Vec::new()
     });
     let mut book = Blocks::new(cfg.policy(), protected.clone());
     book.load(records, epoch_now());
+    book
+}
 
-    // Bind before steering: with `bypass`, packets steered before we listen are accepted.
+/// One queue socket per packet thread, bound.
+fn bind_queues(cfg: &Config) -> Result<Vec<QueueSocket>, DaemonError> {
     let mut queues = Vec::new();
     for i in 0..cfg.queues {
         let opts = cfg.queue(i);
@@ -94,10 +141,21 @@ pub fn run(
             })?,
         );
     }
+    Ok(queues)
+}
+
+/// Builds the table with its sets and steering, puts back the blocks of the last run,
+/// and seals it.
+fn put_table(
+    cfg: &Config,
+    protected: &IgnoreList,
+    mut book: Blocks,
+    state_file: &StateFile,
+) -> Result<(Table<Nft>, Blocks), DaemonError> {
     let mut fw = Nft::open()?;
     let spec = cfg.table();
     let built = fw.build(&spec)?;
-    apply_sets(&mut fw, &cfg, &protected)?;
+    apply_sets(&mut fw, cfg, protected)?;
     // Without pull, nothing would ever lift the fleet's blocks of an earlier run.
     if cfg
         .crowdsec
@@ -130,10 +188,27 @@ pub fn run(
     }
     tracing::warn!(
         "adminalert: steering probes to {} with the {}",
-        queue_range(&cfg),
+        queue_range(cfg),
         built.steering.name()
     );
+    let table = Table {
+        fw,
+        spec,
+        steering: built.steering,
+    };
+    Ok((table, book))
+}
 
+/// What the threads off the packet path leave for the packet threads and the main one.
+struct Started {
+    handles: Handles,
+    handoff: Arc<Handoff>,
+    control_rxs: Vec<Receiver<Control>>,
+}
+
+/// Starts the threads off the packet path: actions, reporter, block writer (and the
+/// fleet's), metrics and the control server.
+fn start_threads(cfg: &Config, book: Blocks, steering: Steering) -> Result<Started, DaemonError> {
     let stats = Arc::new(Stats::default());
     let blocks = Arc::new(Mutex::new(book));
     let settings = Arc::new(RwLock::new(cfg.settings()));
@@ -179,18 +254,7 @@ pub fn run(
         extra_source(blocks.clone(), cfg.queue_num, cfg.queues),
         time_to_block,
     ));
-    if let Some(addr) = cfg.metrics_listen {
-        match std::net::TcpListener::bind(addr) {
-            Ok(listener) => {
-                let metrics = metrics.clone();
-                spawn("metrics", move || scrape::serve(listener, metrics))?;
-                tracing::info!("serving /metrics on http://{addr}");
-            }
-            Err(e) => tracing::error!(
-                "adminalert: ERROR: [metrics] listen {addr}: {e}; no /metrics endpoint"
-            ),
-        }
-    }
+    serve_metrics(cfg, &metrics)?;
     let (report_tx, report_rx) = report_queue(REPORT_CAPACITY);
     let reporter = Reporter::new(
         settings.clone(),
@@ -208,17 +272,54 @@ pub fn run(
         let handoff = handoff.clone();
         spawn("responder", move || responder.run(handoff, wake_rx))?;
     }
+    let handles = Handles {
+        control: control_tx,
+        wake: wake_tx,
+        settings,
+        actions,
+        blocks,
+        info: Arc::new(RwLock::new(status_info(cfg, steering))),
+        stats,
+        metrics,
+        reopen_logs,
+    };
+    serve_control(cfg, &handles)?;
+    Ok(Started {
+        handles,
+        handoff,
+        control_rxs,
+    })
+}
 
-    let info = Arc::new(RwLock::new(status_info(&cfg, built.steering)));
+/// `/metrics` over HTTP, with `metrics_listen`; a port that cannot be had is logged.
+fn serve_metrics(cfg: &Config, metrics: &Arc<Metrics>) -> Result<(), DaemonError> {
+    let Some(addr) = cfg.metrics_listen else {
+        return Ok(());
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => {
+            let metrics = metrics.clone();
+            spawn("metrics", move || scrape::serve(listener, metrics))?;
+            tracing::info!("serving /metrics on http://{addr}");
+        }
+        Err(e) => {
+            tracing::error!("adminalert: ERROR: [metrics] listen {addr}: {e}; no /metrics endpoint")
+        }
+    }
+    Ok(())
+}
+
+/// The control socket's server; a socket that cannot be bound is logged.
+fn serve_control(cfg: &Config, handles: &Handles) -> Result<(), DaemonError> {
     match control::bind(&cfg.control_socket) {
         Ok(listener) => {
             let server = control::Server {
                 fw: Mutex::new(Nft::open()?),
-                blocks: blocks.clone(),
-                settings: settings.clone(),
-                control: control_tx.clone(),
-                stats: stats.clone(),
-                info: info.clone(),
+                blocks: handles.blocks.clone(),
+                settings: handles.settings.clone(),
+                control: handles.control.clone(),
+                stats: handles.stats.clone(),
+                info: handles.info.clone(),
             };
             spawn("control", move || server.serve(listener))?;
         }
@@ -227,11 +328,21 @@ pub fn run(
             cfg.control_socket.display()
         ),
     }
+    Ok(())
+}
 
-    // One packet thread per queue; the sources in as many shards, each counted in one
-    // whichever queue its probes reach.
+/// One packet thread per queue; the sources in as many shards, each counted in one
+/// whichever queue its probes reach.
+fn start_queues(
+    cfg: &Config,
+    queues: Vec<QueueSocket>,
+    protected: &IgnoreList,
+    stats: &Arc<Stats>,
+    handoff: &Arc<Handoff>,
+    control_rxs: Vec<Receiver<Control>>,
+) -> Result<(), DaemonError> {
     stats.set_shards(queues.len());
-    let shards = Arc::new(Shards::new(&cfg.detector(), &protected, control_rxs));
+    let shards = Arc::new(Shards::new(&cfg.detector(), protected, control_rxs));
     let coalesce = cfg.queue(0).coalesce;
     for (shard, mut q) in queues.into_iter().enumerate() {
         let (qstats, handoff, shards) = (stats.clone(), handoff.clone(), shards.clone());
@@ -249,38 +360,6 @@ pub fn run(
             );
         })?;
     }
-    tracing::warn!("adminalert: PortSentry is now active and listening.");
-    notify("READY=1");
-
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
-    let watch = Watch::open()
-        .map_err(|e| tracing::error!("adminalert: ERROR: cannot follow address and route changes: {e}; re-reading them every {}s instead", upkeep::RESOLVER_REFRESH.as_secs()))
-        .ok();
-    let running = Running {
-        cfg,
-        fw,
-        spec,
-        steering: built.steering,
-        control: control_tx,
-        wake: wake_tx,
-        settings,
-        actions,
-        blocks,
-        state_file,
-        save_every: upkeep::SAVE_EVERY,
-        saved: Default::default(),
-        infra,
-        ignore_file: ignore_nets,
-        heal_error: None,
-        info,
-        stats,
-        liveness: upkeep::Liveness::new(),
-        metrics,
-        reopen_logs,
-        served: Default::default(),
-    };
-    running.serve(signals, watch, logging);
     Ok(())
 }
 

@@ -51,6 +51,17 @@ pub struct Responder<F: Firewall> {
     written: HashMap<IpNet, Instant>,
 }
 
+/// A batch's block decisions, one want per network.
+struct Wants {
+    wants: Vec<Want>,
+    /// Each network's want.
+    want_of: HashMap<IpNet, usize>,
+    /// Each event's network, for the block decisions.
+    keys: Vec<Option<IpNet>>,
+    /// When each want's probe arrived.
+    arrived: Vec<Instant>,
+}
+
 /// Upper bound on events handled in one round, so one flood round cannot grow memory.
 const MAX_BATCH: usize = 100_000;
 /// Longest a block waits for others to share its transaction.
@@ -138,17 +149,59 @@ impl<F: Firewall> Responder<F> {
         // 1. Blocks first: protection before paperwork. One want per network.
         let blocks = self.shared.blocks.clone();
         let mut book = blocks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wants: Vec<Want> = Vec::new();
-        let mut want_of: HashMap<IpNet, usize> = HashMap::new();
-        let mut keys: Vec<Option<IpNet>> = vec![None; batch.len()];
-        let mut arrived: Vec<Instant> = Vec::new();
+        self.forget_old_writes(now);
+        let mut wants = self.wants(batch, &settings, &book, now, epoch);
+        let fresh = wants.wants.len();
+        wants.wants.extend(book.due(epoch));
+        drop(book);
+        let (done, pending) = self.write(&wants.wants, epoch);
+        self.note_written(&wants.arrived, &done, now);
+        self.offer_to_fleet(&wants.wants, &done, epoch);
+        self.forget_unblocked(&wants.wants, &done, now);
+        Stats::set(&self.shared.stats.blocks_pending, pending as u64);
+
+        // 2. Queue the other actions, and tell the reporter.
+        let repeats = self.report_batch(batch, &wants, &done, &settings, epoch);
+        // Retried blocks that have now been written: their lines were not written before.
+        for (w, d) in wants.wants[fresh..].iter().zip(&done[fresh..]) {
+            if let (Some(p), Done::Blocked { .. }) = (w.probe, d) {
+                let outcome = self.outcome(d, job(&p, &settings, true));
+                self.report(Report::Act {
+                    probe: p,
+                    outcome,
+                    at: epoch,
+                });
+            }
+        }
+        self.report_repeats(repeats, &settings);
+    }
+
+    /// Drops the networks written longer than RACE ago.
+    fn forget_old_writes(&mut self, now: Instant) {
         self.written
             .retain(|_, at| now.saturating_duration_since(*at) <= RACE);
         if self.written.capacity() > 4 * self.written.len() + 4096 {
             // A flood's burst of blocks has passed: give the room back.
             self.written.shrink_to_fit();
         }
-        for (e, k) in batch.iter().zip(&mut keys) {
+    }
+
+    /// The batch's block decisions as one want per network, each event's network noted.
+    fn wants(
+        &self,
+        batch: &[Event],
+        settings: &Settings,
+        book: &Blocks,
+        now: Instant,
+        epoch: u64,
+    ) -> Wants {
+        let mut w = Wants {
+            wants: Vec::new(),
+            want_of: HashMap::new(),
+            keys: vec![None; batch.len()],
+            arrived: Vec::new(),
+        };
+        for (e, k) in batch.iter().zip(&mut w.keys) {
             if !matches!(
                 e.decision,
                 Decision::Act {
@@ -160,67 +213,70 @@ impl<F: Firewall> Responder<F> {
             }
             let key = probe_key(&e.probe, settings.ipv6_prefix, book.protected());
             *k = Some(key);
-            if raced(&book, &self.written, key, now, epoch) {
+            if raced(book, &self.written, key, now, epoch) {
                 continue;
             }
-            want_of.entry(key).or_insert_with(|| {
-                arrived.push(e.at);
-                wants.push(Want {
+            w.want_of.entry(key).or_insert_with(|| {
+                w.arrived.push(e.at);
+                w.wants.push(Want {
                     key,
                     origin: Origin::Scan,
-                    timeout: None,
+                    timeout: crate::core::policy::Timeout::Default,
                     reason: reason(&e.probe),
                     probe: Some(e.probe),
                 });
-                wants.len() - 1
+                w.wants.len() - 1
             });
         }
-        let fresh = wants.len();
-        wants.extend(book.due(epoch));
-        drop(book);
-        let (done, pending) = self.write(&wants, epoch);
-        for d in &done {
+        w
+    }
+
+    /// Remembers the networks just blocked, and how long each probe waited for its block.
+    fn note_written(&mut self, arrived: &[Instant], done: &[Done], now: Instant) {
+        for d in done {
             if let Done::Blocked { key, .. } = d {
                 self.written.insert(*key, now);
             }
         }
-        let stats = self.shared.stats.clone();
         let written = Instant::now();
-        for (at, d) in arrived.iter().zip(&done) {
+        for (at, d) in arrived.iter().zip(done) {
             if matches!(d, Done::Blocked { .. }) {
                 self.shared
                     .time_to_block
                     .observe(written.saturating_duration_since(*at).as_secs_f64());
             }
         }
+    }
 
-        // Blocks detection made here go to the fleet; the administrator's and retried
-        // ones of theirs stay here, and the fleet's own never pass through this path.
-        if let Some(out) = &self.fleet {
-            for (w, d) in wants.iter().zip(&done) {
-                if let (
-                    Origin::Scan,
-                    Done::Blocked {
-                        key,
-                        timeout,
-                        count,
-                    },
-                ) = (w.origin, d)
-                {
-                    out.offer(LocalBlock {
-                        net: *key,
-                        timeout: *timeout,
-                        count: *count,
-                        at: epoch,
-                        probe: w.probe,
-                    });
-                }
+    /// Blocks detection made here go to the fleet; the administrator's and retried
+    /// ones of theirs stay here, and the fleet's own never pass through this path.
+    fn offer_to_fleet(&self, wants: &[Want], done: &[Done], epoch: u64) {
+        let Some(out) = &self.fleet else { return };
+        for (w, d) in wants.iter().zip(done) {
+            if let (
+                Origin::Scan,
+                Done::Blocked {
+                    key,
+                    timeout,
+                    count,
+                },
+            ) = (w.origin, d)
+            {
+                out.offer(LocalBlock {
+                    net: *key,
+                    timeout: *timeout,
+                    count: *count,
+                    at: epoch,
+                    probe: w.probe,
+                });
             }
         }
+    }
 
-        // A source that is not blocked must be seen again by detection.
+    /// A source that is not blocked must be seen again by detection.
+    fn forget_unblocked(&mut self, wants: &[Want], done: &[Done], now: Instant) {
         let mut refused = 0u64;
-        for (w, d) in wants.iter().zip(&done) {
+        for (w, d) in wants.iter().zip(done) {
             match d {
                 Done::Refused(Refusal::Full | Refusal::Rate) => refused += 1,
                 Done::Refused(Refusal::Protected) | Done::Failed { .. } => {}
@@ -229,12 +285,20 @@ impl<F: Firewall> Responder<F> {
             let _ = self.shared.control.send(Control::Forget(w.key));
         }
         self.log_refusals(refused, now);
-        Stats::set(&stats.blocks_pending, pending as u64);
+    }
 
-        // 2. Queue the other actions, and tell the reporter.
+    /// Queues each event's actions and reports it; the repeats counted per source.
+    fn report_batch(
+        &self,
+        batch: &[Event],
+        wants: &Wants,
+        done: &[Done],
+        settings: &Settings,
+        epoch: u64,
+    ) -> HashMap<IpAddr, u32> {
         let mut repeats: HashMap<IpAddr, u32> = HashMap::new();
         let mut reported: HashMap<IpNet, ()> = HashMap::new();
-        for (ev, key) in batch.iter().zip(&keys) {
+        for (ev, key) in batch.iter().zip(&wants.keys) {
             let p = &ev.probe;
             let action = match ev.decision {
                 Decision::Act { action, .. } => action,
@@ -256,7 +320,7 @@ impl<F: Firewall> Responder<F> {
                 }
                 _ => continue,
             };
-            let job = job(p, &settings, action == Action::Block);
+            let job = job(p, settings, action == Action::Block);
             let outcome = match action {
                 Action::Off => Outcome::Reported,
                 Action::Command => {
@@ -264,7 +328,8 @@ impl<F: Firewall> Responder<F> {
                     Outcome::Command
                 }
                 Action::Block => {
-                    let Some((key, &i)) = key.and_then(|k| Some((k, want_of.get(&k)?))) else {
+                    let Some((key, &i)) = key.and_then(|k| Some((k, wants.want_of.get(&k)?)))
+                    else {
                         // Another packet thread blocked this network a moment ago.
                         *repeats.entry(p.src).or_default() += 1;
                         continue;
@@ -283,33 +348,28 @@ impl<F: Firewall> Responder<F> {
                 at: epoch,
             });
         }
-        // Retried blocks that have now been written: their lines were not written before.
-        for (w, d) in wants[fresh..].iter().zip(&done[fresh..]) {
-            if let (Some(p), Done::Blocked { .. }) = (w.probe, d) {
-                let outcome = self.outcome(d, job(&p, &settings, true));
-                self.report(Report::Act {
-                    probe: p,
-                    outcome,
-                    at: epoch,
-                });
-            }
+        repeats
+    }
+
+    /// One report per repeating source, saying whether a block holds it.
+    fn report_repeats(&self, repeats: HashMap<IpAddr, u32>, settings: &Settings) {
+        if repeats.is_empty() {
+            return;
         }
-        if !repeats.is_empty() {
-            let book = self.lock();
-            let reports: Vec<Report> = repeats
-                .into_iter()
-                .map(|(addr, n)| Report::Repeats {
-                    addr,
-                    n,
-                    blocked: book
-                        .covering_end(block_key(addr, settings.ipv6_prefix, book.protected()))
-                        .is_some(),
-                })
-                .collect();
-            drop(book);
-            for r in reports {
-                self.report(r);
-            }
+        let book = self.lock();
+        let reports: Vec<Report> = repeats
+            .into_iter()
+            .map(|(addr, n)| Report::Repeats {
+                addr,
+                n,
+                blocked: book
+                    .covering_end(block_key(addr, settings.ipv6_prefix, book.protected()))
+                    .is_some(),
+            })
+            .collect();
+        drop(book);
+        for r in reports {
+            self.report(r);
         }
     }
 
@@ -775,7 +835,7 @@ mod tests {
             let wants = [Want {
                 key: "198.51.100.7/32".parse().unwrap(),
                 origin: Origin::Admin,
-                timeout: None,
+                timeout: crate::core::policy::Timeout::Default,
                 reason: "admin".into(),
                 probe: None,
             }];

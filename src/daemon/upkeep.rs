@@ -2,6 +2,7 @@
 //! healing the table, retrying refused blocks, saving state, metrics, and following the
 //! host's addresses and routes.
 
+use super::liveness::Liveness;
 use super::state::StateFile;
 use crate::config::settings::Settings;
 use crate::config::{ActionsConfig, Config};
@@ -53,109 +54,102 @@ const HEAL_ERROR_EVERY: Duration = Duration::from_secs(60);
 /// Generic over the firewall so heal, restore and reload run against the in-memory one in
 /// unit tests.
 pub struct Running<F: Firewall> {
-    pub cfg: Config,
+    cfg: Config,
+    table: Table<F>,
+    handles: Handles,
+    files: Files,
+    host: Host,
+    health: HealthState,
+}
+
+/// The table as put in place at start.
+pub struct Table<F: Firewall> {
     pub fw: F,
     pub spec: TableSpec,
     pub steering: Steering,
+}
+
+/// What the main thread shares with the other threads.
+pub struct Handles {
     pub control: Controls,
+    /// Wakes the block writer (blocks due for a retry after a repair).
     pub wake: SyncSender<()>,
     pub settings: Arc<RwLock<Settings>>,
     pub actions: Arc<RwLock<ActionsConfig>>,
     pub blocks: Arc<Mutex<Blocks>>,
-    pub state_file: StateFile,
-    /// Least time between state saves (grows with the time a save takes).
-    pub save_every: Duration,
-    /// The state writer's copy of the records.
-    pub saved: crate::daemon::state::Mirror,
-    pub infra: Infrastructure,
-    /// The ignore file's entries as last read well (a file missing at a reload, say in the
-    /// middle of an edit, does not cost the trusted hosts their protection).
-    pub ignore_file: Vec<IpNet>,
-    /// The last heal failure and when it was logged.
-    pub heal_error: Option<(String, Instant)>,
     pub info: Arc<RwLock<StatusInfo>>,
     pub stats: Arc<Stats>,
-    pub liveness: Liveness,
     pub metrics: Arc<crate::output::metrics::Metrics>,
     /// Tells the reporter to reopen the history and blocked files (SIGHUP, logrotate).
     pub reopen_logs: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The block state on disk.
+struct Files {
+    state_file: StateFile,
+    /// Least time between state saves (grows with the time a save takes).
+    save_every: Duration,
+    /// The state writer's copy of the records.
+    saved: crate::daemon::state::Mirror,
+}
+
+/// What the host is, as last seen.
+struct Host {
+    infra: Infrastructure,
+    /// The ignore file's entries as last read well (a file missing at a reload, say in the
+    /// middle of an edit, does not cost the trusted hosts their protection).
+    ignore_file: Vec<IpNet>,
     /// The watched ports last seen with a listener (TCP, UDP), and when they were last
     /// marked served in the kernel.
-    pub served: Served,
+    served: Served,
+}
+
+/// The daemon's own health: the threads' progress and the last heal failure.
+struct HealthState {
+    liveness: Liveness,
+    /// The last heal failure and when it was logged.
+    heal_error: Option<(String, Instant)>,
 }
 
 /// The watched ports last marked served, and when.
 #[derive(Default)]
-pub struct Served {
+struct Served {
     ports: (PortSet, PortSet),
     at: Option<Instant>,
 }
 
-/// Whether the packet thread and the block writer are making progress: the watchdog is
-/// fed only while both are. Each goes round at least once a second, busy or idle.
-pub struct Liveness {
-    /// Each packet thread's rounds when they last changed, and when.
-    queues: Vec<(u64, Instant)>,
-    responder: (u64, Instant),
-    /// A stall already reported.
-    reported: bool,
-    /// How long without progress before a thread counts as stalled.
-    stalled: Duration,
-}
-
-/// A third of systemd's WatchdogSec (WATCHDOG_USEC), within 3 s (each thread goes round
-/// once a second) and 10 s.
-fn stall_limit() -> Duration {
-    let usec = std::env::var("WATCHDOG_USEC")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(30_000_000);
-    (Duration::from_micros(usec) / 3).clamp(Duration::from_secs(3), Duration::from_secs(10))
-}
-
-impl Default for Liveness {
-    fn default() -> Liveness {
-        Liveness::new()
-    }
-}
-
-impl Liveness {
-    pub fn new() -> Liveness {
-        let now = Instant::now();
-        Liveness {
-            queues: Vec::new(),
-            responder: (0, now),
-            reported: false,
-            stalled: stall_limit(),
-        }
-    }
-
-    /// Notes the counters' progress at `now`; the thread that has stalled, if any.
-    pub fn check(&mut self, stats: &Stats, now: Instant) -> Option<&'static str> {
-        let shards = Stats::get_usize(&stats.shards).max(1);
-        self.queues.resize(shards, (0, now));
-        let r = Stats::get(&stats.responder_rounds);
-        if self.responder.0 != r {
-            self.responder = (r, now);
-        }
-        let mut stalled = None;
-        for (seen, c) in self.queues.iter_mut().zip(&stats.shard_rounds) {
-            let v = Stats::get(c);
-            if seen.0 != v {
-                *seen = (v, now);
-            }
-            if now.duration_since(seen.1) > self.stalled {
-                stalled = Some("packet thread");
-            }
-        }
-        if stalled.is_none() && now.duration_since(self.responder.1) > self.stalled {
-            stalled = Some("block writer");
-        }
-        stalled
-    }
-}
-
 impl<F: Firewall> Running<F> {
+    /// The main thread's state once the table stands and the threads run. `ignore_file`:
+    /// the ignore file's entries as read at start.
+    pub fn new(
+        cfg: Config,
+        table: Table<F>,
+        handles: Handles,
+        state_file: StateFile,
+        infra: Infrastructure,
+        ignore_file: Vec<IpNet>,
+    ) -> Running<F> {
+        Running {
+            cfg,
+            table,
+            handles,
+            files: Files {
+                state_file,
+                save_every: SAVE_EVERY,
+                saved: crate::daemon::state::Mirror::default(),
+            },
+            host: Host {
+                infra,
+                ignore_file,
+                served: Served::default(),
+            },
+            health: HealthState {
+                liveness: Liveness::new(),
+                heal_error: None,
+            },
+        }
+    }
+
     /// Serves signals and upkeep until SIGTERM or SIGINT, then stops cleanly.
     pub fn serve(mut self, mut signals: Signals, mut watch: Option<Watch>, logging: &Logging) {
         let (mut last_refresh, mut last_heal, mut last_save) =
@@ -172,8 +166,8 @@ impl<F: Firewall> Running<F> {
                     SIGHUP => {
                         notify("RELOADING=1");
                         self.reload();
-                        *self.info.write().unwrap_or_else(|e| e.into_inner()) =
-                            status_info(&self.cfg, self.steering);
+                        *self.handles.info.write().unwrap_or_else(|e| e.into_inner()) =
+                            status_info(&self.cfg, self.table.steering);
                         notify("READY=1");
                     }
                     _ => break 'serve,
@@ -188,13 +182,13 @@ impl<F: Firewall> Running<F> {
                 last_heal = Instant::now();
                 self.feed_watchdog();
                 self.heal();
-                report_drops(logging, &self.stats, &mut reports_dropped);
+                report_drops(logging, &self.handles.stats, &mut reports_dropped);
             }
             if last_listeners.elapsed() >= LISTENER_POLL {
                 last_listeners = Instant::now();
                 self.note_listeners();
             }
-            if last_save.elapsed() >= self.save_every {
+            if last_save.elapsed() >= self.files.save_every {
                 last_save = Instant::now();
                 self.save();
             }
@@ -205,7 +199,7 @@ impl<F: Firewall> Running<F> {
                 // A flood's events and batches leave free pages between the table's nodes.
                 // A table a flood built, once no block was written for a whole round:
                 // rebuilt whole, a third smaller (each tree stalls the writer 40–70 ms).
-                let written = self.stats.blocks_written.load(Ordering::Relaxed);
+                let written = self.handles.stats.blocks_written.load(Ordering::Relaxed);
                 let quiet = std::mem::replace(&mut last_written, written) == written;
                 let compacted = quiet && self.book().worth_compacting();
                 if compacted {
@@ -235,22 +229,22 @@ impl<F: Firewall> Running<F> {
         notify("STOPPING=1");
         // Stop steering first so no probe waits on a queue nobody reads (bypass covers the
         // moment between; blocks stay in the sets until they time out).
-        if let Err(e) = self.fw.remove_steering() {
+        if let Err(e) = self.table.fw.remove_steering() {
             tracing::error!("adminalert: ERROR: could not remove steering rule: {e}");
         }
         self.save();
         let _ = std::fs::remove_file(&self.cfg.control_socket);
         tracing::warn!(
             "adminalert: PortSentry is shutting down (packets {}, acted {}, blocks written {}, block failures {})",
-            Stats::get(&self.stats.packets),
-            Stats::get(&self.stats.acted),
-            Stats::get(&self.stats.blocks_written),
-            Stats::get(&self.stats.block_failures)
+            Stats::get(&self.handles.stats.packets),
+            Stats::get(&self.handles.stats.acted),
+            Stats::get(&self.handles.stats.blocks_written),
+            Stats::get(&self.handles.stats.block_failures)
         );
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Blocks> {
-        lock(&self.blocks)
+        lock(&self.handles.blocks)
     }
 
     /// SIGHUP: re-read the configuration and the ignore file, with the same checks as at
@@ -282,65 +276,63 @@ impl<F: Firewall> Running<F> {
         if ways(&new) != ways(&self.cfg) {
             tracing::warn!("adminalert: [crowdsec] push or pull turned on or off: takes effect at the next restart (the LAPI's address, keys and interval are taken now)");
         }
-        self.ignore_file = ignore_entries(ignore_file, &self.ignore_file);
-        let protected = protected(&new, &self.ignore_file, &self.infra);
+        self.host.ignore_file = ignore_entries(ignore_file, &self.host.ignore_file);
+        let protected = protected(&new, &self.host.ignore_file, &self.host.infra);
         let spec = TableSpec {
-            steering: Some(self.steering),
+            steering: Some(self.table.steering),
             ..new.table()
         };
         // A table damaged meanwhile (an nftables reload reaches us as a reload too) is
         // healed first, and said so, never sealed as it is.
         self.heal();
-        let intact = matches!(self.fw.check(), Ok(Health::Intact));
-        let result = if spec != self.spec || !intact {
-            self.spec = spec;
+        let intact = matches!(self.table.fw.check(), Ok(Health::Intact));
+        let result = if spec != self.table.spec || !intact {
+            self.table.spec = spec;
             self.repair(&new, &protected).map(|_| ())
         } else {
-            apply_sets(&mut self.fw, &new, &protected).and_then(|()| self.fw.seal())
+            apply_sets(&mut self.table.fw, &new, &protected).and_then(|()| self.table.fw.seal())
         };
         if let Err(e) = result {
             tracing::error!("adminalert: ERROR: reload could not update the table: {e}");
         }
         self.book().reconfigure(new.policy(), protected.clone());
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = new.settings();
-        *self.actions.write().unwrap_or_else(|e| e.into_inner()) = new.actions.clone();
+        *self
+            .handles
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = new.settings();
+        *self
+            .handles
+            .actions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = new.actions.clone();
         let _ = self
+            .handles
             .control
             .send(Control::Reconfigure(new.detector(), protected));
         self.cfg = Config {
             source: self.cfg.source.clone(),
             ..new
         };
-        self.reopen_logs
+        self.handles
+            .reopen_logs
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!("adminalert: configuration reloaded");
     }
 
     /// Tells systemd the daemon is alive, only while the packet path and the block writer
-    /// both make progress: a stalled thread stops the feeding, and systemd restarts the
-    /// daemon (the blocks come back from the state file).
+    /// both make progress (`Liveness::feed`).
     fn feed_watchdog(&mut self) {
-        match self.liveness.check(&self.stats, Instant::now()) {
-            None => {
-                self.liveness.reported = false;
-                notify("WATCHDOG=1");
-            }
-            Some(thread) if !self.liveness.reported => {
-                self.liveness.reported = true;
-                tracing::error!(
-                    "adminalert: ERROR: the {thread} has made no progress for {}s; the watchdog is no longer told all is well",
-                    self.liveness.stalled.as_secs()
-                );
-            }
-            Some(_) => {}
-        }
+        self.health
+            .liveness
+            .feed(&self.handles.stats, Instant::now());
     }
 
     /// Checks the whole table against what was put in place (sets, every chain's rules,
     /// steering, the allow and watch sets) and the newest blocks against the sets; puts
     /// back whatever is missing.
     fn heal(&mut self) {
-        let damage = match self.fw.check() {
+        let damage = match self.table.fw.check() {
             Ok(Health::Intact) => None,
             Ok(Health::Missing) => Some("table inet portsentry had disappeared".to_string()),
             Ok(Health::Damaged(what)) => Some(format!("table inet portsentry was changed: {what}")),
@@ -371,17 +363,18 @@ impl<F: Firewall> Running<F> {
                     let fleet = book.fleet_book().sample(SPOT_CHECK, now);
                     (book.newest(SPOT_CHECK, now), fleet)
                 };
-                let missing = self
-                    .fw
-                    .missing_blocks(Set::Local, &newest)
-                    .and_then(|mut m| {
-                        m.extend(self.fw.missing_blocks(Set::Fleet, &fleet)?);
-                        Ok(m)
-                    });
+                let missing =
+                    self.table
+                        .fw
+                        .missing_blocks(Set::Local, &newest)
+                        .and_then(|mut m| {
+                            m.extend(self.table.fw.missing_blocks(Set::Fleet, &fleet)?);
+                            Ok(m)
+                        });
                 match missing {
                     Ok(m) if m.is_empty() => {}
                     Ok(m) => {
-                        let n = restore(&mut self.fw, &self.blocks);
+                        let n = restore(&mut self.table.fw, &self.handles.blocks);
                         tracing::warn!(
                             "adminalert: {} blocks were missing from the sets; put back {n}",
                             m.len()
@@ -391,7 +384,7 @@ impl<F: Firewall> Running<F> {
                 }
             }
         }
-        self.heal_error = None;
+        self.health.heal_error = None;
     }
 
     /// Marks the watched ports that have a listener as served: when one appeared, and
@@ -406,15 +399,19 @@ impl<F: Firewall> Running<F> {
         let grace = self.cfg.listener_grace.max(LISTENER_POLL * 2);
         let new = |now: &PortSet, before: &PortSet| now.iter().any(|p| !before.contains(p));
         let stale = self
+            .host
             .served
             .at
             .is_none_or(|t| t.elapsed() >= (grace / 4).max(LISTENER_POLL));
-        if !(stale || new(&now.0, &self.served.ports.0) || new(&now.1, &self.served.ports.1)) {
+        if !(stale
+            || new(&now.0, &self.host.served.ports.0)
+            || new(&now.1, &self.host.served.ports.1))
+        {
             return;
         }
-        match self.fw.note_served(&now.0, &now.1, grace) {
+        match self.table.fw.note_served(&now.0, &now.1, grace) {
             Ok(()) => {
-                self.served = Served {
+                self.host.served = Served {
                     ports: now,
                     at: Some(Instant::now()),
                 }
@@ -426,12 +423,13 @@ impl<F: Firewall> Running<F> {
     /// Logs a heal failure, the same one at most once a minute.
     fn heal_failed(&mut self, msg: String) {
         let again = self
+            .health
             .heal_error
             .as_ref()
             .is_some_and(|(m, t)| *m == msg && t.elapsed() < HEAL_ERROR_EVERY);
         if !again {
             tracing::error!("adminalert: ERROR: {msg}");
-            self.heal_error = Some((msg, Instant::now()));
+            self.health.heal_error = Some((msg, Instant::now()));
         }
     }
 
@@ -442,13 +440,13 @@ impl<F: Firewall> Running<F> {
         cfg: &Config,
         protected: &IgnoreList,
     ) -> Result<(Built, usize), FirewallError> {
-        let built = self.fw.build(&self.spec)?;
-        self.steering = built.steering;
-        apply_sets(&mut self.fw, cfg, protected)?;
-        let n = restore(&mut self.fw, &self.blocks);
-        self.fw.seal()?;
+        let built = self.table.fw.build(&self.table.spec)?;
+        self.table.steering = built.steering;
+        apply_sets(&mut self.table.fw, cfg, protected)?;
+        let n = restore(&mut self.table.fw, &self.handles.blocks);
+        self.table.fw.seal()?;
         self.book().retry_now();
-        let _ = self.wake.try_send(());
+        let _ = self.handles.wake.try_send(());
         Ok((built, n))
     }
 
@@ -460,23 +458,23 @@ impl<F: Firewall> Running<F> {
             return;
         };
         let started = Instant::now();
-        self.saved.set_fleet(fleet);
-        let saved = self.state_file.save_paged(
-            crate::daemon::state::pages(&self.blocks),
-            self.saved.fleet(),
+        self.files.saved.set_fleet(fleet);
+        let saved = self.files.state_file.save_paged(
+            crate::daemon::state::pages(&self.handles.blocks),
+            self.files.saved.fleet(),
         );
         if let Err(e) = saved {
             tracing::error!("adminalert: ERROR: cannot save block state: {e}");
         }
         // A large state under a flood: save less often rather than spend the CPU on it.
-        self.save_every = (started.elapsed() * 10).max(SAVE_EVERY);
+        self.files.save_every = (started.elapsed() * 10).max(SAVE_EVERY);
     }
 
     fn write_metrics(&self) {
         let Some(path) = &self.cfg.metrics_textfile else {
             return;
         };
-        if let Err(e) = crate::output::metrics::write(path, &self.metrics.render()) {
+        if let Err(e) = crate::output::metrics::write(path, &self.handles.metrics.render()) {
             tracing::warn!("metrics textfile {}: {e}", path.display());
         }
     }
@@ -488,25 +486,27 @@ impl<F: Firewall> Running<F> {
             Ok(i) => i,
             Err(e) => return tracing::warn!("cannot re-read the host's addresses and routes: {e}"),
         };
-        if now == self.infra {
+        if now == self.host.infra {
             return;
         }
         tracing::warn!(
             "adminalert: the host's addresses, gateways or resolvers changed; protecting {}",
             join(&now.all().collect::<Vec<_>>())
         );
-        self.infra = now;
-        let protected = protected(&self.cfg, &self.ignore_file, &self.infra);
+        self.host.infra = now;
+        let protected = protected(&self.cfg, &self.host.ignore_file, &self.host.infra);
         let synced = self
+            .table
             .fw
             .sync_allow(protected.nets())
-            .and_then(|()| self.fw.seal());
+            .and_then(|()| self.table.fw.seal());
         if let Err(e) = synced {
             tracing::error!("adminalert: ERROR: could not update the allow sets: {e}");
         }
         self.book()
             .reconfigure(self.cfg.policy(), protected.clone());
         let _ = self
+            .handles
             .control
             .send(Control::Reconfigure(self.cfg.detector(), protected));
     }
@@ -761,33 +761,34 @@ mod tests {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let r = Running {
+        let table = Table {
             spec: cfg.table(),
             steering: Steering::Native,
+            fw,
+        };
+        let handles = Handles {
             control: control.into(),
             wake,
             settings: Arc::new(RwLock::new(cfg.settings())),
             actions: Arc::new(RwLock::new(cfg.actions.clone())),
             blocks: Arc::new(Mutex::new(Blocks::new(cfg.policy(), protected))),
-            state_file: StateFile::new(dir.join("blocks.json")),
-            save_every: SAVE_EVERY,
-            saved: Default::default(),
-            infra: Infrastructure::default(),
-            ignore_file: Vec::new(),
-            heal_error: None,
             info: Arc::new(RwLock::new(StatusInfo::default())),
             stats: Arc::new(Stats::default()),
-            liveness: Liveness::new(),
             metrics: Arc::new(crate::output::metrics::Metrics::new(
                 Arc::new(Stats::default()),
                 Arc::new(crate::output::metrics::Extra::default),
                 crate::output::metrics::time_to_block(),
             )),
-            reopen_logs: Default::default(),
-            served: Default::default(),
-            fw,
-            cfg,
+            reopen_logs: Arc::default(),
         };
+        let r = Running::new(
+            cfg,
+            table,
+            handles,
+            StateFile::new(dir.join("blocks.json")),
+            Infrastructure::default(),
+            Vec::new(),
+        );
         (r, forgotten)
     }
 
@@ -796,14 +797,14 @@ mod tests {
         let wants = [Want {
             key: crate::core::ignore::parse_net(addr).unwrap(),
             origin: Origin::Scan,
-            timeout: None,
+            timeout: crate::core::policy::Timeout::Default,
             reason: "test".into(),
             probe: None,
         }];
         let now = epoch_now();
-        let mut book = lock(&r.blocks);
+        let mut book = lock(&r.handles.blocks);
         let plan = book.plan(&wants, now);
-        let report = r.fw.add_blocks(&plan.add);
+        let report = r.table.fw.add_blocks(&plan.add);
         let failed = report
             .failed
             .into_iter()
@@ -818,39 +819,6 @@ mod tests {
             .as_ref()
             .map(|t| t.blocked.keys().map(|k| k.to_string()).collect())
             .unwrap_or_default()
-    }
-
-    #[test]
-    fn the_watchdog_is_fed_only_while_both_threads_go_round() {
-        let stats = Stats::default();
-        let t0 = Instant::now();
-        let mut l = Liveness::new();
-        let at = |s| t0 + Duration::from_secs(s);
-        stats.set_shards(2);
-        let both = |stats: &Stats| {
-            stats.round(0);
-            stats.round(1);
-        };
-        both(&stats);
-        Stats::inc(&stats.responder_rounds);
-        assert_eq!(l.check(&stats, at(1)), None);
-        // The block writer stops; the packet threads go on.
-        for s in 2..=20 {
-            both(&stats);
-            let stalled = l.check(&stats, at(s));
-            assert_eq!(stalled.is_some(), s > 11, "at {s}s: {stalled:?}");
-        }
-        assert_eq!(l.check(&stats, at(21)), Some("block writer"));
-        // One of the two packet threads stops while the rest goes on.
-        let mut l = Liveness::new();
-        Stats::inc(&stats.responder_rounds);
-        l.check(&stats, at(30));
-        for s in 31..=42 {
-            Stats::inc(&stats.responder_rounds);
-            stats.round(0);
-            let stalled = l.check(&stats, at(s));
-            assert_eq!(stalled, (s > 40).then_some("packet thread"), "at {s}s");
-        }
     }
 
     #[test]
@@ -893,7 +861,7 @@ mod tests {
         block(&mut r, "198.18.0.1");
         let now = epoch_now();
         {
-            let mut book = lock(&r.blocks);
+            let mut book = lock(&r.handles.blocks);
             let (fleet, protected) = book.fleet();
             let protected = protected.clone();
             fleet.apply(
@@ -937,14 +905,14 @@ mod tests {
         assert_eq!(fleet_set(&fw), ["198.18.4.0/24"]);
         // Saved with the rest, and read back into the fleet's book.
         r.save();
-        let records = r.state_file.load().unwrap();
+        let records = r.files.state_file.load().unwrap();
         assert!(records
             .iter()
             .any(|x| x.origin == Origin::Fleet && x.reason.starts_with("crowdsecurity/ssh-bf")));
         let (r2, _) = running(Memory::default());
-        lock(&r2.blocks).load(records, now);
-        assert_eq!(lock(&r2.blocks).len(), 1);
-        assert_eq!(lock(&r2.blocks).fleet_book().blocked(), 1);
+        lock(&r2.handles.blocks).load(records, now);
+        assert_eq!(lock(&r2.handles.blocks).len(), 1);
+        assert_eq!(lock(&r2.handles.blocks).fleet_book().blocked(), 1);
     }
 
     #[test]
@@ -965,10 +933,10 @@ mod tests {
         let (mut r, _) = running(fw.clone());
         fw.state().table = None;
         block(&mut r, "198.18.0.7");
-        assert_eq!(lock(&r.blocks).pending(), 1);
+        assert_eq!(lock(&r.handles.blocks).pending(), 1);
         r.heal();
         // Repaired: the refused block is due now, not at its next backoff.
-        let due = lock(&r.blocks).due(epoch_now());
+        let due = lock(&r.handles.blocks).due(epoch_now());
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].key.to_string(), "198.18.0.7/32");
     }
@@ -979,7 +947,7 @@ mod tests {
         let (mut r, _) = running(fw.clone());
         block(&mut r, "198.18.0.1");
         r.save();
-        let records = r.state_file.load().unwrap();
+        let records = r.files.state_file.load().unwrap();
         assert_eq!(records.len(), 1);
         // A new daemon, a new kernel table.
         let fw2 = Memory::default();
@@ -987,8 +955,8 @@ mod tests {
         let mut ended = records[0].clone();
         ended.key = crate::core::ignore::parse_net("198.18.0.2").unwrap();
         ended.expires = Some(1);
-        lock(&r2.blocks).load(vec![records[0].clone(), ended], epoch_now());
-        let n = restore(&mut fw2.clone(), &r2.blocks);
+        lock(&r2.handles.blocks).load(vec![records[0].clone(), ended], epoch_now());
+        let n = restore(&mut fw2.clone(), &r2.handles.blocks);
         assert_eq!(n, 1);
         assert_eq!(kernel_blocks(&fw2), ["198.18.0.1/32"]);
     }

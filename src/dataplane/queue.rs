@@ -130,31 +130,32 @@ pub fn run(
     served: &mut dyn Served,
     now: impl Fn() -> Instant,
 ) -> ! {
-    let mut unannounced = 0u32;
-    let mut verdicts: Vec<(u32, QueueVerdict)> = Vec::with_capacity(BATCH);
-    let mut tally = Tally::new();
-    let fault = Fault::from_env();
+    let mut t = PacketThread {
+        shards,
+        handoff,
+        stats,
+        shard,
+        served,
+        unannounced: 0,
+        verdicts: Vec::with_capacity(BATCH),
+        tally: Tally::new(),
+        overflow: VecDeque::new(),
+        fault: Fault::from_env(),
+    };
     if !coalesce.is_zero() {
-        #[allow(unsafe_code)] // no safe wrapper for prctl
-        // The default timer slack (50 µs) would stretch each pause by half.
-        // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer (ns) and touches no memory of
-        // ours; it changes this thread only.
-        unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong)
-        };
+        tighten_timer_slack();
     }
     let mut flowing = false;
-    let mut overflow: VecDeque<Event> = VecDeque::new();
     loop {
-        if !overflow.is_empty() {
-            unannounced += drain(&mut overflow, handoff);
-            if unannounced > 0 {
+        if !t.overflow.is_empty() {
+            t.unannounced += drain(&mut t.overflow, handoff);
+            if t.unannounced > 0 {
                 let _ = handoff.wake.try_send(());
-                unannounced = 0;
+                t.unannounced = 0;
             }
         }
         // Deferred events are looked at again soon even when no packet comes.
-        let polling = flowing || !overflow.is_empty();
+        let polling = flowing || !t.overflow.is_empty();
         if polling {
             std::thread::sleep(if flowing { coalesce } else { OVERFLOW_POLL });
         }
@@ -166,40 +167,89 @@ pub fn run(
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Idle for IDLE_WAKE: alive, and the control messages may matter now.
-                Stats::inc(&stats.queue_idle);
-                stats.round(shard);
-                // This thread's own shard takes its control messages even with no probe
-                // for it.
-                drop(shards.lock(shard % shards.len().max(1)));
-                if tally.flush(now(), true, handoff, stats) > 0 {
-                    let _ = handoff.wake.try_send(());
-                }
-                if fault == Some(Fault::StallQueue) && Stats::get(&stats.packets) > 0 {
-                    stall("packet");
-                }
+                t.idle(now());
                 continue;
             }
             Err(e) => {
                 // ENOBUFS and friends: the kernel dropped something; keep serving.
-                Stats::inc(&stats.recv_errors);
-                if Stats::get(&stats.recv_errors).is_power_of_two() {
-                    tracing::warn!(
-                        "queue receive error (total {}): {e}",
-                        Stats::get(&stats.recv_errors)
-                    );
-                }
+                count_error(&stats.recv_errors, "queue receive error", &e);
                 continue;
             }
         };
         flowing = !coalesce.is_zero() && n < BATCH;
         stats.round(shard);
-        if fault == Some(Fault::StallQueue) {
+        if t.fault == Some(Fault::StallQueue) {
             stall("packet");
         }
         let at = now();
+        t.batch(queue, n, at);
+        t.unannounced += t.tally.flush(at, false, handoff, stats);
+        // A short batch means the queue ran empty: a lone scanner is blocked now. A full
+        // one means a flood: wake the responder every WAKE_EVERY events, for large
+        // transactions.
+        if t.unannounced > 0 && (n < BATCH || t.unannounced >= WAKE_EVERY) {
+            // A full wake channel means a wake is already pending.
+            let _ = handoff.wake.try_send(());
+            t.unannounced = 0;
+        }
+    }
+}
+
+/// The default timer slack (50 µs) would stretch each coalescing pause by half.
+fn tighten_timer_slack() {
+    #[allow(unsafe_code)] // no safe wrapper for prctl
+    // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer (ns) and touches no memory of
+    // ours; it changes this thread only.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong)
+    };
+}
+
+/// Counts an error of the queue socket; logs it at the 1st, 2nd, 4th, 8th… time.
+#[cold]
+fn count_error(counter: &std::sync::atomic::AtomicU64, what: &str, e: &std::io::Error) {
+    Stats::inc(counter);
+    if Stats::get(counter).is_power_of_two() {
+        tracing::warn!("{what} (total {}): {e}", Stats::get(counter));
+    }
+}
+
+/// A packet thread's state between batches, and what it shares.
+struct PacketThread<'a> {
+    shards: &'a Shards,
+    handoff: &'a Handoff,
+    stats: &'a Stats,
+    shard: usize,
+    served: &'a mut dyn Served,
+    /// Events handed on since the responder was last woken.
+    unannounced: u32,
+    verdicts: Vec<(u32, QueueVerdict)>,
+    tally: Tally,
+    overflow: VecDeque<Event>,
+    fault: Option<Fault>,
+}
+
+impl PacketThread<'_> {
+    /// Idle for IDLE_WAKE: alive, and the control messages may matter now.
+    fn idle(&mut self, now: Instant) {
+        Stats::inc(&self.stats.queue_idle);
+        self.stats.round(self.shard);
+        // This thread's own shard takes its control messages even with no probe for it.
+        drop(self.shards.lock(self.shard % self.shards.len().max(1)));
+        if self.tally.flush(now, true, self.handoff, self.stats) > 0 {
+            let _ = self.handoff.wake.try_send(());
+        }
+        if self.fault == Some(Fault::StallQueue) && Stats::get(&self.stats.packets) > 0 {
+            stall("packet");
+        }
+    }
+
+    /// Decides the `n` packets received, answers them in one verdict message, and adds
+    /// the batch's counts.
+    fn batch(&mut self, queue: &mut QueueSocket, n: usize, at: Instant) {
+        let shards = self.shards;
         let mut counts = Counts::default();
-        verdicts.clear();
+        self.verdicts.clear();
         // The shard last counted in, held while the probes that follow belong to it too
         // (a flood from one source takes its lock once a batch).
         let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
@@ -210,7 +260,7 @@ pub fn run(
                     if matches!(
                         probe.kind,
                         ScanKind::SctpInit | ScanKind::SctpCookieEcho | ScanKind::IpProtocol
-                    ) && served.serves(&probe) =>
+                    ) && self.served.serves(&probe) =>
                 {
                     counts.passed += 1;
                     Verdict::Accept
@@ -227,41 +277,7 @@ pub fn run(
                         .get_or_insert_with(|| shards.lock_for(probe.src, i))
                         .1
                         .detector;
-                    let decision = detector.observe(&probe, at);
-                    match decision {
-                        Decision::Repeat => {
-                            counts.repeats += 1;
-                            if !tally.add(&probe, at) {
-                                let ev = Event {
-                                    probe,
-                                    decision,
-                                    at,
-                                    count: 1,
-                                };
-                                unannounced += u32::from(hand_off(
-                                    ev,
-                                    handoff,
-                                    &mut overflow,
-                                    detector,
-                                    stats,
-                                ));
-                            }
-                        }
-                        Decision::Act { .. } | Decision::Spare { .. } => {
-                            counts.acted += 1;
-                            let ev = Event {
-                                probe,
-                                decision,
-                                at,
-                                count: 1,
-                            };
-                            unannounced +=
-                                u32::from(hand_off(ev, handoff, &mut overflow, detector, stats));
-                        }
-                        Decision::Pass => counts.passed += 1,
-                        Decision::Discard | Decision::Count { .. } => {}
-                    }
-                    decision.verdict()
+                    self.decide(&probe, detector, at, &mut counts)
                 }
                 Err(_) => {
                     // Junk aimed at an unused port: nothing listens there, so dropping
@@ -270,7 +286,7 @@ pub fn run(
                     Verdict::Drop
                 }
             };
-            verdicts.push((
+            self.verdicts.push((
                 p.id,
                 match verdict {
                     Verdict::Accept => QueueVerdict::Accept,
@@ -279,25 +295,56 @@ pub fn run(
             ));
         }
         drop(held);
-        if let Err(e) = queue.answer(&verdicts) {
-            Stats::inc(&stats.verdict_errors);
-            if Stats::get(&stats.verdict_errors).is_power_of_two() {
-                tracing::warn!(
-                    "queue verdict error (total {}): {e}",
-                    Stats::get(&stats.verdict_errors)
-                );
+        if let Err(e) = queue.answer(&self.verdicts) {
+            count_error(&self.stats.verdict_errors, "queue verdict error", &e);
+        }
+        counts.add_to(self.stats);
+    }
+
+    /// The detector's decision on one probe, counted, and handed on when it is an act, a
+    /// spare, or a repeat the tally has no room for.
+    #[inline]
+    fn decide(
+        &mut self,
+        probe: &Probe,
+        detector: &mut crate::core::detector::Detector,
+        at: Instant,
+        counts: &mut Counts,
+    ) -> Verdict {
+        let decision = detector.observe(probe, at);
+        let ev = || Event {
+            probe: *probe,
+            decision,
+            at,
+            count: 1,
+        };
+        match decision {
+            Decision::Repeat => {
+                counts.repeats += 1;
+                if !self.tally.add(probe, at) {
+                    self.unannounced += u32::from(hand_off(
+                        ev(),
+                        self.handoff,
+                        &mut self.overflow,
+                        detector,
+                        self.stats,
+                    ));
+                }
             }
+            Decision::Act { .. } | Decision::Spare { .. } => {
+                counts.acted += 1;
+                self.unannounced += u32::from(hand_off(
+                    ev(),
+                    self.handoff,
+                    &mut self.overflow,
+                    detector,
+                    self.stats,
+                ));
+            }
+            Decision::Pass => counts.passed += 1,
+            Decision::Discard | Decision::Count { .. } => {}
         }
-        counts.add_to(stats);
-        unannounced += tally.flush(at, false, handoff, stats);
-        // A short batch means the queue ran empty: a lone scanner is blocked now. A full
-        // one means a flood: wake the responder every WAKE_EVERY events, for large
-        // transactions.
-        if unannounced > 0 && (n < BATCH || unannounced >= WAKE_EVERY) {
-            // A full wake channel means a wake is already pending.
-            let _ = handoff.wake.try_send(());
-            unannounced = 0;
-        }
+        decision.verdict()
     }
 }
 
@@ -333,6 +380,7 @@ impl Counts {
 
 /// Passes an event on; whether it was taken. An Act or Spare the full hand-off cannot
 /// take waits in `overflow` (behind any already there, so they keep their order).
+#[inline]
 fn hand_off(
     ev: Event,
     handoff: &Handoff,

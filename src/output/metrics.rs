@@ -55,21 +55,51 @@ impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.stats;
         let extra = (self.extra)();
-        {
-            let counter = ConstCounter::new(0u64);
-            let mut family = encoder.encode_descriptor(
-                "portsentry_probes",
-                "Probes to watched ports, by protocol and scan type.",
-                None,
-                counter.metric_type(),
-            )?;
-            for ((proto, kind), c) in KINDS.iter().zip(&s.probes) {
-                let labels = [("proto", *proto), ("type", *kind)];
-                let m = family.encode_family(&labels)?;
-                ConstCounter::new(Stats::get(c)).encode(m)?;
-            }
+        probes(&mut encoder, s)?;
+        for (name, help, v) in counters(s, &extra) {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let counters: [(&str, &str, u64); 13] = [
+        let gauges: [(&str, &str, u64); 2] = [
+            (
+                "portsentry_blocked",
+                "Blocks standing now.",
+                extra.blocked_now,
+            ),
+            (
+                "portsentry_blocks_pending",
+                "Blocks the kernel refused, waiting for a retry.",
+                extra.blocks_pending,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        fleet(&mut encoder, &s.fleet)
+    }
+}
+
+/// Probes by protocol and scan type, one family.
+fn probes(encoder: &mut DescriptorEncoder, s: &Stats) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(
+        "portsentry_probes",
+        "Probes to watched ports, by protocol and scan type.",
+        None,
+        counter.metric_type(),
+    )?;
+    for ((proto, kind), c) in KINDS.iter().zip(&s.probes) {
+        let labels = [("proto", *proto), ("type", *kind)];
+        let m = family.encode_family(&labels)?;
+        ConstCounter::new(Stats::get(c)).encode(m)?;
+    }
+    Ok(())
+}
+
+/// The plain counters: name, help, value.
+fn counters(s: &Stats, extra: &Extra) -> [(&'static str, &'static str, u64); 13] {
+    [
             (
                 "portsentry_alerts",
                 "Sources that reached the trigger.",
@@ -135,29 +165,7 @@ impl Collector for StatsCollector {
                 "Packets read from the queue.",
                 Stats::get(&s.packets),
             ),
-        ];
-        for (name, help, v) in counters {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
-        }
-        let gauges: [(&str, &str, u64); 2] = [
-            (
-                "portsentry_blocked",
-                "Blocks standing now.",
-                extra.blocked_now,
-            ),
-            (
-                "portsentry_blocks_pending",
-                "Blocks the kernel refused, waiting for a retry.",
-                extra.blocks_pending,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
-            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
-        }
-        fleet(&mut encoder, &s.fleet)
-    }
+    ]
 }
 
 /// The fleet (CrowdSec LAPI) metrics: pushes, pulls, failures, fleet blocks.
