@@ -13,5 +13,6 @@ pub mod policy;
 pub mod ports;
 pub mod probe;
 pub mod ratelimit;
+pub mod records;
 pub mod repeats;
 pub mod stats;

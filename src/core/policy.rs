@@ -17,10 +17,10 @@ pub use crate::core::block::{
 use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
+pub use crate::core::records::Page;
+use crate::core::records::{rebuild_map, rebuild_set, Rank, Reasons, Rec};
 use ipnet::{IpNet, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Newest insertions remembered for the spot check (`newest`).
@@ -34,10 +34,6 @@ pub enum Tree {
     Records,
     Ends,
 }
-
-/// Where a scan record sorts in `Blocks::ends`: (0, its end) or, permanent, (1, since).
-/// Two u32 and the key make 28 bytes where (u64, IpNet) took 32.
-type Rank = (u32, u32);
 
 /// Blocks waiting for a retry at most; past it the oldest is given up.
 const MAX_PENDING: usize = 65_536;
@@ -158,193 +154,6 @@ struct Pending {
     next_at: u64,
 }
 
-/// What is kept of a standing record: no heap allocation of its own, 28 bytes (a million
-/// of them must fit a small VPS, and a B-tree node holds 11 beside their keys). The key is
-/// the map's; the reason is interned, its "from SRC" tail kept as the source's host bits
-/// under the key. Times are epoch seconds in a u32, which lasts until 2106; later ones
-/// saturate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Rec {
-    since: u32,
-    /// 0: permanent.
-    ends: u32,
-    count: u32,
-    /// Index into `Reasons`.
-    reason: u32,
-    /// The host bits of the probe's source under the key, when the reason named one (as
-    /// two u32 so that the record keeps 4-byte alignment).
-    src: [u32; 2],
-    has_src: bool,
-    origin: Origin,
-}
-
-/// Epoch seconds as a record keeps them.
-fn secs(t: u64) -> u32 {
-    u32::try_from(t).unwrap_or(u32::MAX)
-}
-
-/// `src`'s bits under `key`, when `src` is inside it and they fit 64 bits (every IPv4
-/// network, IPv6 networks of /64 and narrower): what `Rec::src` keeps.
-fn host_bits(key: IpNet, src: IpAddr) -> Option<u64> {
-    if !key.contains(&src) {
-        return None;
-    }
-    match (key, src) {
-        (IpNet::V4(n), IpAddr::V4(a)) => Some(u64::from(u32::from(a) & u32::from(n.hostmask()))),
-        (IpNet::V6(n), IpAddr::V6(a)) if n.prefix_len() >= 64 => {
-            u64::try_from(u128::from(a) & u128::from(n.hostmask())).ok()
-        }
-        _ => None,
-    }
-}
-
-impl Rec {
-    fn src(&self, key: IpNet) -> Option<IpAddr> {
-        if !self.has_src {
-            return None;
-        }
-        let bits = u64::from(self.src[0]) << 32 | u64::from(self.src[1]);
-        Some(match key {
-            IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
-                u32::from(n.network()) | u32::try_from(bits).unwrap_or(0),
-            )),
-            IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | u128::from(bits))),
-        })
-    }
-
-    fn record(&self, key: IpNet, text: &Arc<str>) -> Record {
-        Record {
-            key,
-            since: u64::from(self.since),
-            expires: self.expires(),
-            count: self.count,
-            reason: match self.src(key) {
-                Some(src) => Arc::from(format!("{text} from {src}")),
-                None => text.clone(),
-            },
-            origin: self.origin,
-        }
-    }
-
-    fn expires(&self) -> Option<u64> {
-        (self.ends != 0).then_some(u64::from(self.ends))
-    }
-
-    /// Where it sorts among the records that may end: soonest first, permanent ones
-    /// last (oldest first among them).
-    fn rank(&self) -> Rank {
-        match self.ends {
-            0 => (1, self.since),
-            e => (0, e),
-        }
-    }
-}
-
-/// A page of records as they are kept (see `Blocks::page`).
-#[derive(Debug, Default)]
-pub struct Page(Vec<(IpNet, Rec, Arc<str>)>);
-
-impl Page {
-    /// The last key, to ask for the next page after it; `None`: the table ended.
-    pub fn last_key(&self) -> Option<IpNet> {
-        self.0.last().map(|(k, ..)| *k)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn records(&self) -> Vec<Record> {
-        self.0.iter().map(|(k, r, t)| r.record(*k, t)).collect()
-    }
-}
-
-/// Interned reason texts, counted: a flood's million blocks share a few dozen.
-#[derive(Debug, Default)]
-struct Reasons {
-    texts: Vec<(Arc<str>, u32)>,
-    ids: HashMap<Arc<str>, u32>,
-    free: Vec<u32>,
-}
-
-impl Reasons {
-    fn intern(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.ids.get(text) {
-            let uses = &mut self.texts[id as usize].1;
-            *uses = uses.saturating_add(1);
-            return id;
-        }
-        let text: Arc<str> = Arc::from(text);
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.texts[id as usize] = (text.clone(), 1);
-                id
-            }
-            None => {
-                self.texts.push((text.clone(), 1));
-                u32::try_from(self.texts.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        self.ids.insert(text, id);
-        id
-    }
-
-    fn release(&mut self, id: u32) {
-        let Some(e) = self.texts.get_mut(id as usize) else {
-            return;
-        };
-        e.1 = e.1.saturating_sub(1);
-        if e.1 == 0 {
-            let text = std::mem::replace(&mut e.0, Arc::from(""));
-            self.ids.remove(&text);
-            self.free.push(id);
-        }
-        if self.ids.is_empty() {
-            // All gone (a flood's blocks ended): give the memory back.
-            *self = Reasons::default();
-        }
-    }
-
-    fn text(&self, id: u32) -> &Arc<str> {
-        &self.texts[id as usize].0
-    }
-}
-
-/// `append` into a non-empty tree builds a new one from both sorted iterators, nodes
-/// full, freeing the old nodes as it goes (no copy of the whole, unlike `collect`); into
-/// an empty one it would only swap, hence the first element taken out first.
-fn rebuild_map<K: Ord, V>(tree: &mut BTreeMap<K, V>) {
-    if let Some(first) = tree.pop_first() {
-        let mut whole = BTreeMap::from([first]);
-        whole.append(tree);
-        *tree = whole;
-    }
-}
-
-/// `rebuild_map` for a set.
-fn rebuild_set<T: Ord>(tree: &mut BTreeSet<T>) {
-    if let Some(first) = tree.pop_first() {
-        let mut whole = BTreeSet::from([first]);
-        whole.append(tree);
-        *tree = whole;
-    }
-}
-
-/// A reason split into its shared text and the source it names ("… from 192.0.2.7").
-fn split_reason(reason: &str) -> (&str, Option<IpAddr>) {
-    match reason.rsplit_once(" from ") {
-        Some((head, tail)) => match tail.parse::<IpAddr>() {
-            Ok(a) => (head, Some(a)),
-            Err(_) => (reason, None),
-        },
-        None => (reason, None),
-    }
-}
-
 /// Every block the daemon made and still stands, with what is needed to retry the ones
 /// the kernel refused.
 #[derive(Debug)]
@@ -458,7 +267,9 @@ impl Blocks {
         let mut records = Vec::with_capacity(standing.len());
         let (mut ends, mut admin_ends) = (Vec::new(), Vec::new());
         for r in &standing {
-            let rec = self.rec(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
+            let rec = self
+                .reasons
+                .keep(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
             match r.origin {
                 Origin::Scan => ends.push((rec.rank(), r.key)),
                 _ => admin_ends.extend((rec.ends != 0).then_some((rec.ends, r.key))),
@@ -1034,7 +845,9 @@ impl Blocks {
         origin: Origin,
     ) {
         self.remove_record(key);
-        let r = self.rec(key, since, expires, count, reason, origin);
+        let r = self
+            .reasons
+            .keep(key, since, expires, count, reason, origin);
         match origin {
             Origin::Scan => {
                 self.ends.insert((r.rank(), key));
@@ -1055,37 +868,6 @@ impl Blocks {
         self.records.insert(key, r);
         self.inserted = self.inserted.saturating_add(1);
         self.dirty = true;
-    }
-
-    /// A record as it is kept, its reason interned.
-    fn rec(
-        &mut self,
-        key: IpNet,
-        since: u64,
-        expires: Option<u64>,
-        count: u32,
-        reason: &str,
-        origin: Origin,
-    ) -> Rec {
-        // A source outside the key, or under a wide IPv6 network, stays in the text.
-        let (text, bits) = match split_reason(reason) {
-            (text, Some(src)) => match host_bits(key, src) {
-                Some(bits) => (text, Some(bits)),
-                None => (reason, None),
-            },
-            (text, None) => (text, None),
-        };
-        let (has_src, bits) = (bits.is_some(), bits.unwrap_or(0));
-        Rec {
-            since: secs(since),
-            // An expiry of 0 would read as permanent: the epoch's first second has passed.
-            ends: expires.map_or(0, |e| secs(e).max(1)),
-            count,
-            reason: self.reasons.intern(text),
-            src: [(bits >> 32) as u32, (bits & 0xffff_ffff) as u32],
-            has_src,
-            origin,
-        }
     }
 
     fn remove_record(&mut self, key: IpNet) -> Option<Rec> {
