@@ -65,6 +65,9 @@ pub struct Netlink {
     seq: u32,
     /// One datagram: every read of it is bounds-checked, so plain bytes do.
     buf: Vec<u8>,
+    /// Transactions sent so far: each commit walks a whole interval set on recent kernels,
+    /// so how many a write takes is what it costs (tests count them).
+    transactions: u64,
 }
 
 // SAFETY: mnl::Socket is not Send only because it holds a raw pointer to its C struct
@@ -95,6 +98,7 @@ impl Netlink {
             portid,
             seq: 1,
             buf: vec![0u8; nftnl::nft_nlmsg_maxsize() as usize],
+            transactions: 0,
         })
     }
 
@@ -125,8 +129,13 @@ impl Netlink {
         let (bytes, seqs, next) = tx.finish();
         // Numbers used by this transaction are never handed out again.
         self.seq = self.seq.max(next);
+        self.transactions += 1;
         self.sock.send(&bytes)?;
         self.collect(seqs)
+    }
+
+    pub fn transactions(&self) -> u64 {
+        self.transactions
     }
 
     /// Sends one request message (e.g. a GET) and returns its error, if any.
