@@ -62,8 +62,12 @@ struct Wants {
     arrived: Vec<Instant>,
 }
 
-/// Upper bound on events handled in one round, so one flood round cannot grow memory.
-const MAX_BATCH: usize = 100_000;
+/// Upper bound on events handled in one round, so one flood round cannot grow memory nor
+/// last long: every commit walks the whole interval set on recent kernels (about 0.15 s
+/// at a million blocks here), and a full table's round writes and evicts as many blocks
+/// as it has events. 16,384 is 8 transactions each way (2.5 s at most here); 100,000 took
+/// 15 s, past the 10 s the watchdog allows a stalled thread.
+const MAX_BATCH: usize = 16_384;
 /// Longest a block waits for others to share its transaction.
 const MAX_WAIT: Duration = Duration::from_millis(2);
 /// How often refused blocks are looked at while some wait for a retry.
@@ -119,7 +123,7 @@ impl<F: Firewall> Responder<F> {
             self.handle(&batch, Instant::now(), epoch_now());
             batch.clear();
             if !busy && batch.capacity() > 4096 {
-                // A flood's batches have passed: its 100,000 events' room (10 MB) goes back.
+                // A flood's batches have passed: their room (about 1.3 MB) goes back.
                 batch.shrink_to(1024);
             }
             match fault {
