@@ -50,6 +50,23 @@ const LISTENER_POLL: Duration = Duration::from_secs(2);
 /// The same failure to heal is logged once per this period, not every check.
 const HEAL_ERROR_EVERY: Duration = Duration::from_secs(60);
 
+/// What `give_memory_back` saw last: blocks written, and the table's (records, removals)
+/// at the last trim.
+struct Trimmed {
+    written: u64,
+    at: (usize, u64),
+}
+
+impl Default for Trimmed {
+    fn default() -> Self {
+        // No round seen yet: the first is never taken for a quiet one.
+        Trimmed {
+            written: u64::MAX,
+            at: (0, 0),
+        }
+    }
+}
+
 /// What the main thread keeps to apply reloads and upkeep.
 /// Generic over the firewall so heal, restore and reload run against the in-memory one in
 /// unit tests.
@@ -150,6 +167,33 @@ impl<F: Firewall> Running<F> {
         }
     }
 
+    /// After a flood, once no block was written for a whole round (`TRIM_EVERY`): a table
+    /// built one insert at a time is rebuilt whole (a third smaller; 40–70 ms a tree at a
+    /// million blocks, the writer waiting), and the heap's free pages go back to the kernel
+    /// once the table gained or lost `TRIM_AFTER` records. Never while blocks are being
+    /// written: a trim walks the free lists with the allocator locked.
+    fn give_memory_back(&mut self, last: &mut Trimmed) {
+        let written = self.handles.stats.blocks_written.load(Ordering::Relaxed);
+        if std::mem::replace(&mut last.written, written) != written {
+            return;
+        }
+        let compacted = self.book().worth_compacting();
+        if compacted {
+            for tree in [Tree::Records, Tree::Ends] {
+                self.book().compact(tree);
+            }
+        }
+        let at = {
+            let book = self.book();
+            (book.len(), book.removals())
+        };
+        let churn = at.0.abs_diff(last.at.0) as u64 + at.1.saturating_sub(last.at.1);
+        if compacted || churn >= TRIM_AFTER {
+            crate::system::proc::release_free_memory();
+            last.at = at;
+        }
+    }
+
     /// Serves signals and upkeep until SIGTERM or SIGINT, then stops cleanly.
     pub fn serve(mut self, mut signals: Signals, mut watch: Option<Watch>, logging: &Logging) {
         let (mut last_refresh, mut last_heal, mut last_save) =
@@ -157,8 +201,7 @@ impl<F: Firewall> Running<F> {
         let mut last_metrics: Option<Instant> = None;
         let mut last_listeners = Instant::now();
         let mut last_trim = Instant::now();
-        let mut trim_at = (0usize, 0u64);
-        let mut last_written = u64::MAX;
+        let mut trimmed = Trimmed::default();
         let mut reports_dropped = 0;
         'serve: loop {
             for sig in signals.pending() {
@@ -194,31 +237,7 @@ impl<F: Firewall> Running<F> {
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
-                // Only once the table grew or shrank by many records (a flood's blocks
-                // came or ended): a trim walks the free lists with the allocator locked.
-                // A flood's events and batches leave free pages between the table's nodes.
-                // A table a flood built, once no block was written for a whole round:
-                // rebuilt whole, a third smaller (each tree stalls the writer 40–70 ms).
-                let written = self.handles.stats.blocks_written.load(Ordering::Relaxed);
-                let quiet = std::mem::replace(&mut last_written, written) == written;
-                let compacted = quiet && self.book().worth_compacting();
-                if compacted {
-                    for tree in [Tree::Records, Tree::Ends] {
-                        self.book().compact(tree);
-                    }
-                }
-                let at = {
-                    let book = self.book();
-                    (book.len(), book.removals())
-                };
-                if compacted
-                    || at.0.abs_diff(trim_at.0) as u64 + at.1.saturating_sub(trim_at.1)
-                        >= TRIM_AFTER
-                {
-                    // 1–3 ms with a million blocks here.
-                    crate::system::proc::release_free_memory();
-                    trim_at = at;
-                }
+                self.give_memory_back(&mut trimmed);
             }
             if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
                 last_metrics = Some(Instant::now());
@@ -811,6 +830,42 @@ mod tests {
             .map(|(k, e)| (k, e.to_string()))
             .collect();
         book.commit(&wants, &plan, &failed, now);
+    }
+
+    /// A table a flood built one insert at a time is rebuilt whole, but only once no
+    /// block was written for a whole round: never under the writer's feet.
+    #[test]
+    fn a_floods_table_is_rebuilt_only_once_the_writer_was_quiet_for_a_round() {
+        use crate::core::policy::Record;
+        let (mut r, _forgotten) = running(Memory::default());
+        let now = epoch_now();
+        let record = |i: u32| Record {
+            key: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                0x0A00_0000 + i,
+            ))),
+            since: now,
+            expires: Some(now + 3600),
+            count: 1,
+            reason: "test".into(),
+            origin: Origin::Scan,
+        };
+        // Into a table that is not empty: one insert at a time, as a flood's blocks come.
+        lock(&r.handles.blocks).load(vec![record(0)], now);
+        lock(&r.handles.blocks).load((1..70_000).map(record).collect(), now);
+        assert!(lock(&r.handles.blocks).worth_compacting());
+        let written = |r: &Running<Memory>, n: u64| {
+            r.handles.stats.blocks_written.store(n, Ordering::Relaxed);
+        };
+        let mut trimmed = Trimmed::default();
+        written(&r, 5);
+        r.give_memory_back(&mut trimmed); // the first round: nothing to compare with
+        written(&r, 6);
+        r.give_memory_back(&mut trimmed); // a block was written meanwhile
+        assert!(lock(&r.handles.blocks).worth_compacting());
+        r.give_memory_back(&mut trimmed); // a quiet round
+        let book = lock(&r.handles.blocks);
+        assert!(!book.worth_compacting());
+        assert_eq!(book.len(), 70_000);
     }
 
     fn kernel_blocks(fw: &Memory) -> Vec<String> {
