@@ -18,7 +18,7 @@ use crate::core::decisions::FleetBook;
 use crate::core::ignore::IgnoreList;
 use crate::core::probe::Probe;
 pub use crate::core::records::Page;
-use crate::core::records::{rebuild_map, rebuild_set, Rank, Reasons, Rec};
+use crate::core::records::{rebuild_map, rebuild_set, Fields, Rank, Reasons, Rec};
 use ipnet::{IpNet, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -250,7 +250,7 @@ impl Blocks {
             self.load_bulk(standing.collect());
         } else {
             for r in standing {
-                self.insert(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
+                self.insert(r.key, &(&r).into());
             }
         }
         self.dirty = false;
@@ -267,9 +267,7 @@ impl Blocks {
         let mut records = Vec::with_capacity(standing.len());
         let (mut ends, mut admin_ends) = (Vec::new(), Vec::new());
         for r in &standing {
-            let rec = self
-                .reasons
-                .keep(r.key, r.since, r.expires, r.count, &r.reason, r.origin);
+            let rec = self.reasons.keep(r.key, &r.into());
             match r.origin {
                 Origin::Scan => ends.push((rec.rank(), r.key)),
                 _ => admin_ends.extend((rec.ends != 0).then_some((rec.ends, r.key))),
@@ -629,17 +627,20 @@ impl Blocks {
                             .records
                             .get(&block.net)
                             .map_or(now, |r| u64::from(r.since));
+                        let since = if w.origin == Origin::Admin {
+                            now
+                        } else {
+                            since
+                        };
                         self.insert(
                             block.net,
-                            if w.origin == Origin::Admin {
-                                now
-                            } else {
-                                since
+                            &Fields {
+                                since,
+                                expires,
+                                count: *count,
+                                reason: &w.reason,
+                                origin: *origin,
                             },
-                            expires,
-                            *count,
-                            &w.reason,
-                            *origin,
                         );
                         Outcome::Blocked {
                             key: block.net,
@@ -834,21 +835,10 @@ impl Blocks {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn insert(
-        &mut self,
-        key: IpNet,
-        since: u64,
-        expires: Option<u64>,
-        count: u32,
-        reason: &str,
-        origin: Origin,
-    ) {
+    fn insert(&mut self, key: IpNet, f: &Fields) {
         self.remove_record(key);
-        let r = self
-            .reasons
-            .keep(key, since, expires, count, reason, origin);
-        match origin {
+        let r = self.reasons.keep(key, f);
+        match f.origin {
             Origin::Scan => {
                 self.ends.insert((r.rank(), key));
             }

@@ -127,18 +127,37 @@ pub(super) struct Reasons {
     free: Vec<u32>,
 }
 
+/// A record as the policy hands it over: borrowed, so keeping one allocates nothing.
+pub(super) struct Fields<'a> {
+    pub(super) since: u64,
+    pub(super) expires: Option<u64>,
+    pub(super) count: u32,
+    pub(super) reason: &'a str,
+    pub(super) origin: Origin,
+}
+
+impl<'a> From<&'a Record> for Fields<'a> {
+    fn from(r: &'a Record) -> Self {
+        Fields {
+            since: r.since,
+            expires: r.expires,
+            count: r.count,
+            reason: &r.reason,
+            origin: r.origin,
+        }
+    }
+}
+
 impl Reasons {
     /// A record as it is kept, its reason interned.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn keep(
-        &mut self,
-        key: IpNet,
-        since: u64,
-        expires: Option<u64>,
-        count: u32,
-        reason: &str,
-        origin: Origin,
-    ) -> Rec {
+    pub(super) fn keep(&mut self, key: IpNet, f: &Fields) -> Rec {
+        let Fields {
+            since,
+            expires,
+            count,
+            reason,
+            origin,
+        } = *f;
         // A source outside the key, or under a wide IPv6 network, stays in the text.
         let (text, bits) = match split_reason(reason) {
             (text, Some(src)) => match host_bits(key, src) {

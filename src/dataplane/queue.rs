@@ -312,37 +312,35 @@ impl PacketThread<'_> {
         counts: &mut Counts,
     ) -> Verdict {
         let decision = detector.observe(probe, at);
-        let ev = || Event {
-            probe: *probe,
-            decision,
-            at,
-            count: 1,
-        };
-        match decision {
+        let hand = match decision {
             Decision::Repeat => {
                 counts.repeats += 1;
-                if !self.tally.add(probe, at) {
-                    self.unannounced += u32::from(hand_off(
-                        ev(),
-                        self.handoff,
-                        &mut self.overflow,
-                        detector,
-                        self.stats,
-                    ));
-                }
+                !self.tally.add(probe, at)
             }
             Decision::Act { .. } | Decision::Spare { .. } => {
                 counts.acted += 1;
-                self.unannounced += u32::from(hand_off(
-                    ev(),
-                    self.handoff,
-                    &mut self.overflow,
-                    detector,
-                    self.stats,
-                ));
+                true
             }
-            Decision::Pass => counts.passed += 1,
-            Decision::Discard | Decision::Count { .. } => {}
+            Decision::Pass => {
+                counts.passed += 1;
+                false
+            }
+            Decision::Discard | Decision::Count { .. } => false,
+        };
+        if hand {
+            let ev = Event {
+                probe: *probe,
+                decision,
+                at,
+                count: 1,
+            };
+            self.unannounced += u32::from(hand_off(
+                ev,
+                self.handoff,
+                &mut self.overflow,
+                detector,
+                self.stats,
+            ));
         }
         decision.verdict()
     }

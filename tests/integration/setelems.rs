@@ -11,12 +11,10 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
-#[test]
-#[ignore = "needs root and network namespaces: scripts/test runs it"]
-fn five_thousand_elements_in_one_message_set_land_in_a_real_set() {
+/// Moves this test's thread (and the commands it starts) to a new, empty network
+/// namespace, with our table loaded. The namespace goes with the thread.
+fn in_a_fresh_namespace_with_our_table() {
     require_root();
-    // This test's thread only moves to a new, empty network namespace; so do the commands
-    // it starts. It goes with the thread.
     // SAFETY: unshare takes a flag and touches no memory of ours.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
@@ -26,6 +24,12 @@ fn five_thousand_elements_in_one_message_set_land_in_a_real_set() {
         .status()
         .unwrap()
         .success());
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it"]
+fn five_thousand_elements_in_one_message_set_land_in_a_real_set() {
+    in_a_fresh_namespace_with_our_table();
 
     // 5,000 addresses of the benchmarking range, with timeouts: ten times what one message
     // held before, and past the ~1,500 that overflowed the unbounded builder's buffer.
@@ -71,16 +75,7 @@ fn refused_and_absent_blocks_cost_a_few_transactions_not_one_each() {
     use portsentry::firewall::Firewall;
     use std::net::Ipv6Addr;
     use std::time::Duration;
-    require_root();
-    // SAFETY: unshare takes a flag and touches no memory of ours.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-    let table = concat!(env!("CARGO_MANIFEST_DIR"), "/nft/portsentry.nft");
-    assert!(Command::new("nft")
-        .args(["-f", table])
-        .status()
-        .unwrap()
-        .success());
+    in_a_fresh_namespace_with_our_table();
     let mut fw = Nft::open().unwrap();
     let block = |net: ipnet::IpNet| Block {
         net,
