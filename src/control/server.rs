@@ -99,6 +99,9 @@ impl<F: Firewall + 'static> Server<F> {
         let reply = match parse_request(line.trim()) {
             // Streamed: a million blocks are not held in memory as one reply.
             Ok(Request::List { json }) => {
+                // This client's own thread, which ends with the request: a million blocks
+                // formatted must not take a CPU from the packet threads and the writer.
+                crate::system::proc::lower_this_thread();
                 let mut out = std::io::BufWriter::new(&conn);
                 if let Err(e) = self.list(json, &mut out) {
                     let _ = writeln!(out, "error: {e}");
@@ -154,8 +157,9 @@ impl<F: Firewall + 'static> Server<F> {
             for r in &page.records() {
                 emit(out, ListRow::of(r, "local", now))?;
             }
-            // Background work: a busy CPU goes to the packet path and the block writer
-            // between pages (a lower priority would hold them up behind the lock).
+            // Background work (the thread runs at nice 10): a busy CPU goes to the packet
+            // path and the block writer between pages. The lock is held only to copy a
+            // page, so a preempted lister holds nobody up for long.
             std::thread::yield_now();
         }
         let fleet = self.book().fleet_book().records();

@@ -19,6 +19,20 @@ pub fn parse_queue_counters(text: &str, queue: u16) -> Option<(u64, u64, u64)> {
     })
 }
 
+/// Puts the calling thread behind the others (nice 10; the thread only, as Linux keeps a
+/// nice value per thread): for background work such as streaming a million blocks to
+/// `portsentry list`, which would otherwise take a CPU from the block writer on a small
+/// host. Best effort: if the kernel says no, the thread runs as before.
+pub fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)] // gettid and setpriority: no safe wrapper in std
+    // SAFETY: both take and return plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// Hands heap memory freed since the last call back to the kernel: glibc keeps it in
 /// its arenas otherwise, so a flood's transient memory (a million-block restore, save or
 /// list, events in flight) would stay resident after the flood.
@@ -33,6 +47,26 @@ pub fn release_free_memory() {
 
 #[cfg(test)]
 mod tests {
+    /// The calling thread's nice value, from /proc (field 19 of its stat line).
+    fn nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_lowered_thread_runs_at_nice_10_and_the_others_do_not() {
+        let before = nice();
+        let lowered = std::thread::spawn(|| {
+            super::lower_this_thread();
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, 10.max(before));
+        assert_eq!(nice(), before);
+    }
+
     #[test]
     fn queue_counters_parse() {
         let text = "    0  12345     3 2   256     7     9       42  1\n    1  0 0 2 256 0 0 0 1\n";
