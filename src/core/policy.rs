@@ -189,7 +189,9 @@ pub struct Blocks {
     removals: u64,
     /// Networks planned for writing and not committed yet, with how many plans hold each:
     /// no lock is held across the kernel's write, so an `unblock` can come between.
-    writing: HashMap<IpNet, u32>,
+    /// And the newest plan among them: a block planned after an unblock must survive the
+    /// lifting of the writes planned before it.
+    writing: HashMap<IpNet, (u32, u64)>,
     /// Those of `writing` unblocked meanwhile, with the last plan made before the unblock:
     /// the commits of that plan and earlier ones record nothing. (A plan's number, not a
     /// flag: should a writer die between plan and commit, later blocks still stand.)
@@ -523,7 +525,8 @@ impl Blocks {
                     planned_v6_lens.insert(n.prefix_len());
                 }
                 plan.add.push(*block);
-                *self.writing.entry(block.net).or_insert(0) += 1;
+                let w = self.writing.entry(block.net).or_insert((0, 0));
+                *w = (w.0 + 1, self.plans);
             }
             steps[i] = Some(step);
         }
@@ -602,7 +605,6 @@ impl Blocks {
         for (w, step) in wants.iter().zip(&plan.steps) {
             out.push(match step {
                 Step::Write { block, .. } if self.end_write(block.net, plan.seq) => {
-                    self.to_lift.push(block.net);
                     Outcome::Refused(Refusal::Lifted)
                 }
                 Step::Write {
@@ -657,12 +659,22 @@ impl Blocks {
         out
     }
 
-    /// One plan's write of `net` is over; whether it was unblocked meanwhile.
+    /// One plan's write of `net` is over; whether it was unblocked meanwhile. Its write
+    /// is taken back from the kernel (`take_lifted`) unless a block of the same network
+    /// planned after the unblock stands or is being written: that one wrote it too.
     fn end_write(&mut self, net: IpNet, seq: u64) -> bool {
-        let lifted = self.lifted.get(&net).is_some_and(|&last| seq <= last);
-        if let Some(n) = self.writing.get_mut(&net) {
-            *n -= 1;
-            if *n == 0 {
+        let unblocked = self.lifted.get(&net).copied();
+        let lifted = unblocked.is_some_and(|last| seq <= last);
+        let newer = self
+            .writing
+            .get(&net)
+            .is_some_and(|&(_, newest)| unblocked.is_some_and(|last| newest > last));
+        if lifted && !newer && !self.records.contains_key(&net) {
+            self.to_lift.push(net);
+        }
+        if let Some(w) = self.writing.get_mut(&net) {
+            w.0 -= 1;
+            if w.0 == 0 {
                 self.writing.remove(&net);
                 self.lifted.remove(&net);
             }
@@ -1034,6 +1046,29 @@ mod tests {
         let (_, out) = apply(&mut b, &[scan("198.18.0.20")], 1001, &[]);
         assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
         b.unblock(net("198.18.0.20"));
+        // The administrator unblocks, then blocks again, while the first write is in
+        // flight: the new block stands in the book and stays in the kernel, whichever
+        // commit comes first.
+        for new_first in [true, false] {
+            let x = "198.18.0.30";
+            let old = b.plan(&[scan(x)], 1003);
+            b.unblock(net(x));
+            let again = [admin(x, Timeout::Permanent)];
+            let new = b.plan(&again, 1003);
+            let commit_new = |b: &mut Blocks| b.commit(&again, &new, &HashMap::new(), 1003);
+            let out = if new_first {
+                let out = commit_new(&mut b);
+                b.commit(&[scan(x)], &old, &HashMap::new(), 1003);
+                out
+            } else {
+                b.commit(&[scan(x)], &old, &HashMap::new(), 1003);
+                commit_new(&mut b)
+            };
+            assert!(matches!(out[0], Outcome::Blocked { .. }), "{out:?}");
+            assert!(b.take_lifted().is_empty(), "the new block would be deleted");
+            assert_eq!(b.get(net(x)).unwrap().origin, Origin::Admin);
+            b.unblock(net(x));
+        }
         // An unblock of another network does not touch a write in flight.
         let plan = b.plan(&[scan("198.18.0.8")], 1002);
         b.unblock(net("198.18.0.9"));
@@ -1161,6 +1196,14 @@ mod tests {
                 "2001:db8:6::/48",
                 "TCP SYN/Normal scan to TCP port 22 from 2001:db8:6:7::9",
             ),
+            (
+                "2001:db8:8::/48",
+                "TCP SYN/Normal scan to TCP port 22 from 2001:db8:8:ffff:1:2:3:4",
+            ),
+            (
+                "2001:e00::/24",
+                "TCP SYN/Normal scan to TCP port 22 from 2001:e12::1",
+            ),
             ("198.18.2.7", "seen on the honeypot from 203.0.113.9"),
             ("198.18.3.7", "from nowhere in particular"),
             ("2001:db8:7::/64", "TCP FIN scan from 198.18.0.1"),
@@ -1180,6 +1223,21 @@ mod tests {
         for (k, r) in cases {
             assert_eq!(&*b.get(net(k)).unwrap().reason, r, "{k}");
         }
+        // /48 blocks (`ipv6_prefix = 48`) share their text as /64 ones do.
+        let before = b.reasons.texts.len();
+        let wants: Vec<Want> = (1..=100)
+            .map(|i| Want {
+                reason: format!("TCP SYN/Normal scan to TCP port 22 from 2001:db8:{i:x}:ff::{i:x}"),
+                ..scan(&format!("2001:db8:{i:x}::/48"))
+            })
+            .filter(|w| b.get(w.key).is_none())
+            .collect();
+        apply(&mut b, &wants, 1001, &[]);
+        assert!(
+            b.reasons.texts.len() <= before + 1,
+            "{}",
+            b.reasons.texts.len()
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub(super) type Rank = (u32, u32);
 /// What is kept of a standing record: no heap allocation of its own, 28 bytes (a million
 /// of them must fit a small VPS, and a B-tree node holds 11 beside their keys). The key is
 /// the map's; the reason is interned, its "from SRC" tail kept as the source's host bits
-/// under the key. Times are epoch seconds in a u32, which lasts until 2106; later ones
-/// saturate.
+/// under the key (80 of them: IPv6 networks of /48 and narrower; a wider one keeps its
+/// source in the text, one text per record). Times are epoch seconds in a u32, which lasts
+/// until 2106: a later end (a timeout near the 100-year maximum) is kept as 2106.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Rec {
     pub(super) since: u32,
@@ -27,9 +28,10 @@ pub(super) struct Rec {
     pub(super) count: u32,
     /// Index into `Reasons`.
     pub(super) reason: u32,
-    /// The host bits of the probe's source under the key, when the reason named one (as
-    /// two u32 so that the record keeps 4-byte alignment).
+    /// The host bits of the probe's source under the key, when the reason named one: bits
+    /// 0–63 as two u32 and 64–79 as a u16, so that the record keeps 4-byte alignment.
     src: [u32; 2],
+    src_high: u16,
     has_src: bool,
     pub(super) origin: Origin,
 }
@@ -39,19 +41,21 @@ pub(super) fn secs(t: u64) -> u32 {
     u32::try_from(t).unwrap_or(u32::MAX)
 }
 
-/// `src`'s bits under `key`, when `src` is inside it and they fit 64 bits (every IPv4
-/// network, IPv6 networks of /64 and narrower): what `Rec::src` keeps.
-fn host_bits(key: IpNet, src: IpAddr) -> Option<u64> {
+/// Host bits a record keeps (`Rec::src`).
+const HOST_BITS: u32 = 80;
+
+/// `src`'s bits under `key`, when `src` is inside it and they fit `HOST_BITS` (every IPv4
+/// network, IPv6 networks of /48 and narrower).
+fn host_bits(key: IpNet, src: IpAddr) -> Option<u128> {
     if !key.contains(&src) {
         return None;
     }
-    match (key, src) {
-        (IpNet::V4(n), IpAddr::V4(a)) => Some(u64::from(u32::from(a) & u32::from(n.hostmask()))),
-        (IpNet::V6(n), IpAddr::V6(a)) if n.prefix_len() >= 64 => {
-            u64::try_from(u128::from(a) & u128::from(n.hostmask())).ok()
-        }
-        _ => None,
-    }
+    let bits = match (key, src) {
+        (IpNet::V4(n), IpAddr::V4(a)) => u128::from(u32::from(a) & u32::from(n.hostmask())),
+        (IpNet::V6(n), IpAddr::V6(a)) => u128::from(a) & u128::from(n.hostmask()),
+        _ => return None,
+    };
+    (bits >> HOST_BITS == 0).then_some(bits)
 }
 
 impl Rec {
@@ -59,12 +63,14 @@ impl Rec {
         if !self.has_src {
             return None;
         }
-        let bits = u64::from(self.src[0]) << 32 | u64::from(self.src[1]);
+        let bits = u128::from(self.src_high) << 64
+            | u128::from(self.src[0]) << 32
+            | u128::from(self.src[1]);
         Some(match key {
             IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
                 u32::from(n.network()) | u32::try_from(bits).unwrap_or(0),
             )),
-            IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | u128::from(bits))),
+            IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | bits)),
         })
     }
 
@@ -173,7 +179,9 @@ impl Reasons {
             ends: expires.map_or(0, |e| secs(e).max(1)),
             count,
             reason: self.intern(text),
+            // Below 2^80 (`host_bits`): each part fits.
             src: [(bits >> 32) as u32, (bits & 0xffff_ffff) as u32],
+            src_high: (bits >> 64) as u16,
             has_src,
             origin,
         }

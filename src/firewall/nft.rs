@@ -388,12 +388,15 @@ impl Nft {
             {
                 Ok(())
             }
-            Err(e) if nets.len() == 1 => Err(e),
-            Err(_) => {
+            // Only a refusal is halved: after a lost answer (a timeout) the transaction may
+            // have landed, and every half would then be refused down to single blocks.
+            Err(FirewallError::Rejected { .. }) if nets.len() > 1 => {
                 let (a, b) = nets.split_at(nets.len() / 2);
-                self.remove_some(set, a)?;
-                self.remove_some(set, b)
+                // Both halves are tried whatever the first gives.
+                let first = self.remove_some(set, a);
+                first.and(self.remove_some(set, b))
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -456,10 +459,13 @@ impl Firewall for Nft {
 
     fn remove_blocks(&mut self, set: Set, nets: &[IpNet]) -> Result<(), FirewallError> {
         // Bounded transactions, as for adds: one for 60,000 blocks fails with ENOBUFS.
+        // Every chunk is tried; the first error is the answer.
+        let mut result = Ok(());
         for chunk in nets.chunks(MAX_ELEMS_PER_MSG * MSGS_PER_TX / 2) {
-            self.remove_some(set, chunk)?;
+            let r = self.remove_some(set, chunk);
+            result = result.and(r);
         }
-        Ok(())
+        result
     }
 
     fn list_blocks(&mut self) -> Result<Vec<Listed>, FirewallError> {
