@@ -2,7 +2,7 @@
 //! verdict), and the messages it exchanges with the rest of the daemon: events out to the
 //! responder, control in from upkeep and the control server.
 //!
-//! May use: `core`.
+//! May use: `core`, `system` (socket options).
 
 pub mod nfqueue;
 pub mod queue;

@@ -20,6 +20,7 @@
 // Our own netlink socket (socket, bind, recvmmsg, send) is made of C calls.
 #![allow(unsafe_code)]
 
+use crate::system::socket;
 use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NLA_TYPE_MASK, NLMSG_ERROR};
 use std::io;
 use std::num::NonZeroI32;
@@ -163,15 +164,8 @@ impl QueueSocket {
             }
         }
         // A burst waits in the socket rather than being dropped by the kernel.
-        let size = libc::c_int::try_from(b.socket_buffer).unwrap_or(libc::c_int::MAX);
-        if setsockopt(raw, libc::SO_RCVBUFFORCE, &size).is_err() {
-            let _ = setsockopt(raw, libc::SO_RCVBUF, &size);
-        }
-        let tv = libc::timeval {
-            tv_sec: b.idle_wake.as_secs() as libc::time_t,
-            tv_usec: b.idle_wake.subsec_micros() as libc::suseconds_t,
-        };
-        setsockopt(raw, libc::SO_RCVTIMEO, &tv)?;
+        socket::set_receive_buffer(raw, b.socket_buffer);
+        socket::set_receive_timeout(raw, b.idle_wake)?;
         // Bind, then the copy range (headers only), the queue length and fail-open.
         let mut cmd = [0u8; 4];
         cmd[0] = NFQNL_CFG_CMD_BIND;
@@ -462,25 +456,6 @@ fn parse(bytes: &[u8], cut: bool) -> Option<Packet<'_>> {
         mark,
         payload,
     })
-}
-
-fn setsockopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live T and its size is given; the kernel copies it. Callers pass the
-    // option's own type (c_int, timeval).
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! contract with users' scripts. `Firewall` is the seam; `nft::Nft` the kernel,
 //! `memory::Memory` a stand-in for tests.
 //!
-//! May use: `core` (blocks, port sets). Never `config` or the daemon: they hand it specs.
+//! May use: `core` (blocks, port sets), `system` (socket options). Never `config` or the
+//! daemon: they hand it specs.
 
 pub mod memory;
 pub mod netlink;

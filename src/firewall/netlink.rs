@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::raw::Tx;
+use crate::system::socket;
 use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR};
 use std::io;
 use std::num::NonZeroI32;
@@ -81,17 +82,10 @@ impl Netlink {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter)?;
         let fd = sock.as_raw_fd();
         // A transaction of thousands of elements answers with thousands of acks; a small
-        // receive buffer would lose them (ENOBUFS). FORCE works as root, plain as fallback.
-        let size: libc::c_int = 8 << 20;
-        if setsockopt(fd, libc::SO_RCVBUFFORCE, &size).is_err() {
-            let _ = setsockopt(fd, libc::SO_RCVBUF, &size);
-        }
+        // receive buffer would lose them (ENOBUFS).
+        socket::set_receive_buffer(fd, 8 << 20);
         // Never wait forever on the kernel.
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        setsockopt(fd, libc::SO_RCVTIMEO, &tv)?;
+        socket::set_receive_timeout(fd, Duration::from_secs(5))?;
         let portid = sock.portid();
         Ok(Netlink {
             sock,
@@ -216,26 +210,6 @@ impl Netlink {
         };
         // SAFETY: one pollfd, ours and alive for the call, as the count says.
         unsafe { libc::poll(&mut pfd, 1, Duration::from_millis(50).as_millis() as i32) > 0 }
-    }
-}
-
-/// A `SOL_SOCKET` option of type `T`.
-fn setsockopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live T and its size is given; the kernel copies it. Callers pass the
-    // option's own type (c_int, timeval).
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

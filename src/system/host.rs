@@ -252,27 +252,8 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
 
 fn set_timeout(sock: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    #[allow(unsafe_code)] // netlink-sys has no receive timeout of its own
-    // SAFETY: SO_RCVTIMEO takes a timeval: `tv`, alive for the call and given with its
-    // size; the kernel copies it. The fd is the socket's own.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // netlink-sys has no receive timeout of its own.
+    super::socket::set_receive_timeout(sock.as_raw_fd(), std::time::Duration::from_secs(5))
 }
 
 /// Address and route changes, as the kernel announces them.

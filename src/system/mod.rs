@@ -12,3 +12,4 @@ pub mod managers;
 pub mod notify;
 pub mod privileges;
 pub mod proc;
+pub mod socket;

@@ -10,8 +10,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core", &[]),
     ("system", &["core"]),
     ("output", &["core", "system"]),
-    ("firewall", &["core"]),
-    ("dataplane", &["core"]),
+    ("firewall", &["core", "system"]),
+    ("dataplane", &["core", "system"]),
     ("fleet", &["core", "config", "firewall", "system"]),
     ("config", &["core", "system", "firewall", "dataplane"]),
     (
